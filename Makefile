@@ -1,0 +1,28 @@
+# flowno-io monorepo. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv from PATH, else the one `pip install uv` put in this Python (run as a module).
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+PY := .venv/bin/python
+# Test parallelism: two workers fit this project's 2-core machines.
+PYTEST_WORKERS ?= 2
+
+.PHONY: help install test lint
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+.venv/.synced: pyproject.toml uv.lock packages/flowno-io/pyproject.toml services/echo/pyproject.toml services/stream/pyproject.toml loadtest/pyproject.toml
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --all-packages --locked
+	@touch $@
+
+install: .venv/.synced ## Install uv if missing, then sync every workspace member into .venv/
+
+test: install ## Run the test suite (parallel, real sockets on 127.0.0.1)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+lint: install ## ruff (lint + format check) and mypy --strict on the library
+	$(PY) -m ruff check packages/flowno-io
+	$(PY) -m ruff format --check packages/flowno-io
+	$(PY) -m mypy

@@ -1,0 +1,185 @@
+"""Timers on the flowno event loop, built only from its public ``sleep`` and ``spawn``.
+
+Flowno 0.1.19 cannot wake a task early: a task parked on a socket wakes only when the socket is
+ready, and a sleeping task cannot be cancelled. So a timeout here does not wake the waiter
+directly. A :class:`Timer` runs a plain callback when it expires, and the callback makes the thing
+the waiter sleeps on ready: ``socket.shutdown()`` for a socket wait (see ``_stream.py``), or
+``Event.set()`` for an event wait (return the ``Event`` from the callback).
+
+One :class:`Clock` task per event loop keeps a heap of armed timers. It ticks at most every
+``TICK`` seconds (so a timer fires up to ``TICK`` late), and exits after ``LINGER`` seconds with no
+armed timer, so ``EventLoop.run_until_complete`` can finish. Timers are re-armed in place: moving a
+deadline later costs one attribute write, and the heap holds at most a couple of entries per timer,
+so a keep-alive connection that re-arms on every request creates no garbage.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import weakref
+from collections.abc import Callable
+from time import monotonic
+
+from flowno import Event, current_event_loop, sleep, spawn
+
+__all__ = ["LINGER", "TICK", "Clock", "Timer", "get_clock"]
+
+logger = logging.getLogger("flowno_io")
+
+#: Longest the clock task sleeps between checks; timers fire up to this late.
+TICK = 0.05
+#: How long the clock task stays alive with nothing armed before it exits.
+LINGER = 0.25
+
+
+class Timer:
+    """A re-armable timer owned by a :class:`Clock`.
+
+    Example:
+        >>> from flowno import EventLoop, sleep
+        >>> fired = []
+        >>> async def main():
+        ...     timer = get_clock().timer(lambda: fired.append("boom"))
+        ...     await timer.arm(0.01)
+        ...     await sleep(0.2)
+        >>> EventLoop().run_until_complete(main())
+        >>> fired
+        ['boom']
+    """
+
+    __slots__ = ("__weakref__", "_callback", "_clock", "_entry_seq", "_entry_time", "deadline")
+
+    def __init__(self, clock: Clock, callback: Callable[[], object]) -> None:
+        self._clock = clock
+        self._callback = callback
+        # The one live heap entry of this timer (older entries are stale and skipped).
+        self._entry_time: float | None = None
+        self._entry_seq = -1
+        #: Monotonic time when the timer fires, or ``None`` while disarmed.
+        self.deadline: float | None = None
+
+    async def arm(self, delay: float) -> None:
+        """Fire ``delay`` seconds from now (re-arming replaces the previous deadline)."""
+        await self.arm_at(monotonic() + delay)
+
+    async def arm_at(self, deadline: float) -> None:
+        """Fire at the monotonic time ``deadline``."""
+        clock = self._clock
+        if self.deadline is None:
+            clock._armed += 1
+        self.deadline = deadline
+        if self._entry_time is None or deadline < self._entry_time:
+            # A later deadline reuses the queued entry (it is re-queued when it pops); an earlier one
+            # needs a new entry, which makes the old one stale.
+            clock._push(self, deadline)
+        if not clock._running:
+            await clock._start()
+
+    def disarm(self) -> None:
+        """Stop the timer if armed (its heap entry is dropped lazily)."""
+        if self.deadline is not None:
+            self.deadline = None
+            self._clock._armed -= 1
+
+
+class Clock:
+    """The per-loop timer service; get it with :func:`get_clock`."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._armed = 0
+        self._running = False
+
+    def _push(self, timer: Timer, deadline: float) -> None:
+        seq = next(self._seq)
+        timer._entry_time = deadline
+        timer._entry_seq = seq
+        heapq.heappush(self._heap, (deadline, seq, timer))
+
+    def timer(self, callback: Callable[[], object]) -> Timer:
+        """A new, disarmed timer that runs ``callback()`` when it expires.
+
+        If the callback returns a flowno ``Event``, the clock sets it (waking its waiters).
+        """
+        return Timer(self, callback)
+
+    @property
+    def armed(self) -> int:
+        """How many timers are armed now."""
+        return self._armed
+
+    async def _start(self) -> None:
+        self._running = True
+        await spawn(self._run())
+
+    def _fire_due(self, now: float) -> list[Event]:
+        heap = self._heap
+        events: list[Event] = []
+        while heap and heap[0][0] <= now:
+            _, seq, timer = heapq.heappop(heap)
+            if seq != timer._entry_seq:
+                continue  # stale entry
+            timer._entry_time = None
+            deadline = timer.deadline
+            if deadline is None:
+                continue
+            if deadline > now:
+                # Re-armed later since it was queued: queue it again at its new deadline.
+                self._push(timer, deadline)
+            else:
+                timer.deadline = None
+                self._armed -= 1
+                try:
+                    result = timer._callback()
+                except Exception:
+                    logger.exception("timer callback failed")
+                    continue
+                if isinstance(result, Event):
+                    events.append(result)
+        return events
+
+    async def _run(self) -> None:
+        idle_since: float | None = None
+        try:
+            while True:
+                now = monotonic()
+                for event in self._fire_due(now):
+                    await event.set()
+                if self._armed == 0:
+                    if idle_since is None:
+                        idle_since = now
+                    elif now - idle_since >= LINGER:
+                        return
+                else:
+                    idle_since = None
+                delay = TICK
+                if self._heap:
+                    delay = min(TICK, max(0.0, self._heap[0][0] - now))
+                await sleep(delay)
+        finally:
+            self._running = False
+            if self._armed == 0:
+                for _, _, timer in self._heap:
+                    timer._entry_time = None
+                self._heap.clear()
+
+
+_clocks: weakref.WeakKeyDictionary[object, Clock] = weakref.WeakKeyDictionary()
+
+
+def get_clock() -> Clock:
+    """The :class:`Clock` of the running flowno event loop (one per loop).
+
+    Raises:
+        RuntimeError: when called outside a running flowno ``EventLoop``.
+    """
+    loop = current_event_loop()
+    if loop is None:
+        raise RuntimeError("flowno_io needs a running flowno EventLoop")
+    clock = _clocks.get(loop)
+    if clock is None:
+        clock = _clocks[loop] = Clock()
+    return clock
