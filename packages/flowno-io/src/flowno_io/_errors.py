@@ -99,7 +99,7 @@ class ClosedResourceError(NetworkError):
     """The stream was used after we closed it."""
 
 
-class TimeoutError(HttpError, builtins.TimeoutError):  # noqa: A001 - the httpx/httpcore name
+class TimeoutError(HttpError, builtins.TimeoutError):
     """An operation did not finish in time."""
 
 

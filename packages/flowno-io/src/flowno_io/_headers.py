@@ -24,6 +24,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Field values may hold visible characters, SP, HTAB and obs-text; never CR, LF, NUL or other CTLs.
 _BAD_VALUE_CHAR = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
+
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or _TOKEN.fullmatch(name) is None:
         raise ValueError(f"invalid header name {name!r}: must be an RFC 9110 token")
@@ -34,7 +35,9 @@ def _check_value(name: str, value: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"header {name!r}: value must be str, not {type(value).__name__}")
     if _BAD_VALUE_CHAR.search(value) is not None:
-        raise ValueError(f"invalid value for header {name!r}: CR, LF, NUL and control characters are not allowed")
+        raise ValueError(
+            f"invalid value for header {name!r}: CR, LF, NUL and control characters are not allowed"
+        )
     return value
 
 

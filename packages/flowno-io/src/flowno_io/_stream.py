@@ -161,9 +161,7 @@ class SocketStream:
 
     # -- sending --------------------------------------------------------------------------------
 
-    async def send_all(
-        self, data: bytes | bytearray | memoryview, *, timeout: float | None = None
-    ) -> None:
+    async def send_all(self, data: bytes | bytearray | memoryview, *, timeout: float | None = None) -> None:
         """Send every byte of ``data``.
 
         Args:

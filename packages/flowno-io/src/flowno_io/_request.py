@@ -1,0 +1,154 @@
+"""``Request``: what a server handler receives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from ._errors import ReadError, RemoteProtocolError
+from ._headers import Headers
+from ._http11 import END_OF_MESSAGE, RequestHead
+
+if TYPE_CHECKING:
+    from ._server import _Connection
+
+__all__ = ["Request"]
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Request:
+    """One HTTP request, as a handler sees it.
+
+    Attributes:
+        method: ``"GET"``, ``"POST"``, ... (upper case, as sent).
+        path: the decoded path, without the query (``"/users/7"``).
+        raw_path: the path as sent (percent-encoded bytes).
+        query_string: the raw query (``"a=1&b=2"``).
+        path_params: values captured by the route pattern (``{"id": 7}``).
+        headers: the request :class:`Headers`.
+        http_version: ``"1.1"`` or ``"1.0"``.
+        client: the peer's ``(host, port)``.
+    """
+
+    __slots__ = (
+        "_body",
+        "_connection",
+        "_continue_sent",
+        "_query",
+        "_reading_done",
+        "client",
+        "headers",
+        "http_version",
+        "method",
+        "path",
+        "path_params",
+        "query_string",
+        "raw_path",
+        "state",
+    )
+
+    def __init__(self, head: RequestHead, connection: _Connection) -> None:
+        self.method = head.method
+        self.path = head.path
+        self.raw_path = head.raw_path
+        self.query_string = head.query_string
+        self.headers: Headers = head.headers
+        self.http_version = head.http_version
+        self.client: tuple[str, int] = connection.client
+        self.path_params: dict[str, Any] = {}
+        #: Free-form per-request storage for handlers and middleware.
+        self.state: dict[str, Any] = {}
+        self._connection = connection
+        self._body: bytes | None = None
+        self._query: dict[str, list[str]] | None = None
+        self._continue_sent = not head.expect_continue
+        # A request with neither Content-Length nor chunked coding has no body; llhttp has then
+        # already queued END_OF_MESSAGE right after the head.
+        self._reading_done = False
+
+    # -- query ------------------------------------------------------------------------------
+
+    @property
+    def query_params(self) -> dict[str, str]:
+        """Query parameters, the last value winning for repeated names (``?a=1&a=2`` → ``"2"``)."""
+        return {name: values[-1] for name, values in self.query_params_all.items()}
+
+    @property
+    def query_params_all(self) -> dict[str, list[str]]:
+        """Query parameters with every value of repeated names."""
+        if self._query is None:
+            self._query = parse_qs(self.query_string, keep_blank_values=True)
+        return self._query
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The ``Last-Event-ID`` header an EventSource sends when it reconnects."""
+        return self.headers.get("last-event-id")
+
+    # -- body -------------------------------------------------------------------------------
+
+    async def iter_body(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, chunk by chunk (each chunk at most 64 KiB of network read).
+
+        Raises:
+            ReadError: the client closed before the body was complete.
+            ReadTimeout: the client sent nothing for the server's ``body_timeout``.
+            TooLargeError: the body is over the server's ``max_body_bytes`` (the server answers 413).
+        """
+        if self._reading_done:
+            return
+        connection = self._connection
+        parser = connection.parser
+        if not self._continue_sent:
+            self._continue_sent = True
+            if not parser.has_events():
+                await connection.stream.send_all(_CONTINUE, timeout=connection.server.write_timeout)
+        while True:
+            event = parser.next_event()
+            if event is None:
+                data = await connection.stream.receive_some(timeout=connection.server.body_timeout)
+                if not data:
+                    raise ReadError("client closed the connection before the body was complete")
+                parser.feed(data)
+                continue
+            if event is END_OF_MESSAGE:
+                self._reading_done = True
+                return
+            if isinstance(event, bytes):
+                yield event
+            else:  # a head before the end of this body cannot happen with a correct parser
+                raise RemoteProtocolError("request framing error")
+
+    async def body(self) -> bytes:
+        """The whole body (read once, then cached)."""
+        if self._body is None:
+            chunks = [chunk async for chunk in self.iter_body()]
+            self._body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._body
+
+    async def text(self) -> str:
+        """The body decoded as UTF-8 (invalid bytes replaced)."""
+        return (await self.body()).decode("utf-8", errors="replace")
+
+    async def json(self) -> Any:
+        """The body parsed as JSON.
+
+        Raises:
+            RemoteProtocolError: the body is not valid JSON (the server answers 400).
+        """
+        try:
+            return orjson.loads(await self.body())
+        except orjson.JSONDecodeError as exc:
+            raise RemoteProtocolError(f"request body is not valid JSON: {exc}", 400) from None
+
+    @property
+    def body_consumed(self) -> bool:
+        """True once the whole body has been read."""
+        return self._reading_done
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.path!r}>"

@@ -1,0 +1,596 @@
+"""``HttpServer``: HTTP/1.1 on the flowno event loop.
+
+Design, around the limits of flowno 0.1.19's loop (see ``docs/flowno-upstream.md``):
+
+* Every finished task stays in ``EventLoop.finished``, so connections are not one task each:
+  a pool of worker tasks serves them, and a worker that finishes a connection takes the next one
+  (first by ``accept()``-ing directly, else by waiting to be handed one by the acceptor).
+* Every socket wait registers and unregisters with the selector, and the loop polls the selector
+  on every task step, so each I/O operation tries the syscall first and parks only when the
+  kernel says it would block (``_stream.py``).
+* Timeouts cannot wake a parked task, so they shut the socket down (``_clock.py``).
+
+Error policy (as uvicorn's): malformed request → its 4xx (400, 413, 431, 505) and close; a
+handler that raises → 500 if nothing was sent yet, else close; the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import logging
+import resource
+import socket as _socket
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from time import monotonic
+from typing import Any, TypeAlias
+
+import orjson
+from flowno import Event, SocketHandle, sleep, spawn
+
+from ._errors import HttpError, NetworkError, ProtocolError, TimeoutError
+from ._headers import Headers
+from ._http11 import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    RequestHead,
+    RequestParser,
+    encode_chunk,
+    encode_response_head,
+    http_date,
+)
+from ._models import Response
+from ._request import Request
+from ._routing import MethodNotAllowed, NotFound, Router
+from ._stream import SocketStream, wait_readable
+
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_WRITE_TIMEOUT",
+    "Handler",
+    "HttpServer",
+    "ResponseWriter",
+]
+
+logger = logging.getLogger("flowno_io.server")
+
+Handler: TypeAlias = Callable[[Request], Awaitable[Any] | Any]
+
+#: Seconds from a request's first byte to the end of its headers (slow-loris guard; then close).
+DEFAULT_HEADER_TIMEOUT = 10.0
+#: Seconds a client may go without sending while a handler reads the body (→ close).
+DEFAULT_BODY_TIMEOUT = 30.0
+#: Seconds an idle keep-alive connection is kept open waiting for its next request.
+DEFAULT_KEEPALIVE_TIMEOUT = 5.0
+#: Seconds a client may go without reading while we send (→ close).
+DEFAULT_WRITE_TIMEOUT = 30.0
+#: Bytes of unread request body the server reads and drops to keep a connection alive; a larger
+#: leftover closes the connection instead.
+MAX_DRAIN_BYTES = 256 * 1024
+
+_SERVER_HEADER = b"Server: flowno-io\r\n"
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+def _default_max_connections() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 10_000
+    return max(16, min(10_000, soft - 64))
+
+
+class _Connection:
+    """One accepted connection: its stream, parser and bookkeeping."""
+
+    __slots__ = ("client", "parser", "requests_served", "server", "stream")
+
+    def __init__(self, server: HttpServer, sock: _socket.socket, client: Any) -> None:
+        self.server = server
+        self.stream = SocketStream(sock)
+        self.client: tuple[str, int] = (client[0], client[1]) if isinstance(client, tuple) else ("", 0)
+        self.parser = RequestParser(server.max_header_bytes, server.max_headers, server.max_body_bytes)
+        self.requests_served = 0
+
+
+class _Worker:
+    __slots__ = ("connection", "wakeup")
+
+    def __init__(self) -> None:
+        self.wakeup = Event()
+        self.connection: _Connection | None = None
+
+
+class ResponseWriter:
+    """What a streaming response uses to send itself (see ``StreamingResponse``).
+
+    Attributes:
+        request: the request being answered.
+        head_only: True for HEAD (send the head, no body).
+        chunked: True once :meth:`write_head` chose chunked framing (HTTP/1.1).
+    """
+
+    __slots__ = ("_connection", "chunked", "head_only", "head_sent", "keep_alive", "request")
+
+    def __init__(self, connection: _Connection, request: Request, keep_alive: bool) -> None:
+        self._connection = connection
+        self.request = request
+        self.head_only = request.method == "HEAD"
+        self.keep_alive = keep_alive
+        self.chunked = False
+        self.head_sent = False
+
+    @property
+    def stream(self) -> SocketStream:
+        """The connection's stream (for disconnect detection)."""
+        return self._connection.stream
+
+    @property
+    def server(self) -> HttpServer:
+        """The server this response belongs to (``server.closing`` tells of a shutdown)."""
+        return self._connection.server
+
+    async def write_head(self, status_code: int, headers: Headers) -> None:
+        """Send the status line and headers, choosing the framing of an unknown-length body.
+
+        HTTP/1.1 gets ``Transfer-Encoding: chunked``; HTTP/1.0 gets the raw body and the
+        connection closes after it.
+        """
+        extra = [_SERVER_HEADER, b"Date: ", http_date(), b"\r\n"]
+        if "content-length" not in headers and status_code not in _NO_BODY_STATUS:
+            if self.request.http_version == "1.1":
+                self.chunked = True
+                extra.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep_alive = False
+        if not self.keep_alive:
+            extra.append(b"Connection: close\r\n")
+        elif self.request.http_version == "1.0":
+            extra.append(b"Connection: keep-alive\r\n")
+        self.head_sent = True
+        await self._send(encode_response_head(status_code, headers, b"".join(extra)))
+
+    async def write(self, data: bytes) -> None:
+        """Send a piece of the body (framed as a chunk when chunked; nothing for HEAD)."""
+        if self.head_only or not data:
+            return
+        await self._send(encode_chunk(data) if self.chunked else data)
+
+    async def end(self) -> None:
+        """Finish the body (the last chunk when chunked)."""
+        if self.chunked and not self.head_only:
+            await self._send(b"0\r\n\r\n")
+
+    async def _send(self, data: bytes) -> None:
+        await self._connection.stream.send_all(data, timeout=self._connection.server.write_timeout)
+
+
+class HttpServer:
+    """An HTTP/1.1 server on the flowno event loop, with the API of ``flowno.io.HttpServer``.
+
+    Args:
+        host: address to bind (``"127.0.0.1"``, ``"0.0.0.0"``, ``"::"``).
+        port: port to bind; ``0`` picks a free one, readable as ``server.port`` after :meth:`bind`.
+        routes: optional handler table ``{"/path": handler}`` or ``{("GET", "/path"): handler}``.
+        max_header_bytes: request line + headers limit (→ 431).
+        max_headers: header field count limit (→ 431).
+        max_body_bytes: request body limit (→ 413, before reading when Content-Length says so).
+        header_timeout: seconds from a request's first byte to the end of its headers (→ close).
+        body_timeout: seconds of silence allowed while a handler reads the body (→ close).
+        keepalive_timeout: seconds an idle keep-alive connection waits for its next request.
+        write_timeout: seconds a client may go without reading a response (→ close).
+        max_connections: open connections at most; beyond it the server stops accepting until
+            one closes (default: 10,000 or the fd limit minus 64, whichever is lower).
+        backlog: the listen backlog.
+        reuse_port: set ``SO_REUSEPORT`` (several processes serving one port).
+
+    A server with no routes answers every request as ``flowno.io.HttpServer`` does (200,
+    ``Hello, world!`` and the request line), so code written for the seed keeps working.
+
+    Example:
+        >>> from flowno import EventLoop
+        >>> from flowno_io import HttpServer, Response, HttpClient
+        >>> server = HttpServer("127.0.0.1", 0)
+        >>> @server.route("/users/{id:int}", methods=["GET"])
+        ... async def get_user(request):
+        ...     return Response.json({"id": request.path_params["id"]})
+        >>> async def main():
+        ...     await spawn(server.serve())
+        ...     response = await HttpClient().get(f"http://127.0.0.1:{server.port}/users/7")
+        ...     await server.close()
+        ...     return response.decode_json()
+        >>> EventLoop().run_until_complete(main(), join=True)
+        {'id': 7}
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        routes: Mapping[str | tuple[str, str], Handler] | None = None,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers: int = DEFAULT_MAX_HEADERS,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        max_connections: int | None = None,
+        backlog: int = 1024,
+        reuse_port: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.max_body_bytes = max_body_bytes
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.write_timeout = write_timeout
+        self.max_connections = max_connections or _default_max_connections()
+        self.backlog = backlog
+        self.reuse_port = reuse_port
+        self.router: Router[Handler] = Router()
+        self._listener: _socket.socket | None = None
+        self._idle_workers: list[_Worker] = []
+        self._connections: set[_Connection] = set()
+        self._capacity: Event | None = None
+        self._closing = False
+        self._closed: Event | None = None
+        #: Counters for health endpoints and tests.
+        self.stats = {"connections_accepted": 0, "requests_served": 0, "workers": 0}
+        for key, handler in (routes or {}).items():
+            if isinstance(key, tuple):
+                self.add_route(key[1], handler, methods=[key[0]])
+            else:
+                self.add_route(key, handler)
+
+    # -- routes -----------------------------------------------------------------------------
+
+    def add_route(self, path: str, handler: Handler, methods: Iterable[str] | None = None) -> None:
+        """Route ``path`` (a pattern such as ``/users/{id:int}``) to ``handler`` for ``methods``.
+
+        ``methods=None`` answers every method. A handler takes the :class:`Request` and returns a
+        :class:`Response`, a streaming response, ``str``/``bytes`` (200), a ``dict``/``list``
+        (JSON), or ``None`` (204). It may be ``async`` or plain.
+        """
+        self.router.add(path, handler, methods)
+
+    def route(self, path: str, methods: Iterable[str] | None = None) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`add_route`."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.add_route(path, handler, methods)
+            return handler
+
+        return decorate
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def bind(self) -> _socket.socket:
+        """Create, bind and listen on the socket now (``serve()`` does it when needed).
+
+        After it, ``server.port`` is the bound port (useful with ``port=0``).
+        """
+        if self._listener is not None:
+            return self._listener
+        infos = _socket.getaddrinfo(self.host, self.port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE)
+        family, type_, proto, _, address = infos[0]
+        sock = _socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            sock.listen(self.backlog)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._listener = sock
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def use_socket(self, sock: _socket.socket) -> None:
+        """Serve on an already bound and listening socket (e.g. inherited from a parent process)."""
+        sock.setblocking(False)
+        self._listener = sock
+        self.port = sock.getsockname()[1]
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` has begun."""
+        return self._closing
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open right now."""
+        return len(self._connections)
+
+    async def serve(self) -> None:
+        """Accept and serve connections until :meth:`close` is called."""
+        listener = self.bind()
+        self._closed = Event()
+        handle = SocketHandle(listener)
+        logger.info("serving on http://%s:%s", self.host, self.port)
+        try:
+            while not self._closing:
+                if len(self._connections) >= self.max_connections:
+                    await self._wait_for_capacity()
+                    continue
+                try:
+                    sock, client = listener.accept()
+                except BlockingIOError:
+                    await wait_readable(handle)
+                    continue
+                except OSError as exc:
+                    if self._closing:
+                        break
+                    await self._accept_failed(exc)
+                    continue
+                await self._dispatch(sock, client)
+        finally:
+            listener.close()
+            self._listener = None
+            for worker in self._idle_workers:
+                await worker.wakeup.set()
+            self._idle_workers.clear()
+            await self._closed.set()
+
+    async def close(self) -> None:
+        """Stop accepting, close idle connections, and let in-flight requests finish."""
+        if self._closing:
+            return
+        self._closing = True
+        listener = self._listener
+        if listener is not None:
+            try:
+                listener.shutdown(_socket.SHUT_RDWR)  # wakes the acceptor
+            except OSError:
+                pass
+        for connection in list(self._connections):
+            if connection.parser.messages_in_progress == 0 and not connection.parser.in_head:
+                connection.stream.shutdown()  # idle: wake its worker, which then closes it
+        if self._closed is not None:
+            await self._closed.wait()
+
+    async def _accept_failed(self, exc: OSError) -> None:
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            logger.error("accept failed (%s): pausing accepts for 100 ms", exc)
+            await sleep(0.1)
+        elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+            logger.error("accept failed: %s", exc)
+            await sleep(0.01)
+
+    async def _wait_for_capacity(self) -> None:
+        self._capacity = capacity = Event()
+        await capacity.wait()
+
+    async def _dispatch(self, sock: _socket.socket, client: Any) -> None:
+        connection = self._open(sock, client)
+        if self._idle_workers:
+            worker = self._idle_workers.pop()
+            worker.connection = connection
+            await worker.wakeup.set()
+        else:
+            self.stats["workers"] += 1
+            await spawn(self._worker(connection))
+
+    def _open(self, sock: _socket.socket, client: Any) -> _Connection:
+        connection = _Connection(self, sock, client)
+        self._connections.add(connection)
+        self.stats["connections_accepted"] += 1
+        return connection
+
+    async def _worker(self, connection: _Connection | None) -> None:
+        listener = self._listener
+        while connection is not None:
+            await self._serve_connection(connection)
+            connection = None
+            if self._closing:
+                return
+            if listener is not None and len(self._connections) < self.max_connections:
+                try:  # a pending connection? take it without a hand-off through the acceptor
+                    sock, client = listener.accept()
+                    connection = self._open(sock, client)
+                    continue
+                except OSError:
+                    pass
+            worker = _Worker()
+            self._idle_workers.append(worker)
+            await worker.wakeup.wait()
+            connection = worker.connection
+
+    async def handle_client(self, client_sock: SocketHandle | _socket.socket) -> None:
+        """Serve one accepted connection until it closes (the seed's API)."""
+        sock = client_sock.socket if isinstance(client_sock, SocketHandle) else client_sock
+        try:
+            client = sock.getpeername()
+        except OSError:
+            client = ("", 0)
+        await self._serve_connection(self._open(sock, client))
+
+    # -- one connection ---------------------------------------------------------------------
+
+    async def _serve_connection(self, connection: _Connection) -> None:
+        try:
+            while not self._closing or connection.parser.has_events():
+                head = await self._next_head(connection)
+                if head is None:
+                    return
+                if not await self._handle(connection, head):
+                    return
+        except Exception:  # never let one connection take the worker down
+            logger.exception("unexpected error on a connection")
+        finally:
+            self._connections.discard(connection)
+            connection.stream.close()
+            capacity = self._capacity
+            if capacity is not None:
+                self._capacity = None
+                await capacity.set()
+
+    async def _next_head(self, connection: _Connection) -> RequestHead | None:
+        """The next request head, or None when the connection should close quietly."""
+        parser = connection.parser
+        stream = connection.stream
+        head_deadline: float | None = None
+        while True:
+            event = parser.next_event()
+            if event is not None:
+                if isinstance(event, RequestHead):
+                    return event
+                continue  # leftovers of a body already answered (drained by _finish_body)
+            if parser.in_head and head_deadline is None:
+                head_deadline = monotonic() + self.header_timeout
+            if head_deadline is not None:
+                deadline = head_deadline
+            elif connection.requests_served:
+                deadline = monotonic() + self.keepalive_timeout
+            else:
+                deadline = monotonic() + self.header_timeout
+            try:
+                data = await stream.receive_some(deadline=deadline)
+            except (NetworkError, TimeoutError):
+                return None
+            if not data:
+                return None
+            try:
+                parser.feed(data)
+            except ProtocolError as exc:
+                await self._send_error(connection, exc.status_hint, str(exc))
+                return None
+
+    async def _handle(self, connection: _Connection, head: RequestHead) -> bool:
+        """Answer one request; True when the connection may serve another."""
+        request = Request(head, connection)
+        keep_alive = head.keep_alive and not head.upgrade and not self._closing
+        try:
+            result = await self._call_handler(request)
+        except ProtocolError as exc:  # bad body framing, body too large, invalid JSON
+            await self._send_error(connection, exc.status_hint, str(exc))
+            return False
+        except (NetworkError, TimeoutError):
+            return False
+        except Exception:
+            logger.exception("handler for %s %s raised", request.method, request.path)
+            await self._send_error(connection, 500, "internal server error")
+            return False
+        if not request.body_consumed and head.expect_continue and not request._continue_sent:
+            keep_alive = False  # the client may or may not send the body it announced
+        try:
+            if isinstance(result, Response):
+                keep_alive = await self._send_response(connection, request, result, keep_alive)
+            else:
+                writer = ResponseWriter(connection, request, keep_alive)
+                try:
+                    await result.send(writer)
+                except (NetworkError, TimeoutError):
+                    return False
+                except Exception:
+                    logger.exception("streaming response for %s %s failed", request.method, request.path)
+                    if not writer.head_sent:
+                        await self._send_error(connection, 500, "internal server error")
+                    return False
+                keep_alive = writer.keep_alive
+        except (NetworkError, TimeoutError):
+            return False
+        connection.requests_served += 1
+        self.stats["requests_served"] += 1
+        if not keep_alive or self._closing:
+            return False
+        return await self._finish_body(connection, request)
+
+    async def _call_handler(self, request: Request) -> Any:
+        if not len(self.router):
+            return _seed_response(request)
+        try:
+            handler, params = self.router.match(request.method, request.path)
+        except NotFound:
+            return Response.json({"error": "not found", "path": request.path}, 404)
+        except MethodNotAllowed as exc:
+            allow = ", ".join(exc.allowed)
+            return Response.json({"error": "method not allowed", "allow": exc.allowed}, 405, {"Allow": allow})
+        request.path_params = params
+        result = handler(request)
+        if inspect.isawaitable(result):
+            result = await result
+        return _to_response(result)
+
+    async def _send_response(
+        self, connection: _Connection, request: Request, response: Response, keep_alive: bool
+    ) -> bool:
+        headers = response.headers
+        status = response.status_code
+        body = response.body
+        connection_header = headers.get("connection")
+        if connection_header is not None and connection_header.lower() == "close":
+            keep_alive = False
+        extra = [_SERVER_HEADER, b"Date: ", http_date(), b"\r\n"]
+        if status in _NO_BODY_STATUS or status < 200:
+            body = b""
+        elif "content-length" not in headers:
+            extra.append(b"Content-Length: %d\r\n" % len(body))
+        if connection_header is None:
+            if not keep_alive:
+                extra.append(b"Connection: close\r\n")
+            elif request.http_version == "1.0":
+                extra.append(b"Connection: keep-alive\r\n")
+        data = encode_response_head(status, headers, b"".join(extra))
+        if body and request.method != "HEAD":
+            data += body
+        await connection.stream.send_all(data, timeout=self.write_timeout)
+        return keep_alive
+
+    async def _finish_body(self, connection: _Connection, request: Request) -> bool:
+        """Read and drop what the handler left of the request body; False to close instead."""
+        if request.body_consumed:
+            return True
+        dropped = 0
+        try:
+            async for chunk in request.iter_body():
+                dropped += len(chunk)
+                if dropped > MAX_DRAIN_BYTES:
+                    return False
+        except (HttpError, OSError):
+            return False
+        return True
+
+    async def _send_error(self, connection: _Connection, status: int, message: str) -> None:
+        body = orjson.dumps({"error": message})
+        head = encode_response_head(
+            status,
+            Headers(),
+            b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n%bDate: %b\r\n"
+            % (len(body), _SERVER_HEADER, http_date()),
+        )
+        try:
+            await connection.stream.send_all(head + body, timeout=self.write_timeout)
+        except (NetworkError, TimeoutError):
+            pass
+
+
+def _to_response(result: Any) -> Any:
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(b"", 204)
+    if isinstance(result, (bytes, str)):
+        return Response(result)
+    if isinstance(result, (dict, list)):
+        return Response.json(result)
+    if hasattr(result, "send"):
+        return result  # a streaming response
+    raise TypeError(f"a handler returned {type(result).__name__}, not a response")
+
+
+def _seed_response(request: Request) -> Response:
+    target = request.raw_path.decode("latin-1")
+    if request.query_string:
+        target += "?" + request.query_string
+    line = f"{request.method} {target} HTTP/{request.http_version}"
+    return Response(f"Hello, world!\nRequest: {line}", content_type="text/plain")
