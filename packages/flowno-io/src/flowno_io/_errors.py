@@ -18,7 +18,8 @@
     │   ├── WriteTimeout
     │   ├── PoolTimeout             no pooled connection became free in time
     │   └── TotalTimeout            the whole request took too long
-    └── HTTPStatusError             ``response.raise_for_status()`` on a 4xx/5xx
+    ├── HTTPStatusError             ``response.raise_for_status()`` on a 4xx/5xx
+    └── TooManyRedirects            the client followed more redirects than allowed
 
 Network errors are translated from ``OSError`` at the I/O boundary (``_stream.py``), so code above
 it never sees a bare ``OSError``.
@@ -44,6 +45,7 @@ __all__ = [
     "RemoteProtocolError",
     "TimeoutError",
     "TooLargeError",
+    "TooManyRedirects",
     "TotalTimeout",
     "WriteError",
     "WriteTimeout",
@@ -133,3 +135,7 @@ class HTTPStatusError(HttpError):
     def __init__(self, message: str, *, response: Any) -> None:
         super().__init__(message)
         self.response = response
+
+
+class TooManyRedirects(HttpError):
+    """The client followed ``max_redirects`` redirects and was sent on once more."""

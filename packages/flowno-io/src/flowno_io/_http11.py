@@ -150,6 +150,7 @@ class RequestParser:
         self._in_head = False
         self._body_bytes = 0
         self._error: RemoteProtocolError | None = None
+        self._finished = False
         #: Requests whose head has been parsed but whose end has not.
         self.messages_in_progress = 0
 
@@ -159,9 +160,12 @@ class RequestParser:
         """Parse ``data``; complete events become available through :meth:`next_event`."""
         if self._error is not None:
             raise self._error
+        if self._finished:
+            return  # the last request said the connection closes after it: ignore what follows
         if self._in_head:
             # Bytes fed while a head is incomplete count against the head limit, so a peer cannot
-            # make the parser buffer an endless header line (llhttp buffers partial fields).
+            # make httptools buffer an endless header line (it keeps partial fields until they
+            # end). The bound is ``max_header_bytes`` plus the one read in which the head began.
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
@@ -172,9 +176,12 @@ class RequestParser:
         except httptools.HttpParserUpgrade:
             # An Upgrade request (we speak no other protocol): it is served as plain HTTP/1.1 and
             # the connection closes after it, so trailing bytes do not matter.
-            pass
+            self._finished = True
         except httptools.HttpParserError as exc:
             message = str(exc)
+            if "after `Connection: close`" in message:
+                self._finished = True  # the requests before it are still served
+                return
             status = 505 if "PRI" in message else 400
             self._error = RemoteProtocolError(f"malformed request: {message}", status)
             raise self._error from None

@@ -480,6 +480,8 @@ class HttpServer:
             logger.exception("handler for %s %s raised", request.method, request.path)
             await self._send_error(connection, 500, "internal server error")
             return False
+        connection.requests_served += 1
+        self.stats["requests_served"] += 1
         if not request.body_consumed and head.expect_continue and not request._continue_sent:
             keep_alive = False  # the client may or may not send the body it announced
         try:
@@ -499,8 +501,6 @@ class HttpServer:
                 keep_alive = writer.keep_alive
         except (NetworkError, TimeoutError):
             return False
-        connection.requests_served += 1
-        self.stats["requests_served"] += 1
         if not keep_alive or self._closing:
             return False
         return await self._finish_body(connection, request)

@@ -1,0 +1,490 @@
+"""Keep-alive connections: the pool per (scheme, host, port) and one HTTP/1.1 exchange on each.
+
+A :class:`ConnectionPool` hands out :class:`Connection` s. A connection goes back to the pool only
+after its response was read to the end with framing that allows reuse; otherwise it is closed.
+Idle connections are used newest first, dropped after ``keepalive_expiry`` seconds, and checked
+without waiting (a non-blocking peek) before reuse, so one the server closed is not picked.
+
+At most ``max_connections_per_host`` connections exist per origin; further requests wait in FIFO
+order, and a released connection is handed straight to the first waiter. There is no background
+task: expiry is checked when connections are taken or returned, and waiting uses flowno
+``Event`` s (woken synchronously by the releasing task) with a :mod:`flowno_io._clock` timer for
+the pool timeout.
+"""
+
+from __future__ import annotations
+
+import socket as _socket
+import ssl
+from collections import deque
+from collections.abc import AsyncIterable
+from time import monotonic
+from typing import TypeAlias
+
+from flowno import Event, current_event_loop
+
+from ._clock import get_clock
+from ._errors import (
+    ClosedResourceError,
+    ConnectTimeout,
+    HttpError,
+    NetworkError,
+    PoolTimeout,
+    ReadTimeout,
+    TotalTimeout,
+    WriteTimeout,
+)
+from ._http11_client import CHUNKED_END, ResponseParser, encode_chunk
+from ._stream import SocketStream, open_tcp_stream
+from ._tls import TlsStream
+
+__all__ = [
+    "DEFAULT_KEEPALIVE_EXPIRY",
+    "DEFAULT_MAX_CONNECTIONS_PER_HOST",
+    "Connection",
+    "ConnectionPool",
+    "Origin",
+    "RequestBody",
+]
+
+#: Connections per (scheme, host, port); httpx and aiohttp default to 100 (in total).
+DEFAULT_MAX_CONNECTIONS_PER_HOST = 100
+#: Seconds an idle connection is kept (httpx: 5; servers commonly close idle ones after 5-75 s).
+DEFAULT_KEEPALIVE_EXPIRY = 5.0
+#: Bytes asked of the kernel per receive.
+RECEIVE_SIZE = 64 * 1024
+#: A request body up to this size is sent in the same ``send`` as the head.
+_COALESCE_BYTES = 64 * 1024
+
+#: ``(scheme, host, port)``
+Origin: TypeAlias = tuple[str, str, int]
+#: What a request body may be: nothing, bytes, or chunks from an async iterable (sent chunked).
+RequestBody: TypeAlias = "bytes | AsyncIterable[bytes] | None"
+Stream: TypeAlias = SocketStream | TlsStream
+
+
+def _wake(event: Event) -> None:
+    """Set ``event`` without yielding to the loop (flowno's ``set()`` costs a loop round trip)."""
+    event._set = True
+    loop = current_event_loop()
+    if loop is not None:
+        waiters = loop.event_waiters.pop(event, None)
+        if waiters:
+            loop.tasks.extend((task, None, None) for task in waiters)
+
+
+def _peer_gone(stream: Stream) -> bool:
+    """Without waiting: has the server closed this idle connection (or sent unasked bytes)?"""
+    if isinstance(stream, TlsStream):
+        return stream.peer_gone()
+    try:
+        stream.sock.recv(1, _socket.MSG_PEEK)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _limit(timeout: float | None, deadline: float | None) -> float | None:
+    """The smaller of ``timeout`` and the time left until ``deadline``."""
+    if deadline is None:
+        return timeout
+    left = max(0.0, deadline - monotonic())
+    return left if timeout is None else min(timeout, left)
+
+
+def _expired(deadline: float | None) -> bool:
+    return deadline is not None and monotonic() >= deadline
+
+
+class Connection:
+    """One HTTP/1.1 connection of a pool, carrying one request at a time.
+
+    The client drives an exchange: :meth:`send_request`, :meth:`receive_head`, then
+    :meth:`receive_body` until it returns ``b""`` (the connection is then back in the pool).
+    Any error closes the connection; :meth:`abort` closes it on purpose (e.g. a stream the user
+    stopped reading).
+    """
+
+    __slots__ = ("_host", "_pool", "idle_since", "in_use", "origin", "parser", "requests", "stream")
+
+    def __init__(self, pool: ConnectionPool, host: _HostPool, origin: Origin, stream: Stream) -> None:
+        self._pool = pool
+        self._host = host
+        self.origin = origin
+        self.stream = stream
+        self.parser: ResponseParser | None = None
+        #: Requests sent on this connection before the current one.
+        self.requests = 0
+        self.idle_since = 0.0
+        self.in_use = True
+
+    # -- one exchange -----------------------------------------------------------------------
+
+    async def send_request(
+        self, head: bytes, body: RequestBody, *, write_timeout: float | None, deadline: float | None
+    ) -> None:
+        """Send the request head and body (an async iterable is sent with chunked framing)."""
+        stream = self.stream
+        try:
+            if body is None:
+                await stream.send_all(head, timeout=_limit(write_timeout, deadline))
+            elif isinstance(body, bytes):
+                if len(body) <= _COALESCE_BYTES:
+                    await stream.send_all(head + body, timeout=_limit(write_timeout, deadline))
+                else:
+                    await stream.send_all(head, timeout=_limit(write_timeout, deadline))
+                    await stream.send_all(body, timeout=_limit(write_timeout, deadline))
+            else:
+                await stream.send_all(head, timeout=_limit(write_timeout, deadline))
+                async for chunk in body:
+                    if chunk:
+                        await stream.send_all(encode_chunk(chunk), timeout=_limit(write_timeout, deadline))
+                    if _expired(deadline):
+                        raise TotalTimeout("request took longer than the total timeout")
+                await stream.send_all(CHUNKED_END, timeout=_limit(write_timeout, deadline))
+        except BaseException as exc:
+            self.abort()
+            raise self._translate(exc, deadline) from exc
+
+    def start_response(self, *, head_request: bool, max_header_bytes: int) -> ResponseParser:
+        """A fresh parser for the response to the request just sent."""
+        parser = self.parser = ResponseParser(head_request=head_request, max_header_bytes=max_header_bytes)
+        return parser
+
+    async def _receive(self, parser: ResponseParser, read_timeout: float | None, deadline: float | None) -> None:
+        try:
+            data = await self.stream.receive_some(RECEIVE_SIZE, timeout=read_timeout, deadline=deadline)
+            if data:
+                parser.feed(data)
+            else:
+                parser.feed_eof()
+        except BaseException as exc:
+            self.abort()
+            raise self._translate(exc, deadline) from exc
+
+    async def receive_head(self, *, read_timeout: float | None, deadline: float | None) -> ResponseParser:
+        """Read until the response head is complete and return the parser holding it."""
+        parser = self.parser
+        if parser is None:
+            raise RuntimeError("start_response() first")
+        while not parser.headers_complete:
+            await self._receive(parser, read_timeout, deadline)
+        if parser.message_complete and not parser.has_body_data:
+            self.release()
+        return parser
+
+    async def receive_body(
+        self, parser: ResponseParser, *, read_timeout: float | None, deadline: float | None
+    ) -> bytes:
+        """The next body bytes of ``parser``'s response (de-chunked, still content-encoded).
+
+        Returns ``b""`` at the end; the connection then goes back to the pool (or closes if it
+        cannot be reused). A parser whose exchange already ended gets ``b""`` too.
+        """
+        while True:
+            owned = self.in_use and self.parser is parser
+            if parser.has_body_data:
+                data = parser.take_body()
+                if parser.message_complete and owned:
+                    self.release()
+                return data
+            if parser.message_complete or not owned:
+                if owned:
+                    self.release()
+                return b""
+            await self._receive(parser, read_timeout, deadline)
+
+    def finish_nowait(self, parser: ResponseParser) -> None:
+        """Stop reading ``parser``'s response: reuse the connection if the rest already arrived.
+
+        Parses what the kernel already holds (never waits); a response complete by then frees
+        the connection for reuse, any other is abandoned (the connection closes).
+        """
+        if not (self.in_use and self.parser is parser):
+            return
+        stream = self.stream
+        if not parser.message_complete and isinstance(stream, SocketStream):
+            try:
+                data = stream.sock.recv(RECEIVE_SIZE)
+                if data:
+                    parser.feed(data)
+                else:
+                    parser.feed_eof()
+            except (OSError, HttpError):  # nothing there yet (BlockingIOError), or broken
+                pass
+        if parser.message_complete:
+            parser.take_body()
+            self.release()
+        else:
+            self.abort()
+
+    def _translate(self, exc: BaseException, deadline: float | None) -> BaseException:
+        if isinstance(exc, ReadTimeout | WriteTimeout) and _expired(deadline):
+            return TotalTimeout("request took longer than the total timeout")
+        if isinstance(exc, NetworkError | ConnectTimeout) and self._pool.closed:
+            return ClosedResourceError("the client was closed")
+        return exc
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """The exchange is over: back to the pool if the response allows reuse, else close."""
+        if self.in_use:
+            self.in_use = False
+            parser = self.parser
+            self.parser = None
+            self._pool._release(self, parser is not None and parser.reusable)
+
+    def abort(self) -> None:
+        """Close the connection now (its response is abandoned) and free its pool slot.
+
+        Does nothing once the exchange has ended (the connection may already serve another).
+        """
+        if self.in_use:
+            self.in_use = False
+            self.parser = None
+            self.stream.close()
+            self._pool._release(self, False)
+
+    def owns(self, parser: ResponseParser) -> bool:
+        """True while the exchange that ``parser`` belongs to still holds this connection."""
+        return self.in_use and self.parser is parser
+
+
+class _Waiter:
+    __slots__ = ("connection", "done", "event", "granted")
+
+    def __init__(self) -> None:
+        self.event = Event()
+        self.connection: Connection | None = None
+        self.granted = False  # a slot to open a new connection
+        self.done = False
+
+
+class _HostPool:
+    __slots__ = ("active", "idle", "waiters")
+
+    def __init__(self) -> None:
+        self.idle: list[Connection] = []  # oldest first
+        self.active = 0  # connections in use or being opened
+        self.waiters: deque[_Waiter] = deque()
+
+
+class ConnectionPool:
+    """Keep-alive connections per ``(scheme, host, port)``.
+
+    Args:
+        ssl_context: the context for ``https`` origins (created on first use when ``None``).
+        max_connections_per_host: connections per origin, in use or idle (``None``: no limit).
+        keepalive_expiry: seconds an idle connection is kept.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections_per_host: int | None = DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+    ) -> None:
+        if max_connections_per_host is not None and max_connections_per_host < 1:
+            raise ValueError("max_connections_per_host must be >= 1 or None")
+        self.ssl_context = ssl_context
+        self.max_connections_per_host = max_connections_per_host
+        self.keepalive_expiry = keepalive_expiry
+        self._hosts: dict[Origin, _HostPool] = {}
+        self._in_use: set[Connection] = set()
+        self.closed = False
+        #: Connections opened so far (for tests and stats).
+        self.connections_opened = 0
+
+    # -- taking -----------------------------------------------------------------------------
+
+    async def acquire(
+        self,
+        origin: Origin,
+        *,
+        connect_timeout: float | None = None,
+        pool_timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> Connection:
+        """A connection to ``origin``: an idle one, a new one, or the next one released.
+
+        Raises:
+            PoolTimeout: none became free within ``pool_timeout``.
+            TotalTimeout: ``deadline`` passed first.
+            ConnectError, ConnectTimeout: opening a new connection failed.
+            ClosedResourceError: the pool is closed.
+        """
+        if self.closed:
+            raise ClosedResourceError("the client was closed")
+        host = self._hosts.get(origin)
+        if host is None:
+            host = self._hosts[origin] = _HostPool()
+        idle = host.idle
+        while idle:
+            connection = idle.pop()
+            if monotonic() - connection.idle_since > self.keepalive_expiry or _peer_gone(connection.stream):
+                connection.stream.close()
+                continue
+            connection.in_use = True
+            host.active += 1
+            self._in_use.add(connection)
+            return connection
+        limit = self.max_connections_per_host
+        if limit is None or host.active < limit:
+            host.active += 1
+            return await self._open(origin, host, connect_timeout, deadline)
+        return await self._wait(origin, host, connect_timeout, pool_timeout, deadline)
+
+    async def _wait(
+        self,
+        origin: Origin,
+        host: _HostPool,
+        connect_timeout: float | None,
+        pool_timeout: float | None,
+        deadline: float | None,
+    ) -> Connection:
+        waiter = _Waiter()
+        host.waiters.append(waiter)
+        wait_limit = _limit(pool_timeout, deadline)
+        timer = None
+        if wait_limit is not None:
+            timer = get_clock().timer(lambda: waiter.event)
+            await timer.arm(wait_limit)
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            # Cancelled while waiting: give back whatever was handed over meanwhile.
+            if waiter.connection is not None:
+                waiter.connection.abort()
+            elif waiter.granted:
+                host.active -= 1
+                self._grant_or_idle(host)
+            raise
+        finally:
+            if timer is not None:
+                timer.disarm()
+            if not waiter.done:  # timed out (or cancelled)
+                waiter.done = True
+                host.waiters.remove(waiter)
+        if waiter.connection is not None:
+            return waiter.connection
+        if waiter.granted:
+            return await self._open(origin, host, connect_timeout, deadline)
+        if self.closed:
+            raise ClosedResourceError("the client was closed")
+        if _expired(deadline):
+            raise TotalTimeout("request took longer than the total timeout")
+        raise PoolTimeout(f"no connection to {origin[1]}:{origin[2]} became free in time")
+
+    async def _open(
+        self, origin: Origin, host: _HostPool, connect_timeout: float | None, deadline: float | None
+    ) -> Connection:
+        scheme, hostname, port = origin
+        stream: Stream | None = None
+        try:
+            timeout = _limit(connect_timeout, deadline)
+            stream = await open_tcp_stream(hostname, port, connect_timeout=timeout)
+            if scheme == "https":
+                context = self.ssl_context
+                if context is None:
+                    context = self.ssl_context = ssl.create_default_context()
+                stream = TlsStream(stream, context, hostname)
+                await stream.do_handshake(deadline=None if timeout is None else monotonic() + timeout)
+        except BaseException as exc:
+            if stream is not None:
+                stream.close()
+            host.active -= 1
+            self._grant_or_idle(host)
+            if isinstance(exc, ConnectTimeout) and _expired(deadline):
+                raise TotalTimeout("request took longer than the total timeout") from exc
+            raise
+        self.connections_opened += 1
+        if self.closed:
+            stream.close()
+            host.active -= 1
+            raise ClosedResourceError("the client was closed")
+        connection = Connection(self, host, origin, stream)
+        self._in_use.add(connection)
+        return connection
+
+    # -- returning --------------------------------------------------------------------------
+
+    def _release(self, connection: Connection, reusable: bool) -> None:
+        host = connection._host
+        self._in_use.discard(connection)
+        if reusable and not self.closed and not connection.stream.closed:
+            connection.requests += 1
+            waiters = host.waiters
+            while waiters:
+                waiter = waiters.popleft()
+                if waiter.done:
+                    continue
+                waiter.done = True
+                waiter.connection = connection
+                connection.in_use = True
+                self._in_use.add(connection)
+                _wake(waiter.event)
+                return
+            host.active -= 1
+            now = monotonic()
+            connection.idle_since = now
+            idle = host.idle
+            idle.append(connection)
+            # Expire from the old end (the list is in release order).
+            while idle and now - idle[0].idle_since > self.keepalive_expiry:
+                idle.pop(0).stream.close()
+            return
+        connection.stream.close()
+        host.active -= 1
+        self._grant_or_idle(host)
+
+    def _grant_or_idle(self, host: _HostPool) -> None:
+        """A slot freed up: let the first waiter open a connection."""
+        waiters = host.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if waiter.done:
+                continue
+            waiter.done = True
+            if not self.closed:
+                waiter.granted = True
+                host.active += 1
+            _wake(waiter.event)
+            return
+
+    # -- state ------------------------------------------------------------------------------
+
+    def idle_connections(self, origin: Origin | None = None) -> int:
+        """Idle connections (to ``origin``, or in all)."""
+        hosts = self._hosts.values() if origin is None else [self._hosts.get(origin, _HostPool())]
+        return sum(len(host.idle) for host in hosts)
+
+    def active_connections(self, origin: Origin | None = None) -> int:
+        """Connections in use or being opened (to ``origin``, or in all)."""
+        hosts = self._hosts.values() if origin is None else [self._hosts.get(origin, _HostPool())]
+        return sum(host.active for host in hosts)
+
+    def close(self) -> None:
+        """Close idle connections and fail waiters; connections in use close when released.
+
+        A task reading a response at that moment gets :class:`ClosedResourceError` (its socket is
+        shut down, which wakes it).
+        """
+        if self.closed:
+            return
+        self.closed = True
+        for host in self._hosts.values():
+            for connection in host.idle:
+                connection.stream.close()
+            host.idle.clear()
+            while host.waiters:
+                waiter = host.waiters.popleft()
+                if not waiter.done:
+                    waiter.done = True
+                    _wake(waiter.event)
+
+        for connection in self._in_use:
+            connection.stream.shutdown()

@@ -1,0 +1,145 @@
+"""The sans-IO request parser: whole, byte by byte, with trailing data, and fuzzed."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowno_io._errors import RemoteProtocolError, TooLargeError
+from flowno_io._http11 import END_OF_MESSAGE, RequestHead, RequestParser, encode_chunk
+
+PIPELINE = (
+    b"POST /upload?x=1&y=%20 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-Multi: 1\r\nX-Multi: 2\r\n\r\nhello"
+    b"PUT /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    b"GET /p%2Fq HTTP/1.0\r\n\r\n"
+)
+
+
+def collect(parser: RequestParser, chunks: list[bytes]) -> list[object]:
+    events: list[object] = []
+    for chunk in chunks:
+        parser.feed(chunk)
+        while (event := parser.next_event()) is not None:
+            events.append(event)
+    return events
+
+
+def summarize(events: list[object]) -> list[object]:
+    """Heads as tuples, adjacent body chunks merged, so different splits compare equal."""
+    out: list[object] = []
+    for event in events:
+        if isinstance(event, RequestHead):
+            out.append((event.method, event.path, event.query_string, event.http_version, event.keep_alive))
+        elif isinstance(event, bytes):
+            if out and isinstance(out[-1], bytes):
+                out[-1] += event
+            else:
+                out.append(event)
+        else:
+            out.append(event)
+    return out
+
+
+EXPECTED = [
+    ("POST", "/upload", "x=1&y=%20", "1.1", True),
+    b"hello",
+    END_OF_MESSAGE,
+    ("PUT", "/c", "", "1.1", True),
+    b"abcde",
+    END_OF_MESSAGE,
+    ("GET", "/p/q", "", "1.0", False),
+    END_OF_MESSAGE,
+]
+
+
+def test_pipeline_whole() -> None:
+    assert summarize(collect(RequestParser(), [PIPELINE])) == EXPECTED
+
+
+def test_pipeline_byte_at_a_time() -> None:
+    chunks = [PIPELINE[i : i + 1] for i in range(len(PIPELINE))]
+    assert summarize(collect(RequestParser(), chunks)) == EXPECTED
+
+
+def test_trailing_partial_request_waits_for_more() -> None:
+    parser = RequestParser()
+    events = collect(parser, [PIPELINE[: -len(b"GET /p%2Fq HTTP/1.0\r\n\r\n")] + b"GET / HTTP/1.1\r\nHo"])
+    assert summarize(events) == EXPECTED[:-2]
+    assert parser.in_head
+    assert parser.next_event() is None
+
+
+def test_repeated_headers_are_kept() -> None:
+    parser = RequestParser()
+    head = collect(parser, [PIPELINE])[0]
+    assert isinstance(head, RequestHead)
+    assert head.headers.get_all("x-multi") == ["1", "2"]
+    assert head.headers.get("X-Multi") == "1, 2"
+
+
+def test_absolute_form_target_keeps_only_the_path() -> None:
+    head = collect(RequestParser(), [b"GET http://example.com/a/b?c=d HTTP/1.1\r\nHost: e\r\n\r\n"])[0]
+    assert isinstance(head, RequestHead)
+    assert (head.path, head.query_string) == ("/a/b", "c=d")
+
+
+def test_limits_raise_with_status_hints() -> None:
+    with pytest.raises(TooLargeError) as info:
+        RequestParser(max_header_bytes=100).feed(b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n")
+    assert info.value.status_hint == 431
+    with pytest.raises(TooLargeError) as info:
+        RequestParser(max_body_bytes=10).feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n")
+    assert info.value.status_hint == 413
+    with pytest.raises(TooLargeError) as info:
+        RequestParser(max_headers=2).feed(b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n")
+    assert info.value.status_hint == 431
+
+
+def test_bytes_after_a_closing_request_are_ignored() -> None:
+    parser = RequestParser()
+    events = collect(parser, [b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGARBAGE\r\n\r\n"])
+    assert summarize(events) == [("GET", "/a", "", "1.1", False), END_OF_MESSAGE]
+    parser.feed(b"more")
+    assert parser.next_event() is None
+
+
+def test_parser_stays_failed_after_an_error() -> None:
+    parser = RequestParser()
+    with pytest.raises(RemoteProtocolError):
+        parser.feed(b"NOT HTTP AT ALL\r\n\r\n")
+    with pytest.raises(RemoteProtocolError):
+        parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+
+
+def test_encode_chunk() -> None:
+    assert encode_chunk(b"x" * 255) == b"ff\r\n" + b"x" * 255 + b"\r\n"
+    assert encode_chunk(b"") == b""
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_split_gives_the_same_events(data: st.DataObject) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(PIPELINE)), max_size=12)))
+    chunks = [PIPELINE[a:b] for a, b in zip([0, *cuts], [*cuts, len(PIPELINE)], strict=True)]
+    assert summarize(collect(RequestParser(), chunks)) == EXPECTED
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_arbitrary_bytes_parse_or_raise_our_error(chunks: list[bytes]) -> None:
+    parser = RequestParser(max_header_bytes=512, max_body_bytes=512)
+    try:
+        collect(parser, chunks)
+    except RemoteProtocolError as exc:
+        assert exc.status_hint in (400, 413, 431, 505)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, len(PIPELINE) - 1), st.binary(min_size=1, max_size=4))
+def test_mutated_requests_parse_or_raise_our_error(position: int, noise: bytes) -> None:
+    mutated = PIPELINE[:position] + noise + PIPELINE[position + len(noise) :]
+    try:
+        collect(RequestParser(), [mutated])
+    except RemoteProtocolError:
+        pass
