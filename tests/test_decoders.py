@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import tracemalloc
 import zlib
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from flowno_io._decoders import (
     DEFAULT_MAX_LINE_BYTES,
     ContentDecoder,
@@ -22,6 +20,8 @@ from flowno_io._decoders import (
     make_decoder,
 )
 from flowno_io._errors import RemoteProtocolError, TooLargeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 TEXT = ("Lorem ipsum dolor sit amet, €😀 " * 200).encode()
 
@@ -50,7 +50,7 @@ def run(decoder: ContentDecoder, chunks: list[bytes]) -> bytes:
 def chunkings(draw: st.DrawFn, data: bytes) -> list[bytes]:
     cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
     bounds = [0, *cuts, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 ENCODINGS: dict[str, Callable[[bytes], bytes]] = {

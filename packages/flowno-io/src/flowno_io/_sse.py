@@ -245,12 +245,15 @@ class SSEDecoder:
     def close(self) -> list[ServerSentEvent]:
         """End of stream: discard an unfinished event (spec: it is never dispatched).
 
+        ``last_event_id`` and ``retry`` are kept for the reconnect, and the decoder is ready to read
+        the next connection's stream (which may again start with a byte order mark).
+
         Returns:
             Always ``[]``; the method exists so every incremental decoder can be drained alike.
-            ``last_event_id`` and ``retry`` are kept, for the reconnect.
         """
         self._partial.clear()
         self._pending_cr = False
+        self._at_stream_start = True
         self._id_buffer = self.last_event_id  # an ``id`` in the discarded event does not count
         self._reset_event()
         return []
@@ -271,8 +274,8 @@ class SSEDecoder:
             )
         # CR and LF never occur inside a multi-byte UTF-8 sequence, so decoding each line on its
         # own gives the same text as decoding the whole stream incrementally.
-        name, colon, value = raw.decode("utf-8", "replace").partition(":")
-        if colon and value[:1] == " ":
+        name, _, value = raw.decode("utf-8", "replace").partition(":")
+        if value[:1] == " ":  # (a line without a colon has an empty value)
             value = value[1:]
         if name == "data":
             self._data.append(value)
