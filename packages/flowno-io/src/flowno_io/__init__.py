@@ -27,6 +27,7 @@ from ._headers import Headers
 from ._models import Response
 from ._request import Request
 from ._server import HttpServer, ResponseWriter
+from ._sse import ServerSentEvent, SSEDecoder
 from ._stream import SocketStream, open_tcp_stream
 
 __all__ = [
@@ -47,6 +48,8 @@ __all__ = [
     "Request",
     "Response",
     "ResponseWriter",
+    "SSEDecoder",
+    "ServerSentEvent",
     "SocketStream",
     "TimeoutError",
     "TooLargeError",
