@@ -153,7 +153,9 @@ class Connection:
         parser = self.parser = ResponseParser(head_request=head_request, max_header_bytes=max_header_bytes)
         return parser
 
-    async def _receive(self, parser: ResponseParser, read_timeout: float | None, deadline: float | None) -> None:
+    async def _receive(
+        self, parser: ResponseParser, read_timeout: float | None, deadline: float | None
+    ) -> None:
         try:
             data = await self.stream.receive_some(RECEIVE_SIZE, timeout=read_timeout, deadline=deadline)
             if data:

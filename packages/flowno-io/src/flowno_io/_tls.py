@@ -79,9 +79,7 @@ class TlsStream:
         if self._outgoing.pending:
             await self.transport.send_all(self._outgoing.read(), timeout=timeout)
 
-    async def _retry(
-        self, operation: Callable[[], T], timeout: float | None, deadline: float | None
-    ) -> T:
+    async def _retry(self, operation: Callable[[], T], timeout: float | None, deadline: float | None) -> T:
         """Run an ``ssl`` operation, feeding it socket bytes until it stops wanting them."""
         while True:
             try:

@@ -1,0 +1,582 @@
+"""``HttpClient``: HTTP/1.1 requests on the flowno event loop, with the API of ``flowno.io``.
+
+Keep-alive connections are pooled per (scheme, host, port) (``_pool.py``); responses are parsed
+by ``_http11_client.py``; streaming bodies (raw bytes, JSON lines, Server-Sent Events) are in
+``_streaming.py``. One client may be shared by any number of tasks on one loop.
+
+Example:
+    >>> from flowno import EventLoop, spawn
+    >>> from flowno_io import HttpServer
+    >>> server = HttpServer("127.0.0.1", 0, routes={"/hi": lambda request: {"hello": "world"}})
+    >>> async def main():
+    ...     await spawn(server.serve())
+    ...     async with HttpClient() as client:
+    ...         response = await client.get(f"http://127.0.0.1:{server.port}/hi")
+    ...     await server.close()
+    ...     return response.status, response.decode_json()
+    >>> EventLoop().run_until_complete(main(), join=True)
+    ('HTTP/1.1 200 OK', {'hello': 'world'})
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterable, Mapping, Sequence
+from dataclasses import dataclass
+from time import monotonic
+from types import TracebackType
+from typing import Any, Final, TypeAlias
+from urllib.parse import quote, urlencode, urljoin, urlsplit
+
+import orjson
+
+from ._errors import (
+    LocalProtocolError,
+    ReadError,
+    RemoteProtocolError,
+    TooLargeError,
+    TooManyRedirects,
+    WriteError,
+)
+from ._headers import Headers
+from ._http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
+from ._models import Response
+from ._pool import (
+    DEFAULT_KEEPALIVE_EXPIRY,
+    DEFAULT_MAX_CONNECTIONS_PER_HOST,
+    Connection,
+    ConnectionPool,
+    Origin,
+    RequestBody,
+)
+from ._streaming import (
+    BodyReader,
+    ErrStreamingResponse,
+    HTTPException,
+    OkStreamingResponse,
+    body_iterator,
+    streaming_response_is_ok,
+)
+
+__all__ = [
+    "DEFAULT_MAX_REDIRECTS",
+    "DEFAULT_MAX_RESPONSE_BODY_BYTES",
+    "DEFAULT_TIMEOUT",
+    "ErrStreamingResponse",
+    "HTTPException",
+    "HttpClient",
+    "OkStreamingResponse",
+    "Timeout",
+    "streaming_response_is_ok",
+]
+
+#: Decoded response body limit, buffered or streamed (→ ``TooLargeError``, status hint 413).
+#: httpx and aiohttp set none; 64 MiB bounds memory (and gzip bombs) yet fits any API response.
+DEFAULT_MAX_RESPONSE_BODY_BYTES = 64 * 1024 * 1024
+#: Redirects followed per request when following is on (httpx: 20; browsers: 20).
+DEFAULT_MAX_REDIRECTS = 20
+#: Body of a redirect response read and dropped to keep its connection; a larger one closes it.
+_MAX_DRAIN_BYTES = 64 * 1024
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_BODY_EXPECTED: Final = frozenset({"POST", "PUT", "PATCH"})
+# Characters left as they are when percent-encoding a path and a query (RFC 3986 pchar + "/?").
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
+_QUERY_SAFE: Final = "/?:@!$&'()*+,;=-._~%"
+_URL_CACHE_SIZE = 512
+
+HeadersLike: TypeAlias = Headers | Mapping[str, str | list[str]]
+#: ``data=``: bytes, text (UTF-8), a form (``application/x-www-form-urlencoded``), or an async
+#: iterable of byte chunks (sent with ``Transfer-Encoding: chunked``).
+RequestData: TypeAlias = (
+    bytes | bytearray | memoryview | str | Mapping[str, Any] | AsyncIterable[bytes] | None
+)
+Params: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]] | str
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """Timeouts in seconds (``None``: no limit), per client and per request.
+
+    Attributes:
+        connect: to open a connection (TCP and TLS handshake) → ``ConnectTimeout``.
+        read: between two arrivals of response bytes → ``ReadTimeout``.
+        write: for the server to accept more request bytes → ``WriteTimeout``.
+        pool: to get a connection when ``max_connections_per_host`` are busy → ``PoolTimeout``.
+        total: for the whole exchange, until the end of the body (streamed too) → ``TotalTimeout``.
+
+    A number instead of a ``Timeout`` sets connect, read, write and pool (as in httpx).
+
+    Example:
+        >>> Timeout.coerce(2.5)
+        Timeout(connect=2.5, read=2.5, write=2.5, pool=2.5, total=None)
+    """
+
+    connect: float | None = 10.0
+    read: float | None = 60.0
+    write: float | None = 60.0
+    pool: float | None = 60.0
+    total: float | None = None
+
+    @classmethod
+    def coerce(cls, value: Timeout | float | None) -> Timeout:
+        """A ``Timeout`` from a ``Timeout``, a number of seconds, or ``None`` (no limits)."""
+        if isinstance(value, Timeout):
+            return value
+        return cls(value, value, value, value, None)
+
+
+#: Default timeouts: connect 10 s, read/write/pool 60 s (model replies can be slow), no total.
+DEFAULT_TIMEOUT = Timeout()
+
+
+class _Unset:
+    __slots__ = ()
+
+
+_UNSET: Final = _Unset()
+
+
+def _parse_url(url: str) -> tuple[Origin, str, str]:
+    """``(origin, request target, Host header)`` of an absolute http(s) URL."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise LocalProtocolError(f"invalid URL {url!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    default_port = _DEFAULT_PORTS.get(scheme)
+    if default_port is None:
+        raise LocalProtocolError(f"unsupported URL {url!r}: only http:// and https:// are supported")
+    host = parts.hostname
+    if not host:
+        raise LocalProtocolError(f"invalid URL {url!r}: no host")
+    port = port or default_port
+    host_header = f"[{host}]" if ":" in host else host
+    if port != default_port:
+        host_header = f"{host_header}:{port}"
+    target = quote(parts.path or "/", safe=_PATH_SAFE)
+    if parts.query:
+        target = f"{target}?{quote(parts.query, safe=_QUERY_SAFE)}"
+    return (scheme, host, port), target, host_header
+
+
+def _encode_body(data: RequestData, json: Any) -> tuple[RequestBody, str | None]:
+    """The body to send and the ``Content-Type`` it implies."""
+    if json is not None:
+        return orjson.dumps(json), "application/json"
+    if data is None or isinstance(data, bytes):
+        return data, None
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data), None
+    if isinstance(data, str):
+        return data.encode(), "text/plain; charset=utf-8"
+    if isinstance(data, Mapping):
+        return urlencode(data, doseq=True).encode(), "application/x-www-form-urlencoded"
+    if isinstance(data, AsyncIterable):
+        return data, None
+    raise TypeError(
+        f"data must be bytes, str, a mapping or an async iterable of bytes, not {type(data).__name__}"
+    )
+
+
+def _merge_headers(*sources: HeadersLike | None) -> Headers | None:
+    result: Headers | None = None
+    for source in sources:
+        if source is None:
+            continue
+        headers = source if isinstance(source, Headers) else Headers(source)
+        if result is None:
+            result = headers
+        else:
+            result = result.copy()
+            result.merge(headers)
+    return result
+
+
+class HttpClient:
+    """An HTTP/1.1 client with keep-alive pooling, streaming, timeouts and typed errors.
+
+    Args:
+        headers: headers sent with every request (a request's own headers win over them).
+        base_url: prefix for relative URLs (``base_url="http://h/api"``, ``get("/users")``).
+        timeout: a :class:`Timeout`, a number of seconds, or ``None`` for no limits.
+        max_connections_per_host: pooled connections per (scheme, host, port), ``None`` for no
+            limit; requests beyond it wait (``Timeout.pool``).
+        keepalive_expiry: seconds an idle connection is kept for reuse.
+        follow_redirects: follow 301/302/303/307/308 (off by default, as in httpx).
+        max_redirects: redirects followed per request before ``TooManyRedirects``.
+        max_header_bytes: response status line + headers limit (→ ``TooLargeError``).
+        max_body_bytes: decoded body limit, buffered or streamed (→ ``TooLargeError``); ``None``
+            for none (endless event streams).
+        verify: ``True`` verifies https certificates against the system store, a path names a
+            CA bundle, an ``ssl.SSLContext`` is used as given, ``False`` disables verification.
+        user_agent: the ``User-Agent`` header.
+
+    Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
+    ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
+    ``TooLargeError``, ``TooManyRedirects``. A 4xx/5xx is a normal response; call
+    ``raise_for_status()`` to turn it into ``HTTPStatusError``.
+    """
+
+    def __init__(
+        self,
+        headers: HeadersLike | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: Timeout | float | None = DEFAULT_TIMEOUT,
+        max_connections_per_host: int | None = DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+        follow_redirects: bool = False,
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        max_header_bytes: int = DEFAULT_MAX_RESPONSE_HEADER_BYTES,
+        max_body_bytes: int | None = DEFAULT_MAX_RESPONSE_BODY_BYTES,
+        verify: bool | str | ssl.SSLContext = True,
+        user_agent: str = "flowno-io/0.1",
+    ) -> None:
+        #: Headers sent with every request; mutable.
+        self.headers = Headers(headers) if not isinstance(headers, Headers) else headers
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.timeout = Timeout.coerce(timeout)
+        self.follow_redirects = follow_redirects
+        self.max_redirects = max_redirects
+        self.max_header_bytes = max_header_bytes
+        self.max_body_bytes = max_body_bytes
+        self._base_fields: dict[str, list[str]] = {
+            "user-agent": [user_agent],
+            "accept": ["*/*"],
+            "accept-encoding": ["gzip, deflate"],
+        }
+        self._pool = ConnectionPool(
+            ssl_context=_ssl_context(verify),
+            max_connections_per_host=max_connections_per_host,
+            keepalive_expiry=keepalive_expiry,
+        )
+        self._urls: dict[str, tuple[Origin, str, str]] = {}
+
+    @property
+    def override_headers(self) -> Headers:
+        """The seed's name for :attr:`headers`."""
+        return self.headers
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The connection pool (for its counters: ``connections_opened``, ``idle_connections()``)."""
+        return self._pool
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close pooled connections; requests in flight fail with ``ClosedResourceError``."""
+        self._pool.close()
+
+    async def aclose(self) -> None:
+        """Async form of :meth:`close`."""
+        self._pool.close()
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._pool.close()
+
+    # -- the seed API ---------------------------------------------------------------------------
+
+    async def get(self, url: str, **options: Any) -> Response:
+        """GET ``url``; ``options`` are those of :meth:`request` (``params``, ``headers``, ...)."""
+        return await self.request("GET", url, **options)
+
+    async def post(self, url: str, json: Any = None, data: RequestData = None, **options: Any) -> Response:
+        """POST ``json`` (encoded with orjson) or ``data`` to ``url``."""
+        return await self.request("POST", url, data, json=json, **options)
+
+    async def put(self, url: str, json: Any = None, data: RequestData = None, **options: Any) -> Response:
+        """PUT ``json`` or ``data`` to ``url``."""
+        return await self.request("PUT", url, data, json=json, **options)
+
+    async def patch(self, url: str, json: Any = None, data: RequestData = None, **options: Any) -> Response:
+        """PATCH ``json`` or ``data`` to ``url``."""
+        return await self.request("PATCH", url, data, json=json, **options)
+
+    async def delete(self, url: str, **options: Any) -> Response:
+        """DELETE ``url``."""
+        return await self.request("DELETE", url, **options)
+
+    async def head(self, url: str, **options: Any) -> Response:
+        """HEAD ``url`` (the response has headers and an empty body)."""
+        return await self.request("HEAD", url, **options)
+
+    async def options(self, url: str, **options: Any) -> Response:
+        """OPTIONS ``url``."""
+        return await self.request("OPTIONS", url, **options)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        data: RequestData = None,
+        extra_headers: HeadersLike | None = None,
+        *,
+        json: Any = None,
+        params: Params | None = None,
+        headers: HeadersLike | None = None,
+        timeout: Timeout | float | _Unset | None = _UNSET,
+        follow_redirects: bool | None = None,
+        max_body_bytes: int | _Unset | None = _UNSET,
+    ) -> Response:
+        """Send a request and read the whole response.
+
+        Args:
+            method: any method (``"GET"``, ``"QUERY"``...).
+            url: absolute, or relative to ``base_url``.
+            data: the body: bytes, str, a form mapping, or an async iterable of bytes (chunked).
+            extra_headers: headers for this request (the seed's name; ``headers`` is the same).
+            json: a value to send as JSON instead of ``data``.
+            params: query parameters added to the URL.
+            timeout: overrides the client's timeouts for this request.
+            follow_redirects: overrides the client's setting for this request.
+            max_body_bytes: overrides the client's body limit for this request.
+
+        Returns:
+            The :class:`Response`, body decompressed (a 4xx/5xx is returned, not raised).
+        """
+        reader = await self._send(
+            method,
+            url,
+            data,
+            json,
+            params,
+            _merge_headers(extra_headers, headers),
+            timeout,
+            follow_redirects,
+            max_body_bytes,
+        )
+        body = await reader.read_all()
+        parser = reader.parser
+        response = Response(body, parser.status_code, parser.headers)
+        response.reason = parser.reason
+        response.http_version = parser.http_version
+        return response
+
+    async def stream_get(self, url: str, **options: Any) -> OkStreamingResponse[Any] | ErrStreamingResponse:
+        """Streaming GET; see :meth:`stream_request`."""
+        return await self.stream_request("GET", url, **options)
+
+    async def stream_post(
+        self, url: str, json: Any = None, data: RequestData = None, **options: Any
+    ) -> OkStreamingResponse[Any] | ErrStreamingResponse:
+        """Streaming POST of ``json`` or ``data``; see :meth:`stream_request`."""
+        return await self.stream_request("POST", url, data, json=json, **options)
+
+    async def stream_request(
+        self,
+        method: str,
+        url: str,
+        data: RequestData = None,
+        extra_headers: HeadersLike | None = None,
+        *,
+        json: Any = None,
+        params: Params | None = None,
+        headers: HeadersLike | None = None,
+        timeout: Timeout | float | _Unset | None = _UNSET,
+        follow_redirects: bool | None = None,
+        max_body_bytes: int | _Unset | None = _UNSET,
+    ) -> OkStreamingResponse[Any] | ErrStreamingResponse:
+        """Send a request and return as soon as the response head arrives.
+
+        A 2xx gives an :class:`OkStreamingResponse` whose ``body`` yields, as data arrives:
+        each event's data parsed as JSON for ``text/event-stream`` (non-JSON data as ``str``),
+        ending at ``data: [DONE]``; each line parsed for JSON lines (``application/x-ndjson``,
+        ``application/jsonl``, or chunked ``application/json``); else decompressed byte chunks.
+        ``response.events()`` yields whole ``ServerSentEvent`` s instead. Any other status gives
+        an :class:`ErrStreamingResponse` with the whole body as ``bytes``. Arguments are those
+        of :meth:`request`.
+
+        Example (``async with`` closes the connection if the body is not read to the end):
+
+        .. code-block:: python
+
+            response = await client.stream_post(url, json={"stream": True})
+            async with response:
+                if streaming_response_is_ok(response):
+                    async for chunk in response.body:
+                        print(chunk)
+                else:
+                    print(response.status, await response.decode_json())
+        """
+        reader = await self._send(
+            method,
+            url,
+            data,
+            json,
+            params,
+            _merge_headers(extra_headers, headers),
+            timeout,
+            follow_redirects,
+            max_body_bytes,
+        )
+        parser = reader.parser
+        status = f"HTTP/{parser.http_version} {parser.status_code} {parser.reason}".rstrip()
+        if 200 <= parser.status_code < 300:
+            return OkStreamingResponse(self, status, parser.headers, body_iterator(reader), reader)
+        return ErrStreamingResponse(self, status, parser.headers, await reader.read_all())
+
+    # -- one request ----------------------------------------------------------------------------
+
+    def _resolve(self, url: str) -> tuple[Origin, str, str]:
+        resolved = self._urls.get(url)
+        if resolved is None:
+            full = url
+            if self.base_url is not None and "://" not in url:
+                full = f"{self.base_url}/{url.lstrip('/')}"
+            resolved = _parse_url(full)
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[url] = resolved
+        return resolved
+
+    def _encode_head(
+        self,
+        method: str,
+        target: str,
+        host_header: str,
+        body: RequestBody,
+        content_type: str | None,
+        headers: Headers | None,
+    ) -> bytes:
+        fields = {"host": [host_header], **self._base_fields, **self.headers._fields}
+        if content_type is not None:
+            fields["content-type"] = [content_type]
+        if headers is not None:
+            fields.update(headers._fields)
+        if body is None:
+            fields.pop("transfer-encoding", None)
+            if method in _BODY_EXPECTED:
+                fields["content-length"] = ["0"]
+        elif isinstance(body, bytes):
+            fields.pop("transfer-encoding", None)
+            fields["content-length"] = [str(len(body))]
+        else:
+            fields.pop("content-length", None)
+            fields["transfer-encoding"] = ["chunked"]
+        return encode_request_head(
+            method, target, [(name, v) for name, values in fields.items() for v in values]
+        )
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        data: RequestData,
+        json: Any,
+        params: Params | None,
+        headers: Headers | None,
+        timeout: Timeout | float | _Unset | None,
+        follow_redirects: bool | None,
+        max_body_bytes: int | _Unset | None,
+    ) -> BodyReader:
+        """Send the request (following redirects if asked) and read the final response's head."""
+        method = method.upper()
+        limits = self.timeout if isinstance(timeout, _Unset) else Timeout.coerce(timeout)
+        deadline = None if limits.total is None else monotonic() + limits.total
+        follow = self.follow_redirects if follow_redirects is None else follow_redirects
+        body_limit = self.max_body_bytes if isinstance(max_body_bytes, _Unset) else max_body_bytes
+        body, content_type = _encode_body(data, json)
+        query = None
+        if params is not None:
+            query = params if isinstance(params, str) else urlencode(params, doseq=True)
+        redirects = 0
+        while True:
+            origin, target, host_header = self._resolve(url)
+            if query:
+                target = f"{target}{'&' if '?' in target else '?'}{query}"
+            head = self._encode_head(method, target, host_header, body, content_type, headers)
+            connection, parser = await self._exchange(method, origin, head, body, limits, deadline)
+            reader = BodyReader(connection, parser, limits.read, deadline, body_limit)
+            status = parser.status_code
+            location = parser.headers.get("location")
+            if not follow or status not in _REDIRECT_STATUSES or not location:
+                return reader
+            if redirects >= self.max_redirects:
+                reader.close()
+                raise TooManyRedirects(f"more than {self.max_redirects} redirects")
+            keep_body = status in (307, 308)
+            if keep_body and body is not None and not isinstance(body, bytes):
+                return reader  # an async iterable cannot be sent again: hand back the redirect
+            await reader.discard(_MAX_DRAIN_BYTES)
+            redirects += 1
+            next_url = urljoin(_absolute(origin, target), location)
+            next_origin = self._resolve(next_url)[0]
+            if next_origin != origin and headers is not None and "authorization" in headers:
+                headers = headers.copy()
+                headers.delete("authorization")
+            if not keep_body:
+                if method != "HEAD":
+                    method = "GET"
+                body, content_type = None, None
+                if headers is not None and "content-type" in headers:
+                    headers = headers.copy()
+                    headers.delete("content-type")
+            url, query = next_url, None
+
+    async def _exchange(
+        self,
+        method: str,
+        origin: Origin,
+        head: bytes,
+        body: RequestBody,
+        limits: Timeout,
+        deadline: float | None,
+    ) -> tuple[Connection, ResponseParser]:
+        """Send on a pooled connection and read the response head; retry once if it was stale."""
+        retried = False
+        while True:
+            connection = await self._pool.acquire(
+                origin, connect_timeout=limits.connect, pool_timeout=limits.pool, deadline=deadline
+            )
+            reused = connection.requests > 0
+            parser: ResponseParser | None = None
+            try:
+                await connection.send_request(head, body, write_timeout=limits.write, deadline=deadline)
+                parser = connection.start_response(
+                    head_request=method == "HEAD", max_header_bytes=self.max_header_bytes
+                )
+                await connection.receive_head(read_timeout=limits.read, deadline=deadline)
+            except (WriteError, ReadError, RemoteProtocolError) as exc:
+                # A kept-alive connection the server closed meanwhile fails before any response
+                # byte: send an idempotent request once more, on a new connection.
+                stale = reused and (parser is None or parser.bytes_received == 0)
+                if (
+                    stale
+                    and not retried
+                    and not isinstance(exc, TooLargeError)
+                    and method in _IDEMPOTENT
+                    and (body is None or isinstance(body, bytes))
+                ):
+                    retried = True
+                    continue
+                raise
+            return connection, parser
+
+
+def _absolute(origin: Origin, target: str) -> str:
+    scheme, host, port = origin
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}:{port}{target}"
+
+
+def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | None:
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is True:
+        return None  # the pool creates the default context on first https use
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=verify)
