@@ -66,6 +66,14 @@ class Timer:
 
     async def arm_at(self, deadline: float) -> None:
         """Fire at the monotonic time ``deadline``."""
+        if not self.set_deadline(deadline):
+            await self._clock._start()
+
+    def set_deadline(self, deadline: float) -> bool:
+        """Arm without waiting; False when the clock task must still be started (``arm_at`` does).
+
+        The hot path of socket waits: no coroutine is created while the clock runs.
+        """
         clock = self._clock
         if self.deadline is None:
             clock._armed += 1
@@ -74,8 +82,7 @@ class Timer:
             # A later deadline reuses the queued entry (it is re-queued when it pops); an earlier one
             # needs a new entry, which makes the old one stale.
             clock._push(self, deadline)
-        if not clock._running:
-            await clock._start()
+        return clock._running
 
     def disarm(self) -> None:
         """Stop the timer if armed (its heap entry is dropped lazily)."""

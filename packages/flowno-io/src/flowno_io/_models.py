@@ -24,6 +24,11 @@ from ._headers import Headers
 
 __all__ = ["Response", "reason_phrase"]
 
+_TEXT_PLAIN = "text/plain; charset=utf-8"
+# Content types known to be valid header values (set without re-validating them).
+_KNOWN_TYPES = frozenset(
+    {_TEXT_PLAIN, "text/plain", "application/json", "application/octet-stream", "text/event-stream"}
+)
 _REASONS: dict[int, str] = {status.value: status.phrase for status in HTTPStatus}
 
 
@@ -71,10 +76,13 @@ class Response:
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         if isinstance(body, str):
             body = body.encode()
-            if content_type is None and "content-type" not in self.headers:
-                content_type = "text/plain; charset=utf-8"
+            if content_type is None and "content-type" not in self.headers._fields:
+                self.headers._fields["content-type"] = [_TEXT_PLAIN]
         if content_type is not None:
-            self.headers.set("Content-Type", content_type)
+            if content_type in _KNOWN_TYPES:
+                self.headers._fields["content-type"] = [content_type]
+            else:
+                self.headers.set("Content-Type", content_type)
         self.body: bytes = body
 
     @classmethod

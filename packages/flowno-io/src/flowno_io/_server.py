@@ -235,6 +235,7 @@ class HttpServer:
         self.backlog = backlog
         self.reuse_port = reuse_port
         self.router: Router[Handler] = Router()
+        self._has_routes = False
         self._listener: _socket.socket | None = None
         self._idle_workers: list[_Worker] = []
         self._connections: set[_Connection] = set()
@@ -259,6 +260,7 @@ class HttpServer:
         (JSON), or ``None`` (204). It may be ``async`` or plain.
         """
         self.router.add(path, handler, methods)
+        self._has_routes = True
 
     def route(self, path: str, methods: Iterable[str] | None = None) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add_route`."""
@@ -503,10 +505,12 @@ class HttpServer:
             return False
         if not keep_alive or self._closing:
             return False
+        if request.body_consumed:
+            return True
         return await self._finish_body(connection, request)
 
     async def _call_handler(self, request: Request) -> Any:
-        if not len(self.router):
+        if not self._has_routes:
             return _seed_response(request)
         try:
             handler, params = self.router.match(request.method, request.path)
@@ -519,6 +523,8 @@ class HttpServer:
         result = handler(request)
         if inspect.isawaitable(result):
             result = await result
+        if type(result) is Response:
+            return result
         return _to_response(result)
 
     async def _send_response(

@@ -96,7 +96,8 @@ class SocketStream:
         timer = self._timer
         if timer is None:
             timer = self._timer = get_clock().timer(self._on_deadline)
-        await timer.arm_at(deadline)
+        if not timer.set_deadline(deadline):
+            await timer.arm_at(deadline)
 
     def _disarm(self) -> None:
         if self._timer is not None:
