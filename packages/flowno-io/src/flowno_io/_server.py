@@ -2,13 +2,21 @@
 
 Design, around the limits of flowno 0.1.19's loop (see ``docs/flowno-upstream.md``):
 
-* Every finished task stays in ``EventLoop.finished``, so connections are not one task each:
-  a pool of worker tasks serves them, and a worker that finishes a connection takes the next one
-  (first by ``accept()``-ing directly, else by waiting to be handed one by the acceptor).
-* Every socket wait registers and unregisters with the selector, and the loop polls the selector
-  on every task step, so each I/O operation tries the syscall first and parks only when the
-  kernel says it would block (``_stream.py``).
-* Timeouts cannot wake a parked task, so they shut the socket down (``_clock.py``).
+* **One driver task, a private epoll.** The listening socket and every connection that waits for
+  its next request sit in an ``epoll`` of the server's own; the flowno loop sees only that one
+  descriptor (``serve()`` parks on it with flowno's socket command). When it wakes, the driver
+  accepts and reads every ready socket and runs each request's exchange *inline*: the exchange is
+  a coroutine that usually finishes without waiting (whole request in hand, response fits the
+  socket buffer), so a request costs no task switch, no selector registration, and one loop step
+  is shared by every connection that was ready. Idle keep-alive connections cost no task and do
+  not sit in the loop's waiter list (which it scans on every wake-up).
+* **Workers for exchanges that wait.** When an exchange must wait (a body still arriving, a slow
+  handler, a full socket buffer, a streaming response) the driver hands the suspended coroutine
+  to a worker task, which resumes it on the loop and then returns the connection to the driver.
+  Workers are pooled and reused, because flowno keeps every finished task forever.
+* **Try the syscall first.** All I/O is non-blocking and waits only on ``EAGAIN`` (``_stream.py``).
+* **Timeouts by timer.** A parked connection's keep-alive or header deadline closes it from the
+  clock task; a worker's waits time out by socket shutdown (``_clock.py``).
 
 Error policy (as uvicorn's): malformed request → its 4xx (400, 413, 431, 505) and close; a
 handler that raises → 500 if nothing was sent yet, else close; the server keeps serving.
@@ -20,14 +28,17 @@ import errno
 import inspect
 import logging
 import resource
+import select
 import socket as _socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
 from time import monotonic
+from types import coroutine
 from typing import Any, TypeAlias
 
 import orjson
 from flowno import Event, SocketHandle, sleep, spawn
 
+from ._clock import Timer, get_clock
 from ._errors import HttpError, NetworkError, ProtocolError, TimeoutError
 from ._headers import Headers
 from ._http11 import (
@@ -85,22 +96,72 @@ def _default_max_connections() -> int:
 class _Connection:
     """One accepted connection: its stream, parser and bookkeeping."""
 
-    __slots__ = ("client", "parser", "requests_served", "server", "stream")
+    __slots__ = (
+        "client",
+        "fd",
+        "head_deadline",
+        "parked",
+        "parser",
+        "requests_served",
+        "server",
+        "stream",
+        "timer",
+    )
 
     def __init__(self, server: HttpServer, sock: _socket.socket, client: Any) -> None:
         self.server = server
         self.stream = SocketStream(sock)
+        self.fd = sock.fileno()
         self.client: tuple[str, int] = (client[0], client[1]) if isinstance(client, tuple) else ("", 0)
         self.parser = RequestParser(server.max_header_bytes, server.max_headers, server.max_body_bytes)
         self.requests_served = 0
+        #: True while the driver watches it (between requests); False while a worker owns it.
+        self.parked = False
+        self.head_deadline: float | None = None
+        self.timer: Timer | None = None
+
+    def expire(self) -> None:
+        """The keep-alive or header deadline of a parked connection passed: close it."""
+        if self.parked:
+            self.server._drop(self)
+
+
+_Exchange: TypeAlias = Coroutine[Any, Any, bool]
 
 
 class _Worker:
-    __slots__ = ("connection", "wakeup")
+    """A pooled task that resumes exchanges the driver could not finish inline."""
+
+    __slots__ = ("job", "wakeup")
 
     def __init__(self) -> None:
         self.wakeup = Event()
-        self.connection: _Connection | None = None
+        self.job: tuple[_Connection, _Exchange, Any] | None = None
+
+
+@coroutine
+def _resume(exchange: _Exchange, command: Any) -> Generator[Any, Any, bool]:
+    """Go on running ``exchange`` in the current task; it has just yielded ``command``.
+
+    The driver started the coroutine; when it had to wait, its pending loop command is passed
+    here, and from now on this task relays commands to the loop and results back, as
+    ``yield from`` would.
+    """
+    while True:
+        try:
+            value = yield command
+        except BaseException as exc:
+            try:
+                command = exchange.throw(exc)
+            except StopIteration as stop:
+                result: bool = stop.value
+                return result
+        else:
+            try:
+                command = exchange.send(value)
+            except StopIteration as stop:
+                result = stop.value
+                return result
 
 
 class ResponseWriter:
@@ -239,8 +300,14 @@ class HttpServer:
         self._listener: _socket.socket | None = None
         self._idle_workers: list[_Worker] = []
         self._connections: set[_Connection] = set()
-        self._capacity: Event | None = None
+        self._parked: dict[int, _Connection] = {}
+        self._epoll: select.epoll | None = None
+        self._wake_writer: _socket.socket | None = None
+        self._accepting = False
         self._closing = False
+        self._grace = 10.0
+        #: Plain callbacks run when :meth:`close` begins (streaming responses end event streams).
+        self._close_callbacks: set[Callable[[], object]] = set()
         self._closed: Event | None = None
         #: Counters for health endpoints and tests.
         self.stats = {"connections_accepted": 0, "requests_served": 0, "workers": 0}
@@ -317,95 +384,240 @@ class HttpServer:
         """Accept and serve connections until :meth:`close` is called."""
         listener = self.bind()
         self._closed = Event()
-        handle = SocketHandle(listener)
+        epoll = self._epoll = select.epoll()
+        wake_reader, self._wake_writer = _socket.socketpair()
+        wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
+        epoll.register(listener.fileno(), select.EPOLLIN)
+        epoll.register(wake_reader.fileno(), select.EPOLLIN)
+        self._accepting = True
+        handle = SocketHandle(epoll)  # the loop waits on the epoll descriptor itself
+        listener_fd = listener.fileno()
+        wake_fd = wake_reader.fileno()
+        parked = self._parked
         logger.info("serving on http://%s:%s", self.host, self.port)
         try:
             while not self._closing:
-                if len(self._connections) >= self.max_connections:
-                    await self._wait_for_capacity()
-                    continue
-                try:
-                    sock, client = listener.accept()
-                except BlockingIOError:
-                    await wait_readable(handle)
-                    continue
-                except OSError as exc:
-                    if self._closing:
-                        break
-                    await self._accept_failed(exc)
-                    continue
-                await self._dispatch(sock, client)
+                await wait_readable(handle)
+                for fd, _ in epoll.poll(0, 256):
+                    if fd == listener_fd:
+                        await self._accept_ready(listener)
+                    elif fd == wake_fd:
+                        try:
+                            wake_reader.recv(4096)
+                        except OSError:
+                            pass
+                    else:
+                        connection = parked.get(fd)
+                        if connection is not None:
+                            await self._on_readable(connection)
         finally:
-            listener.close()
-            self._listener = None
-            for worker in self._idle_workers:
-                await worker.wakeup.set()
-            self._idle_workers.clear()
+            await self._shut_down(listener)
+            epoll.close()
+            wake_reader.close()
+            self._wake_writer.close()
+            self._epoll = None
             await self._closed.set()
 
-    async def close(self) -> None:
-        """Stop accepting, close idle connections, and let in-flight requests finish."""
-        if self._closing:
-            return
-        self._closing = True
-        listener = self._listener
-        if listener is not None:
-            try:
-                listener.shutdown(_socket.SHUT_RDWR)  # wakes the acceptor
-            except OSError:
-                pass
-        for connection in list(self._connections):
-            if connection.parser.messages_in_progress == 0 and not connection.parser.in_head:
-                connection.stream.shutdown()  # idle: wake its worker, which then closes it
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop accepting, close idle connections, let in-flight requests finish, then return.
+
+        Args:
+            grace: seconds in-flight requests get before their connections are shut down.
+        """
+        self._grace = grace
+        if not self._closing:
+            self._closing = True
+            self._wake_driver()
+            for callback in list(self._close_callbacks):
+                callback()
         if self._closed is not None:
             await self._closed.wait()
+
+    def _wake_driver(self) -> None:
+        writer = self._wake_writer
+        if writer is not None:
+            try:
+                writer.send(b"x")
+            except OSError:
+                pass
+
+    async def _shut_down(self, listener: _socket.socket) -> None:
+        listener.close()
+        self._listener = None
+        for connection in list(self._parked.values()):
+            self._drop(connection)  # idle (or half-sent request): nothing in flight
+        deadline = monotonic() + self._grace
+        while self._connections and monotonic() < deadline:
+            await sleep(0.02)
+        for connection in list(self._connections):
+            connection.stream.shutdown()  # wakes the worker that owns it, which then closes it
+        while self._connections:
+            await sleep(0.01)
+        for worker in self._idle_workers:
+            await worker.wakeup.set()
+        self._idle_workers.clear()
+
+    # -- the driver -------------------------------------------------------------------------
+
+    async def _accept_ready(self, listener: _socket.socket) -> None:
+        for _ in range(128):
+            if len(self._connections) >= self.max_connections:
+                self._pause_accepting()
+                return
+            try:
+                sock, client = listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                await self._accept_failed(exc)
+                return
+            connection = _Connection(self, sock, client)
+            self._connections.add(connection)
+            self.stats["connections_accepted"] += 1
+            # The request often arrives with the handshake: serve it now if it is there.
+            await self._on_readable(connection)
 
     async def _accept_failed(self, exc: OSError) -> None:
         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
             logger.error("accept failed (%s): pausing accepts for 100 ms", exc)
-            await sleep(0.1)
-        elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
+            self._pause_accepting()
+            timer = get_clock().timer(self._resume_accepting)
+            await timer.arm(0.1)
+        elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR, errno.EAGAIN):
             logger.error("accept failed: %s", exc)
-            await sleep(0.01)
 
-    async def _wait_for_capacity(self) -> None:
-        self._capacity = capacity = Event()
-        await capacity.wait()
+    def _pause_accepting(self) -> None:
+        if self._accepting and self._epoll is not None and self._listener is not None:
+            self._epoll.unregister(self._listener.fileno())
+            self._accepting = False
 
-    async def _dispatch(self, sock: _socket.socket, client: Any) -> None:
-        connection = self._open(sock, client)
+    def _resume_accepting(self) -> None:
+        if (
+            not self._accepting
+            and self._epoll is not None
+            and self._listener is not None
+            and len(self._connections) < self.max_connections
+        ):
+            self._epoll.register(self._listener.fileno(), select.EPOLLIN)
+            self._accepting = True
+
+    async def _park(self, connection: _Connection) -> None:
+        """Give a connection (between requests) to the driver, with its idle deadline."""
+        if not self._park_nowait(connection):
+            await get_clock()._start()
+
+    def _park_nowait(self, connection: _Connection) -> bool:
+        """:meth:`_park` without awaiting; False when the clock task must still be started."""
+        if self._closing or self._epoll is None:
+            self._drop(connection)
+            return True
+        if connection.parser.in_head:
+            if connection.head_deadline is None:
+                connection.head_deadline = monotonic() + self.header_timeout
+            deadline = connection.head_deadline
+        else:
+            connection.head_deadline = None
+            idle = self.keepalive_timeout if connection.requests_served else self.header_timeout
+            deadline = monotonic() + idle
+        timer = connection.timer
+        if timer is None:
+            timer = connection.timer = get_clock().timer(connection.expire)
+        running = timer.set_deadline(deadline)
+        if not connection.parked:
+            self._epoll.register(connection.fd, select.EPOLLIN)
+            self._parked[connection.fd] = connection
+            connection.parked = True
+        return running
+
+    def _unpark(self, connection: _Connection) -> None:
+        if connection.parked:
+            connection.parked = False
+            del self._parked[connection.fd]
+            if self._epoll is not None:
+                self._epoll.unregister(connection.fd)
+        if connection.timer is not None:
+            connection.timer.disarm()
+
+    def _drop(self, connection: _Connection) -> None:
+        """Close a connection for good."""
+        self._unpark(connection)
+        connection.stream.close()
+        self._connections.discard(connection)
+        if not self._accepting and not self._closing:
+            self._resume_accepting()
+
+    async def _on_readable(self, connection: _Connection) -> None:
+        try:
+            data = connection.stream.sock.recv(65536)
+        except BlockingIOError:
+            if not connection.parked and not self._park_nowait(connection):
+                await get_clock()._start()
+            return
+        except OSError:
+            self._drop(connection)
+            return
+        if not data:
+            self._drop(connection)
+            return
+        exchange = self._exchange(connection, data)
+        try:
+            command = exchange.send(None)
+        except StopIteration as stop:
+            if stop.value and not self._closing:
+                if not self._park_nowait(connection):
+                    await get_clock()._start()
+            else:
+                self._drop(connection)
+            return
+        except Exception:
+            logger.exception("unexpected error on a connection")
+            self._drop(connection)
+            return
+        # The exchange has to wait for something: a worker task takes it over.
+        self._unpark(connection)
+        job = (connection, exchange, command)
         if self._idle_workers:
             worker = self._idle_workers.pop()
-            worker.connection = connection
+            worker.job = job
             await worker.wakeup.set()
         else:
             self.stats["workers"] += 1
-            await spawn(self._worker(connection))
+            await spawn(self._worker(job))
 
-    def _open(self, sock: _socket.socket, client: Any) -> _Connection:
-        connection = _Connection(self, sock, client)
-        self._connections.add(connection)
-        self.stats["connections_accepted"] += 1
-        return connection
+    async def _exchange(self, connection: _Connection, data: bytes) -> bool:
+        """Feed ``data`` and answer every complete request; True to keep the connection."""
+        parser = connection.parser
+        try:
+            parser.feed(data)
+        except ProtocolError as exc:
+            await self._send_error(connection, exc.status_hint, str(exc))
+            return False
+        while True:
+            event = parser.next_event()
+            if event is None:
+                return True
+            if type(event) is RequestHead and not await self._handle(connection, event):
+                return False
 
-    async def _worker(self, connection: _Connection | None) -> None:
-        listener = self._listener
-        while connection is not None:
-            await self._serve_connection(connection)
-            connection = None
+    async def _worker(self, job: tuple[_Connection, _Exchange, Any] | None) -> None:
+        while job is not None:
+            connection, exchange, command = job
+            try:
+                keep = await _resume(exchange, command)
+            except Exception:
+                logger.exception("unexpected error on a connection")
+                keep = False
+            if keep and not self._closing:
+                await self._park(connection)
+            else:
+                self._drop(connection)
             if self._closing:
                 return
-            if listener is not None and len(self._connections) < self.max_connections:
-                try:  # a pending connection? take it without a hand-off through the acceptor
-                    sock, client = listener.accept()
-                    connection = self._open(sock, client)
-                    continue
-                except OSError:
-                    pass
             worker = _Worker()
             self._idle_workers.append(worker)
             await worker.wakeup.wait()
-            connection = worker.connection
+            job = worker.job
 
     async def handle_client(self, client_sock: SocketHandle | _socket.socket) -> None:
         """Serve one accepted connection until it closes (the seed's API)."""
@@ -414,11 +626,15 @@ class HttpServer:
             client = sock.getpeername()
         except OSError:
             client = ("", 0)
-        await self._serve_connection(self._open(sock, client))
+        connection = _Connection(self, sock, client)
+        self._connections.add(connection)
+        self.stats["connections_accepted"] += 1
+        await self._serve_connection(connection)
 
     # -- one connection ---------------------------------------------------------------------
 
     async def _serve_connection(self, connection: _Connection) -> None:
+        """Serve one connection in the calling task until it closes (``handle_client``)."""
         try:
             while not self._closing or connection.parser.has_events():
                 head = await self._next_head(connection)
@@ -429,12 +645,7 @@ class HttpServer:
         except Exception:  # never let one connection take the worker down
             logger.exception("unexpected error on a connection")
         finally:
-            self._connections.discard(connection)
-            connection.stream.close()
-            capacity = self._capacity
-            if capacity is not None:
-                self._capacity = None
-                await capacity.set()
+            self._drop(connection)
 
     async def _next_head(self, connection: _Connection) -> RequestHead | None:
         """The next request head, or None when the connection should close quietly."""

@@ -75,8 +75,10 @@ class SocketStream:
 
     def __init__(self, sock: _socket.socket) -> None:
         sock.setblocking(False)
-        if sock.family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a Unix socket pair, for instance)
         self.sock = sock
         self.handle = SocketHandle(sock)
         self._timer: Timer | None = None
