@@ -1,0 +1,236 @@
+"""A service's route table: JSON errors, a structured access log, 404/405 answers, the route list.
+
+Every handler is wrapped so that each request writes one access-log line (method, path, status,
+bytes, duration in ms), a handler that raises is logged with its traceback and answered with a
+500 JSON error, and a bad request body (invalid JSON, too large, broken framing) becomes a 4xx
+JSON error. A catch-all route answers unknown paths (404) and wrong methods (405) in the same
+JSON shape, so they are logged too.
+
+This module is the same in ``echo_service`` and ``stream_service`` (``HttpServer`` has no
+middleware or access-log hook yet; when it gets one, this shrinks to the route list).
+
+Example:
+    >>> table = RouteTable("demo", access_log=False)
+    >>> @table.route("/items/{id:int}", methods=["GET"], summary="one item")
+    ... def item(request):
+    ...     return {"id": request.path_params["id"]}
+    >>> table.describe()
+    [{'path': '/items/{id:int}', 'methods': ['GET', 'HEAD'], 'summary': 'one item'}]
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any, TypeAlias
+
+import orjson
+
+from flowno_io import Headers, HttpServer, ProtocolError, Request, Response
+
+__all__ = ["Handler", "RouteTable", "json_error"]
+
+Handler: TypeAlias = Callable[[Request], Awaitable[Any] | Any]
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?\}")
+_PARAM_REGEX = {"str": r"[^/]+", "int": r"[0-9]+", "path": r".*"}
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None, **details: Any) -> Response:
+    """A JSON error response: ``{"error": message, "status": status, **details}``.
+
+    Example:
+        >>> json_error(400, "count must be an integer", param="count").body
+        b'{"error":"count must be an integer","status":400,"param":"count"}'
+    """
+    return Response.json({"error": message, "status": status, **details}, status, headers)
+
+
+@dataclass(frozen=True)
+class _RouteSpec:
+    path: str
+    methods: tuple[str, ...] | None
+    summary: str
+    handler: Handler
+    regex: re.Pattern[str]
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    position = 0
+    for match in _PARAM.finditer(pattern):
+        parts.append(re.escape(pattern[position : match.start()]))
+        parts.append(_PARAM_REGEX[match.group(2) or "str"])
+        position = match.end()
+    parts.append(re.escape(pattern[position:]))
+    return re.compile("".join(parts) + r"\Z")
+
+
+class RouteTable:
+    """The routes of one service, installed on an :class:`HttpServer` with logging and errors.
+
+    Args:
+        service: the service name (logger names are ``<service>.access`` and ``<service>.errors``).
+        access_log: write one access-log line per request.
+    """
+
+    def __init__(self, service: str, *, access_log: bool) -> None:
+        self.service = service
+        self.access_log = access_log
+        self.access_logger = logging.getLogger(f"{service}.access")
+        self.error_logger = logging.getLogger(f"{service}.errors")
+        self._routes: list[_RouteSpec] = []
+
+    def route(
+        self, path: str, methods: Iterable[str] | None = None, summary: str = ""
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: add a route (``methods=None`` answers every method)."""
+
+        def decorate(handler: Handler) -> Handler:
+            upper: tuple[str, ...] | None = None
+            if methods is not None:
+                names = {method.upper() for method in methods}
+                if "GET" in names:
+                    names.add("HEAD")  # the server answers HEAD from GET
+                upper = tuple(sorted(names))
+            self._routes.append(_RouteSpec(path, upper, summary, handler, _compile(path)))
+            return handler
+
+        return decorate
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The routes as JSON-ready dicts (for a ``GET /`` index)."""
+        return [
+            {"path": s.path, "methods": list(s.methods) if s.methods else ["*"], "summary": s.summary}
+            for s in self._routes
+        ]
+
+    def install(self, server: HttpServer) -> None:
+        """Add every route to ``server``, wrapped, then the catch-all that answers 404 and 405."""
+        for spec in self._routes:
+            server.add_route(spec.path, self._wrap(spec.handler), spec.methods)
+        server.add_route("/{rest:path}", self._wrap(self._not_routed))
+
+    # -- wrapping ---------------------------------------------------------------------------
+
+    def _not_routed(self, request: Request) -> Response:
+        allowed: set[str] = set()
+        for spec in self._routes:
+            if spec.regex.match(request.path):
+                if spec.methods is None:  # cannot happen: the server would have matched it
+                    return json_error(500, "routing error")
+                allowed.update(spec.methods)
+        if allowed:
+            methods = sorted(allowed)
+            return json_error(
+                405, f"method {request.method} not allowed", {"Allow": ", ".join(methods)}, allow=methods
+            )
+        return json_error(404, "not found", path=request.path)
+
+    def _wrap(self, handler: Handler) -> Handler:
+        async def logged(request: Request) -> Any:
+            start = perf_counter()
+            try:
+                result = handler(request)
+                if inspect.isawaitable(result):
+                    result = await result
+                response = _to_response(result)
+            except ProtocolError as exc:  # unreadable body: answer, then the server closes
+                response = json_error(exc.status_hint, str(exc), {"Connection": "close"})
+            except Exception:
+                self.error_logger.exception("%s %s failed", request.method, request.path)
+                response = json_error(500, "internal server error")
+            if isinstance(response, Response):
+                if self.access_log:
+                    self.log_access(request, response.status_code, len(response.body), start)
+                return response
+            return _LoggedStream(self, request, response, start)
+
+        logged.__name__ = getattr(handler, "__name__", "handler")
+        logged.__doc__ = handler.__doc__
+        return logged
+
+    def log_access(
+        self, request: Request, status: int, size: int, start: float, error: str | None = None
+    ) -> None:
+        """Write one access-log line (JSON) for a finished request."""
+        record: dict[str, Any] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "method": request.method,
+            "path": request.path,
+            "status": status,
+            "bytes": size,
+            "duration_ms": round((perf_counter() - start) * 1000, 3),
+            "client": f"{request.client[0]}:{request.client[1]}",
+        }
+        if request.query_string:
+            record["query"] = request.query_string
+        if error is not None:
+            record["error"] = error
+        self.access_logger.info(orjson.dumps(record).decode())
+
+
+def _to_response(result: Any) -> Any:
+    """A handler's return value as the server would see it (``Response`` or a streaming response)."""
+    if isinstance(result, Response):
+        return result
+    if result is None:
+        return Response(b"", 204)
+    if isinstance(result, bytes | str):
+        return Response(result)
+    if isinstance(result, dict | list):
+        return Response.json(result)
+    if hasattr(result, "send"):
+        return result
+    raise TypeError(f"a handler returned {type(result).__name__}, not a response")
+
+
+class _CountingWriter:
+    """Stands in for the server's ``ResponseWriter``: remembers the status, counts body bytes."""
+
+    def __init__(self, writer: Any) -> None:
+        object.__setattr__(self, "_writer", writer)
+        object.__setattr__(self, "status", 0)
+        object.__setattr__(self, "size", 0)
+
+    async def write_head(self, status_code: int, headers: Headers) -> None:
+        object.__setattr__(self, "status", status_code)
+        await self._writer.write_head(status_code, headers)
+
+    async def write(self, data: bytes) -> None:
+        await self._writer.write(data)
+        if not self._writer.head_only:
+            object.__setattr__(self, "size", self.size + len(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._writer, name, value)
+
+
+class _LoggedStream:
+    """A streaming response that writes its access-log line when it ends (or fails)."""
+
+    def __init__(self, table: RouteTable, request: Request, inner: Any, start: float) -> None:
+        self.table = table
+        self.request = request
+        self.inner = inner
+        self.start = start
+
+    async def send(self, writer: Any) -> None:
+        counting = _CountingWriter(writer)
+        try:
+            await self.inner.send(counting)
+        except BaseException as exc:
+            if self.table.access_log:
+                status = counting.status or 500
+                self.table.log_access(self.request, status, counting.size, self.start, type(exc).__name__)
+            raise
+        if self.table.access_log:
+            self.table.log_access(self.request, counting.status, counting.size, self.start)
