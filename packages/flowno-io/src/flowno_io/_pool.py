@@ -28,7 +28,6 @@ from ._errors import (
     ClosedResourceError,
     ConnectTimeout,
     HttpError,
-    NetworkError,
     PoolTimeout,
     ReadTimeout,
     TotalTimeout,
@@ -225,7 +224,7 @@ class Connection:
     def _translate(self, exc: BaseException, deadline: float | None) -> BaseException:
         if isinstance(exc, ReadTimeout | WriteTimeout) and _expired(deadline):
             return TotalTimeout("request took longer than the total timeout")
-        if isinstance(exc, NetworkError | ConnectTimeout) and self._pool.closed:
+        if isinstance(exc, HttpError) and self._pool.closed:  # close() shut the socket down
             return ClosedResourceError("the client was closed")
         return exc
 

@@ -1,0 +1,272 @@
+"""Client side of HTTP/1.1, sans-IO: request serialization and the response parser.
+
+Every response shape is parsed whole, byte at a time, and with trailing data; hypothesis checks
+that any input either parses or raises our protocol error, and that chunk boundaries never matter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowno_io._errors import LocalProtocolError, RemoteProtocolError, TooLargeError
+from flowno_io._http11_client import CHUNKED_END, ResponseParser, encode_chunk, encode_request_head
+
+CONTENT_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world"
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+)
+CLOSE_DELIMITED = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nhello world"
+NO_CONTENT = b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n"
+NOT_MODIFIED = b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n"
+INTERIM = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + CONTENT_LENGTH
+
+
+def parse(data: bytes, *, split: int = 0, eof: bool = False, **options: Any) -> tuple[ResponseParser, bytes]:
+    """Feed ``data`` whole (split=0) or in pieces of ``split`` bytes; return parser and body."""
+    parser = ResponseParser(**options)
+    body = b""
+    pieces = [data] if split == 0 else [data[i : i + split] for i in range(0, len(data), split)]
+    for piece in pieces:
+        parser.feed(piece)
+        body += parser.take_body()
+    if eof:
+        parser.feed_eof()
+        body += parser.take_body()
+    return parser, body
+
+
+SPLITS = pytest.mark.parametrize("split", [0, 1, 7])
+
+
+# -- requests -------------------------------------------------------------------------------
+
+
+def test_request_head_serialization() -> None:
+    head = encode_request_head("POST", "/a?b=1", [("host", "h:8080"), ("content-length", "2")])
+    assert head == b"POST /a?b=1 HTTP/1.1\r\nhost: h:8080\r\ncontent-length: 2\r\n\r\n"
+
+
+@pytest.mark.parametrize("method", ["GET /", "", "GE\rT", "GET\n"])
+def test_request_rejects_bad_method(method: str) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_request_head(method, "/", [])
+
+
+@pytest.mark.parametrize("target", ["", "/a b", "/a\r\nX: 1", "/caf\u00e9"])
+def test_request_rejects_bad_target(target: str) -> None:
+    with pytest.raises(LocalProtocolError):
+        encode_request_head("GET", target, [])
+
+
+def test_chunk_framing() -> None:
+    assert encode_chunk(b"x" * 26) == b"1a\r\n" + b"x" * 26 + b"\r\n"
+    assert encode_chunk(b"") == b""  # an empty chunk would end the body
+    assert CHUNKED_END == b"0\r\n\r\n"
+
+
+# -- response framing -----------------------------------------------------------------------
+
+
+@SPLITS
+def test_content_length(split: int) -> None:
+    parser, body = parse(CONTENT_LENGTH, split=split)
+    assert (parser.status_code, parser.reason, parser.http_version) == (200, "OK", "1.1")
+    assert parser.headers.get("content-type") == "text/plain"
+    assert body == b"hello world"
+    assert parser.message_complete and parser.reusable
+
+
+@SPLITS
+def test_chunked_with_extensions_and_trailers(split: int) -> None:
+    parser, body = parse(CHUNKED, split=split)
+    assert body == b"hello world"
+    assert parser.message_complete and parser.reusable and not parser.close_delimited
+
+
+@SPLITS
+def test_close_delimited_body_ends_at_eof(split: int) -> None:
+    parser, body = parse(CLOSE_DELIMITED, split=split)
+    assert parser.close_delimited and not parser.message_complete
+    parser.feed_eof()
+    assert body == b"hello world"
+    assert parser.message_complete and not parser.reusable
+
+
+@SPLITS
+def test_head_response_has_no_body(split: int) -> None:
+    parser, body = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", split=split, head_request=True)
+    assert body == b"" and parser.message_complete and parser.reusable
+    assert parser.headers.get("content-length") == "1000"
+
+
+@SPLITS
+@pytest.mark.parametrize("response", [NO_CONTENT, NOT_MODIFIED])
+def test_204_and_304_have_no_body(response: bytes, split: int) -> None:
+    parser, body = parse(response, split=split)
+    assert body == b"" and parser.message_complete and parser.reusable
+
+
+@SPLITS
+def test_interim_responses_are_skipped(split: int) -> None:
+    parser, body = parse(INTERIM, split=split)
+    assert parser.status_code == 200 and body == b"hello world"
+    assert "link" not in parser.headers
+
+
+def test_switching_protocols_is_refused() -> None:
+    with pytest.raises(RemoteProtocolError, match="switched protocols"):
+        parse(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    ("response", "reusable"),
+    [
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True),
+    ],
+)
+def test_keep_alive_rules(response: bytes, reusable: bool) -> None:
+    parser, _ = parse(response)
+    assert parser.message_complete and parser.reusable is reusable
+
+
+@pytest.mark.parametrize("response", [CONTENT_LENGTH, CHUNKED])
+def test_trailing_data_makes_connection_unusable(response: bytes) -> None:
+    parser, body = parse(response + b"HTTP/1.1 200 OK\r\n")
+    assert body == b"hello world" and parser.message_complete
+    assert parser.trailing_data and not parser.reusable
+
+
+def test_head_response_followed_by_bytes_is_not_reused() -> None:
+    parser, _ = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", head_request=True)
+    assert parser.message_complete and not parser.reusable
+
+
+def test_repeated_headers_and_obs_text() -> None:
+    parser, _ = parse(
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-N: caf\xe9\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert parser.headers.get_all("set-cookie") == ["a=1", "b=2"]
+    assert parser.headers.get("x-n") == "caf\u00e9"
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+    ],
+)
+def test_malformed_responses(response: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        parse(response)
+
+
+def test_eof_without_response() -> None:
+    parser = ResponseParser()
+    with pytest.raises(RemoteProtocolError, match="without sending a response"):
+        parser.feed_eof()
+    assert parser.bytes_received == 0
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [b"HTTP/1.1 200 OK\r\nContent-Le", CONTENT_LENGTH[:-3], CHUNKED[:-12], CHUNKED[:-3]],
+)
+def test_eof_in_the_middle_raises(cut: bytes) -> None:
+    parser, _ = parse(cut)
+    with pytest.raises(RemoteProtocolError, match="closed the connection"):
+        parser.feed_eof()
+
+
+@pytest.mark.parametrize("split", [0, 1, 100])
+def test_head_size_limit(split: int) -> None:
+    response = b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 2000 + b"\r\nContent-Length: 0\r\n\r\n"
+    with pytest.raises(TooLargeError) as info:
+        parse(response, split=split, max_header_bytes=1024)
+    assert info.value.status_hint == 431
+    parser, _ = parse(response, split=split, max_header_bytes=4096)
+    assert parser.message_complete
+
+
+def test_many_small_headers_count_against_the_limit() -> None:
+    response = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(500)) + b"\r\n"
+    with pytest.raises(TooLargeError):
+        parse(response, max_header_bytes=2048)
+
+
+def test_body_does_not_count_against_the_head_limit() -> None:
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"b" * 5000
+    parser, body = parse(response, max_header_bytes=100)
+    assert len(body) == 5000 and parser.message_complete
+
+
+# -- properties -----------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.booleans())
+def test_fuzz_parses_or_raises_protocol_error(data: bytes, eof: bool) -> None:
+    parser = ResponseParser(max_header_bytes=200)
+    try:
+        parser.feed(data)
+        if eof:
+            parser.feed_eof()
+    except RemoteProtocolError:
+        return
+    parser.take_body()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(
+        [b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 404 X\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"]
+    ),
+    st.lists(
+        st.sampled_from(
+            [b"Content-Length: 1\r\n", b"Transfer-Encoding: chunked\r\n", b"\r\n", b"0\r\n", b"a"]
+        )
+    ),
+)
+def test_fuzz_structured(start: bytes, parts: list[bytes]) -> None:
+    parser = ResponseParser()
+    try:
+        parser.feed(start + b"".join(parts))
+        parser.feed_eof()
+    except RemoteProtocolError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=40), max_size=8),
+    st.lists(st.integers(min_value=1, max_value=400), max_size=10),
+)
+def test_chunk_boundaries_never_matter(chunks: list[bytes], cuts: list[int]) -> None:
+    wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"".join(
+        encode_chunk(c) for c in chunks
+    )
+    wire += CHUNKED_END
+    parser = ResponseParser()
+    body = b""
+    start = 0
+    for cut in [*sorted({c for c in cuts if c < len(wire)}), len(wire)]:
+        parser.feed(wire[start:cut])
+        body += parser.take_body()
+        start = cut
+    assert body == b"".join(chunks)
+    assert parser.message_complete and parser.reusable
