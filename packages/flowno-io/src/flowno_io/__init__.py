@@ -4,6 +4,14 @@ The public API of ``flowno.io`` (``Headers``, ``HttpClient``, ``HttpServer``, ``
 streaming response types) is kept, so code ports by changing the import.
 """
 
+from ._client import (
+    ErrStreamingResponse,
+    HttpClient,
+    HTTPException,
+    OkStreamingResponse,
+    Timeout,
+    streaming_response_is_ok,
+)
 from ._errors import (
     ClosedResourceError,
     ConnectError,
@@ -19,6 +27,7 @@ from ._errors import (
     RemoteProtocolError,
     TimeoutError,
     TooLargeError,
+    TooManyRedirects,
     TotalTimeout,
     WriteError,
     WriteTimeout,
@@ -34,12 +43,16 @@ __all__ = [
     "ClosedResourceError",
     "ConnectError",
     "ConnectTimeout",
+    "ErrStreamingResponse",
+    "HTTPException",
     "HTTPStatusError",
     "Headers",
+    "HttpClient",
     "HttpError",
     "HttpServer",
     "LocalProtocolError",
     "NetworkError",
+    "OkStreamingResponse",
     "PoolTimeout",
     "ProtocolError",
     "ReadError",
@@ -51,10 +64,13 @@ __all__ = [
     "SSEDecoder",
     "ServerSentEvent",
     "SocketStream",
+    "Timeout",
     "TimeoutError",
     "TooLargeError",
+    "TooManyRedirects",
     "TotalTimeout",
     "WriteError",
     "WriteTimeout",
     "open_tcp_stream",
+    "streaming_response_is_ok",
 ]
