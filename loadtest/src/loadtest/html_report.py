@@ -1,0 +1,440 @@
+"""A self-contained HTML report: tables and inline SVG charts, no JavaScript, no external files.
+
+Charts: throughput and latency (p50/p99) against concurrency (or arrival rate), and every phase's
+timeline (throughput and p50/p99 over time) laid end to end. For SSE runs: events/s and
+time-to-first-event instead.
+
+Example:
+    >>> svg = line_chart("t", [Series("a", [(1, 1.0), (10, 2.0), (100, 4.0)])], "x", "y", log_x=True)
+    >>> svg.startswith("<svg") and "polyline" in svg
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from .report import SUMMARY_COLUMNS, format_table
+from .runner import PhaseResult, RunResult
+from .stats import RequestStats
+
+__all__ = ["Series", "line_chart", "nice_ticks", "render_html", "write_html"]
+
+_WIDTH = 760
+_HEIGHT = 300
+_MARGIN_LEFT = 64
+_MARGIN_RIGHT = 170
+_MARGIN_TOP = 32
+_MARGIN_BOTTOM = 44
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+@dataclass
+class Series:
+    """A named line of ``(x, y)`` points."""
+
+    name: str
+    points: list[tuple[float, float]]
+    dashed: bool = False
+
+
+@dataclass
+class _Axis:
+    low: float
+    high: float
+    log: bool = False
+    ticks: list[float] = field(default_factory=list)
+
+    def position(self, value: float, start: float, length: float) -> float:
+        if self.log:
+            low, high, value = math.log10(self.low), math.log10(self.high), math.log10(max(value, self.low))
+        else:
+            low, high = self.low, self.high
+        span = (high - low) or 1.0
+        return start + (value - low) / span * length
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """Round tick values (1, 2 or 5 times a power of ten) covering ``low``..``high``.
+
+    Example:
+        >>> nice_ticks(0, 97)
+        [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+    """
+    if high <= low:
+        high = low + 1.0
+    raw = (high - low) / max(1, count)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.floor(low / step) * step
+    ticks = []
+    value = first
+    while value < high + step * 0.5:
+        ticks.append(float(round(value, 10)))
+        if value >= high:
+            break
+        value += step
+    return ticks
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    ticks = []
+    power = 10 ** math.floor(math.log10(low))
+    while power <= high * 1.0001:
+        for m in (1, 2, 5):
+            tick = m * power
+            if low * 0.9999 <= tick <= high * 1.0001:
+                ticks.append(tick)
+        power *= 10
+    return ticks
+
+
+def _format_tick(value: float) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
+
+
+def line_chart(
+    title: str,
+    series: Sequence[Series],
+    x_label: str,
+    y_label: str,
+    *,
+    log_x: bool = False,
+    markers: bool = True,
+    separators: Sequence[tuple[float, str]] = (),
+) -> str:
+    """An SVG line chart (y from 0), with a legend; ``separators`` draw labelled vertical lines."""
+    points = [p for s in series for p in s.points if math.isfinite(p[0]) and math.isfinite(p[1])]
+    if not points:
+        return (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="40" role="img">'
+            f'<text x="8" y="24" class="title">{escape(title)}: no data</text></svg>'
+        )
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    if log_x and min(xs) <= 0:
+        log_x = False
+    if log_x:
+        x_axis = _Axis(min(xs), max(xs) if max(xs) > min(xs) else min(xs) * 10, log=True)
+        x_axis.ticks = _log_ticks(x_axis.low, x_axis.high)
+    else:
+        ticks = nice_ticks(min(xs), max(xs))
+        x_axis = _Axis(ticks[0], ticks[-1], ticks=ticks)
+    y_ticks = nice_ticks(0.0, max(ys) * 1.05 if max(ys) > 0 else 1.0)
+    y_axis = _Axis(y_ticks[0], y_ticks[-1], ticks=y_ticks)
+    plot_w = _WIDTH - _MARGIN_LEFT - _MARGIN_RIGHT
+    plot_h = _HEIGHT - _MARGIN_TOP - _MARGIN_BOTTOM
+
+    def px(x: float) -> float:
+        return x_axis.position(x, _MARGIN_LEFT, plot_w)
+
+    def py(y: float) -> float:
+        return _MARGIN_TOP + plot_h - y_axis.position(y, 0.0, plot_h)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{_HEIGHT}" '
+        f'viewBox="0 0 {_WIDTH} {_HEIGHT}" role="img" aria-label="{escape(title)}">',
+        f'<text x="{_MARGIN_LEFT}" y="18" class="title">{escape(title)}</text>',
+    ]
+    for tick in y_axis.ticks:
+        y = py(tick)
+        parts.append(
+            f'<line x1="{_MARGIN_LEFT}" y1="{y:.1f}" x2="{_MARGIN_LEFT + plot_w}" y2="{y:.1f}" class="grid"/>'
+        )
+        parts.append(
+            f'<text x="{_MARGIN_LEFT - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">'
+            f"{_format_tick(tick)}</text>"
+        )
+    for tick in x_axis.ticks:
+        x = px(tick)
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{_MARGIN_TOP}" x2="{x:.1f}" y2="{_MARGIN_TOP + plot_h}" class="grid"/>'
+        )
+        parts.append(
+            f'<text x="{x:.1f}" y="{_MARGIN_TOP + plot_h + 16}" class="tick" text-anchor="middle">'
+            f"{_format_tick(tick)}</text>"
+        )
+    for position, label in separators:
+        x = px(position)
+        parts.append(
+            f'<line x1="{x:.1f}" y1="{_MARGIN_TOP}" x2="{x:.1f}" y2="{_MARGIN_TOP + plot_h}" class="sep"/>'
+        )
+        parts.append(f'<text x="{x + 3:.1f}" y="{_MARGIN_TOP + 10}" class="seplabel">{escape(label)}</text>')
+    parts.append(
+        f'<rect x="{_MARGIN_LEFT}" y="{_MARGIN_TOP}" width="{plot_w}" height="{plot_h}" class="frame"/>'
+    )
+    parts.append(
+        f'<text x="{_MARGIN_LEFT + plot_w / 2:.1f}" y="{_HEIGHT - 6}" class="label" text-anchor="middle">'
+        f"{escape(x_label)}{' (log scale)' if log_x else ''}</text>"
+    )
+    parts.append(
+        f'<text x="14" y="{_MARGIN_TOP + plot_h / 2:.1f}" class="label" text-anchor="middle" '
+        f'transform="rotate(-90 14 {_MARGIN_TOP + plot_h / 2:.1f})">{escape(y_label)}</text>'
+    )
+    for number, line in enumerate(series):
+        color = _COLORS[number % len(_COLORS)]
+        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in line.points)
+        dash = ' stroke-dasharray="5 3"' if line.dashed else ""
+        if coords:
+            parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+        if markers:
+            for x, y in line.points:
+                parts.append(
+                    f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}">'
+                    f"<title>{escape(line.name)}: {x:g}, {y:g}</title></circle>"
+                )
+        legend_y = _MARGIN_TOP + 14 + number * 18
+        legend_x = _MARGIN_LEFT + plot_w + 12
+        parts.append(
+            f'<line x1="{legend_x}" y1="{legend_y - 4}" x2="{legend_x + 18}" y2="{legend_y - 4}" '
+            f'stroke="{color}" stroke-width="2"{dash}/>'
+        )
+        parts.append(f'<text x="{legend_x + 24}" y="{legend_y}" class="legend">{escape(line.name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1000px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+table { border-collapse: collapse; margin: 0.5em 0; font-variant-numeric: tabular-nums; }
+th, td { padding: 3px 9px; border-bottom: 1px solid #eee; text-align: right; }
+th { background: #f5f5f5; } td:first-child, th:first-child { text-align: left; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
+.note { color: #8a4b00; } .muted { color: #777; }
+svg { display: block; margin: 1em 0; }
+svg .title { font-weight: 600; font-size: 13px; } svg .tick { font-size: 11px; fill: #555; }
+svg .label { font-size: 12px; fill: #333; } svg .legend { font-size: 12px; }
+svg .grid { stroke: #eee; } svg .frame { fill: none; stroke: #999; }
+svg .sep { stroke: #bbb; stroke-dasharray: 2 3; } svg .seplabel { font-size: 10px; fill: #777; }
+"""
+
+
+def _html_table(rows: Sequence[dict[str, object]], columns: Sequence[tuple[str, str]]) -> str:
+    head = "".join(f"<th>{escape(label)}</th>" for _, label in columns)
+    body = []
+    for row in rows:
+        cells = "".join(f"<td>{escape(str(row.get(key, '')))}</td>" for key, _ in columns)
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _sweep_groups(
+    phases: Sequence[PhaseResult], by_rate: bool
+) -> dict[str, list[tuple[float, dict[str, Any]]]]:
+    """Phases as ``{group label: [(x, summary)]}``: x is the rate or the concurrency, and the
+    other parameter (when it varies) tells the groups apart."""
+    groups: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+    several = (
+        len({phase.concurrency for phase in phases}) > 1
+        if by_rate
+        else len({phase.rate for phase in phases}) > 1
+    )
+    for phase in phases:
+        if by_rate and phase.rate is not None:
+            x, label = float(phase.rate), f"c={phase.concurrency}"
+        else:
+            x, label = float(phase.concurrency), f"rate={phase.rate:g}/s" if phase.rate is not None else ""
+        groups.setdefault(label if several else "", []).append((x, phase.summary()))
+    return groups
+
+
+def _series(
+    groups: dict[str, list[tuple[float, dict[str, Any]]]], key: str, name: str, dashed: bool = False
+) -> list[Series]:
+    return [
+        Series(f"{name} {label}".strip(), [(x, float(summary[key])) for x, summary in points], dashed)
+        for label, points in groups.items()
+    ]
+
+
+def _sweep_charts(result: RunResult) -> list[str]:
+    phases = [phase for phase in result.phases if phase.elapsed > 0]
+    if len(phases) < 2:
+        return []
+    mode = result.scenario.mode
+    by_rate = mode == "open" and len({phase.rate for phase in phases}) > 1
+    x_label = "arrival rate (requests/s)" if by_rate else "concurrency"
+    xs = [float(phase.rate) if by_rate and phase.rate else float(phase.concurrency) for phase in phases]
+    log_x = min(xs) > 0 and max(xs) / min(xs) >= 20
+    groups = _sweep_groups(phases, by_rate)
+    if mode == "sse":
+        return [
+            line_chart(
+                f"Events per second vs {x_label}",
+                _series(groups, "events_per_s", "events/s"),
+                x_label,
+                "events/s",
+                log_x=log_x,
+            ),
+            line_chart(
+                f"Time to first event vs {x_label}",
+                _series(groups, "ttfe_p50_ms", "p50")
+                + _series(groups, "ttfe_p99_ms", "p99")
+                + _series(groups, "gap_p99_ms", "gap p99", dashed=True),
+                x_label,
+                "milliseconds",
+                log_x=log_x,
+            ),
+        ]
+    throughput = _series(groups, "throughput_rps", "requests/s")
+    if by_rate:
+        rates = sorted(set(xs))
+        throughput.append(Series("target rate", [(x, x) for x in rates], dashed=True))
+    latency = _series(groups, "p50_ms", "p50") + _series(groups, "p99_ms", "p99")
+    if mode == "open":
+        latency += _series(groups, "service_p99_ms", "service p99", dashed=True)
+    return [
+        line_chart(f"Throughput vs {x_label}", throughput, x_label, "requests/s", log_x=log_x),
+        line_chart(f"Latency vs {x_label}", latency, x_label, "milliseconds", log_x=log_x),
+    ]
+
+
+def _timeline_charts(result: RunResult) -> list[str]:
+    offset = 0.0
+    separators: list[tuple[float, str]] = []
+    throughput: list[tuple[float, float]] = []
+    events: list[tuple[float, float]] = []
+    p50: list[tuple[float, float]] = []
+    p99: list[tuple[float, float]] = []
+    for phase in result.phases:
+        rows = phase.stats.timeline.rows(end=phase.elapsed)
+        if not rows:
+            continue
+        separators.append((offset, phase.label))
+        for row in rows:
+            t = offset + row["t"] + row["width"] / 2
+            throughput.append((t, row["throughput"]))
+            events.append((t, row["events_per_s"]))
+            if row["completed"]:
+                p50.append((t, row["p50_ms"]))
+                p99.append((t, row["p99_ms"]))
+        offset += max(phase.elapsed, rows[-1]["t"] + rows[-1]["width"])
+    if not separators:
+        return []
+    sse = result.scenario.mode == "sse"
+    rate_series = Series("events/s", events) if sse else Series("requests/s", throughput)
+    latency_name = "time to first event" if sse else "latency"
+    return [
+        line_chart(
+            f"{rate_series.name} over time",
+            [rate_series],
+            "seconds since the run started",
+            rate_series.name,
+            markers=False,
+            separators=separators,
+        ),
+        line_chart(
+            f"{latency_name.capitalize()} over time (per interval)",
+            [Series("p50", p50), Series("p99", p99)],
+            "seconds since the run started",
+            "milliseconds",
+            markers=False,
+            separators=separators,
+        ),
+    ]
+
+
+def _phase_details(phase: PhaseResult) -> str:
+    data = phase.to_dict()
+    parts = [f"<h3>Phase {phase.index}: {escape(phase.label)}</h3>"]
+    stats = phase.stats
+    if isinstance(stats, RequestStats) and data.get("endpoints"):
+        rows = [
+            {"name": name, **{k: v for k, v in ep.items() if k != "latency_ms"}, **ep["latency_ms"]}
+            for name, ep in data["endpoints"].items()
+        ]
+        columns = [
+            ("name", "request"),
+            ("completed", "completed"),
+            ("failed", "failed"),
+            ("throughput", "req/s"),
+            ("p50", "p50 ms"),
+            ("p99", "p99 ms"),
+            ("max", "max ms"),
+        ]
+        parts.append(_html_table(rows, columns))
+    if "schedule" in data:
+        schedule = data["schedule"]
+        parts.append(
+            f"<p>Planned {schedule['planned']:,}, sent {schedule['sent']:,}, unsent {schedule['unsent']:,}; "
+            f"behind schedule at the end: {schedule['behind_s']:.3f} s; send lag p99 "
+            f"{schedule['send_lag_ms']['p99']} ms, max {schedule['send_lag_ms']['max']} ms.</p>"
+            f"<p class='muted'>{escape(schedule['note'])}.</p>"
+        )
+    if data["statuses"]:
+        statuses = ", ".join(f"{code}: {n:,}" for code, n in data["statuses"].items())
+        parts.append(f"<p>Statuses: {escape(statuses)}</p>")
+    if data["errors"]:
+        items = []
+        for kind, n in sorted(data["errors"].items(), key=lambda item: -item[1]):
+            samples = "; ".join(data["error_samples"].get(kind, []))
+            items.append(f"<li>{escape(kind)}: {n:,}{' - ' + escape(samples) if samples else ''}</li>")
+        parts.append(f"<ul class='note'>{''.join(items)}</ul>")
+    return "\n".join(parts)
+
+
+def render_html(result: RunResult) -> str:
+    """The whole report as one HTML document."""
+    scenario = result.scenario
+    columns = SUMMARY_COLUMNS[scenario.mode]
+    summaries = [phase.summary() for phase in result.phases]
+    mode_text = {
+        "closed": "closed loop: each user sends its next request when the previous one is answered",
+        "open": "open loop: requests arrive at a fixed rate; latency counts from each request's "
+        "intended send time (coordinated-omission corrected)",
+        "sse": "event streams: each user holds one stream open at a time",
+    }[scenario.mode]
+    limits = []
+    if scenario.duration is not None:
+        limits.append(f"{scenario.duration:g} s per phase")
+    if scenario.count is not None:
+        limits.append(f"{scenario.count:,} per phase")
+    requests = "".join(
+        f"<li><code>{escape(spec.method)} {escape(spec.path)}</code> weight {spec.weight}"
+        f"{' (' + escape(spec.name) + ')' if spec.name != f'{spec.method} {spec.path}' else ''}</li>"
+        for spec in scenario.requests
+    )
+    body = [
+        f"<h1>Load test: {escape(scenario.name)}</h1>",
+        f"<p>Target <code>{escape(scenario.target)}</code>; {escape(mode_text)}; "
+        f"{escape(', '.join(limits))}; timeout {scenario.timeout:g} s. "
+        f"Started {escape(result.started_at)}, finished {escape(result.finished_at or '-')}.</p>",
+        f"<ul>{requests}</ul>",
+    ]
+    if result.interrupted:
+        body.append("<p class='note'>The run was interrupted; the last phase is partial.</p>")
+    body.append("<h2>Summary</h2>")
+    body.append(_html_table(summaries, (("phase", "phase"), *columns)))
+    body.append("<h2>Charts</h2>")
+    body.extend(_sweep_charts(result))
+    body.extend(_timeline_charts(result))
+    body.append("<h2>Phases</h2>")
+    body.extend(_phase_details(phase) for phase in result.phases)
+    body.append("<h2>Text summary</h2>")
+    text_table = format_table(summaries, [key for key, _ in columns], [label for _, label in columns])
+    body.append(f"<pre>{escape(text_table)}</pre>")
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Load test: {escape(scenario.name)}</title><style>{_CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+
+
+def write_html(result: RunResult, path: Path) -> Path:
+    """Write :func:`render_html` to ``path``."""
+    path.write_text(render_html(result), encoding="utf-8")
+    return path

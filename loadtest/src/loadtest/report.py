@@ -1,0 +1,169 @@
+"""Result files: JSON (everything), CSV (one row per phase, and the timelines), a text table.
+
+Example:
+    >>> print(format_table([{"a": 1, "bb": 2.5}, {"a": 10, "bb": 0.25}], ["a", "bb"]))
+     a    bb
+    --  ----
+     1   2.5
+    10  0.25
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .runner import RunResult
+
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "format_table",
+    "summary_table",
+    "write_csv",
+    "write_json",
+    "write_reports",
+    "write_timeline_csv",
+]
+
+#: Columns of the printed summary, by mode (every column is in the CSV too).
+SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "closed": (
+        ("concurrency", "users"),
+        ("requests", "requests"),
+        ("errors", "errors"),
+        ("throughput_rps", "req/s"),
+        ("p50_ms", "p50 ms"),
+        ("p90_ms", "p90 ms"),
+        ("p99_ms", "p99 ms"),
+        ("p99.9_ms", "p99.9 ms"),
+        ("max_ms", "max ms"),
+    ),
+    "open": (
+        ("rate", "rate/s"),
+        ("concurrency", "max in flight"),
+        ("requests", "sent"),
+        ("unsent", "unsent"),
+        ("behind_s", "behind s"),
+        ("errors", "errors"),
+        ("throughput_rps", "req/s"),
+        ("p50_ms", "p50 ms"),
+        ("p99_ms", "p99 ms"),
+        ("max_ms", "max ms"),
+        ("service_p99_ms", "service p99"),
+        ("lag_max_ms", "lag max ms"),
+    ),
+    "sse": (
+        ("concurrency", "streams open"),
+        ("streams", "streams"),
+        ("failed", "failed"),
+        ("events_per_s", "events/s"),
+        ("ttfe_p50_ms", "ttfe p50 ms"),
+        ("ttfe_p99_ms", "ttfe p99 ms"),
+        ("gap_p50_ms", "gap p50 ms"),
+        ("gap_p99_ms", "gap p99 ms"),
+        ("gap_max_ms", "gap max ms"),
+    ),
+}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
+        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    return str(value)
+
+
+def format_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], headers: Sequence[str] | None = None
+) -> str:
+    """A right-aligned plain-text table of ``rows`` (missing cells are blank)."""
+    titles = list(headers) if headers is not None else list(columns)
+    cells = [[_cell(row.get(column, "")) for column in columns] for row in rows]
+    widths = [max([len(title)] + [len(line[i]) for line in cells]) for i, title in enumerate(titles)]
+    lines = ["  ".join(title.rjust(width) for title, width in zip(titles, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines.extend("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in cells)
+    return "\n".join(lines)
+
+
+def summary_table(result: RunResult) -> str:
+    """The run's phases as a text table (columns chosen by mode)."""
+    columns = SUMMARY_COLUMNS[result.scenario.mode]
+    rows = [phase.summary() for phase in result.phases]
+    title = f"{result.scenario.name} ({result.scenario.mode} loop, {result.scenario.target})"
+    table = format_table(rows, [key for key, _ in columns], [label for _, label in columns])
+    notes = []
+    if result.interrupted:
+        notes.append("interrupted: the last phase is partial")
+    for phase in result.phases:
+        if phase.unsent:
+            notes.append(
+                f"phase {phase.index} ({phase.label}): fell {phase.behind:.2f} s behind schedule; "
+                f"{phase.unsent} planned requests were never sent and are not in the percentiles"
+            )
+        stats = phase.stats
+        for kind, count in stats.errors.most_common(3):
+            notes.append(f"phase {phase.index} ({phase.label}): {count} x {kind}")
+    return "\n".join([title, table, *notes])
+
+
+def write_json(result: RunResult, path: Path) -> Path:
+    """Write the whole result as JSON."""
+    path.write_text(json.dumps(result.to_dict(), indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _union_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    return columns
+
+
+def write_csv(result: RunResult, path: Path) -> Path:
+    """Write one row per phase (:meth:`PhaseResult.summary`)."""
+    rows = [phase.summary() for phase in result.phases]
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=_union_columns(rows) or ["phase"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_timeline_csv(result: RunResult, path: Path) -> Path:
+    """Write the per-interval timeline of every phase (``phase`` column first)."""
+    rows = [
+        {"phase": phase.index, "label": phase.label, **row}
+        for phase in result.phases
+        for row in phase.stats.timeline.rows(end=phase.elapsed or None)
+    ]
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=_union_columns(rows) or ["phase", "label", "t"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_reports(result: RunResult, directory: Path, stem: str = "loadtest") -> dict[str, Path]:
+    """Write ``<stem>.json``, ``<stem>.csv``, ``<stem>_timeline.csv`` and ``<stem>.html``.
+
+    Returns:
+        ``{"json": path, "csv": path, "timeline": path, "html": path}``.
+    """
+    from .html_report import write_html
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return {
+        "json": write_json(result, directory / f"{stem}.json"),
+        "csv": write_csv(result, directory / f"{stem}.csv"),
+        "timeline": write_timeline_csv(result, directory / f"{stem}_timeline.csv"),
+        "html": write_html(result, directory / f"{stem}.html"),
+    }

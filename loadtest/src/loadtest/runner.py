@@ -1,0 +1,543 @@
+"""The load generator: closed-loop, open-loop and SSE phases on one flowno event loop.
+
+Design, around flowno 0.1.19 (see ``docs/flowno-upstream.md``):
+
+* One task per virtual user (closed/SSE) or per open-loop worker, never one per request: the
+  loop keeps every finished task forever.
+* A sleeping task cannot be woken, so every sleep is short or ends before the phase deadline, and
+  every request carries a timeout: each phase stops by itself, at most one timeout after its end.
+* Only one loop may run per process, so all phases of a sweep run on a single loop
+  (:func:`run_scenario`), one :class:`~flowno_io.HttpClient` per phase.
+
+Timing uses ``time.perf_counter`` (the clock flowno's ``sleep`` uses too).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any
+
+from flowno import EventLoop, sleep, spawn
+
+from .scenario import RequestPicker, RequestSpec, Scenario
+from .schedule import ArrivalSchedule
+from .stats import RequestStats, StreamStats, latency_summary
+
+try:
+    from flowno_io import HttpClient, Timeout, streaming_response_is_ok
+except ImportError:  # the client is not re-exported from flowno_io yet
+    from flowno_io._client import HttpClient, Timeout, streaming_response_is_ok
+
+__all__ = ["PhaseResult", "RunResult", "run_scenario", "run_scenario_async"]
+
+#: Seconds between progress-line refreshes.
+PROGRESS_INTERVAL = 0.5
+#: Idle keep-alive connections are kept this long by the client (longer than any gap in a phase).
+KEEPALIVE_EXPIRY = 30.0
+
+
+@dataclass
+class PhaseResult:
+    """The outcome of one phase (one concurrency level, or one rate).
+
+    Attributes:
+        index: position in the run (0-based).
+        mode: ``closed``, ``open`` or ``sse``.
+        concurrency: virtual users (closed/sse) or most requests in flight (open).
+        rate: open mode: planned arrivals per second.
+        started_at: wall-clock start (UTC, ISO 8601).
+        elapsed: seconds from the start until the last user finished.
+        stats: :class:`~loadtest.stats.RequestStats` or :class:`~loadtest.stats.StreamStats`.
+        planned, unsent, behind: open mode: arrivals planned, never sent, and how far behind the
+            schedule (seconds) the phase was when its send window closed.
+    """
+
+    index: int
+    mode: str
+    concurrency: int
+    rate: float | None
+    duration: float | None
+    count: int | None
+    started_at: str
+    stats: RequestStats | StreamStats
+    elapsed: float = 0.0
+    planned: int = 0
+    unsent: int = 0
+    behind: float = 0.0
+    finished: bool = False
+
+    @property
+    def label(self) -> str:
+        """Short name: ``c=100`` or ``rate=500/s c=64``."""
+        if self.rate is not None:
+            return f"rate={self.rate:g}/s c={self.concurrency}"
+        return f"c={self.concurrency}"
+
+    def summary(self) -> dict[str, Any]:
+        """The phase's headline numbers, flat (one CSV row)."""
+        elapsed = self.elapsed or 1e-9
+        row: dict[str, Any] = {
+            "phase": self.index,
+            "mode": self.mode,
+            "concurrency": self.concurrency,
+            "rate": self.rate if self.rate is not None else "",
+            "elapsed_s": round(self.elapsed, 3),
+        }
+        stats = self.stats
+        if isinstance(stats, RequestStats):
+            latency = latency_summary(stats.latency)
+            row.update(
+                {
+                    "requests": stats.completed,
+                    "ok": stats.ok,
+                    "failed": stats.failed,
+                    "throughput_rps": round(stats.completed / elapsed, 2),
+                    "mb_received": round(stats.bytes_received / 1e6, 3),
+                }
+            )
+            row.update({f"{key}_ms": value for key, value in latency.items()})
+            if self.mode == "open":
+                lag = latency_summary(stats.send_lag)
+                row.update(
+                    {
+                        "planned": self.planned,
+                        "unsent": self.unsent,
+                        "behind_s": round(self.behind, 3),
+                        "lag_p99_ms": lag["p99"],
+                        "lag_max_ms": lag["max"],
+                        "service_p99_ms": latency_summary(stats.service_time)["p99"],
+                    }
+                )
+        else:
+            ttfe = latency_summary(stats.time_to_first_event)
+            gap = latency_summary(stats.event_gap)
+            row.update(
+                {
+                    "streams": stats.started,
+                    "completed": stats.completed,
+                    "cut": stats.cut,
+                    "failed": stats.failed,
+                    "events": stats.events,
+                    "events_per_s": round(stats.events / elapsed, 2),
+                    "streams_per_s": round(stats.completed / elapsed, 2),
+                    "ttfe_p50_ms": ttfe["p50"],
+                    "ttfe_p99_ms": ttfe["p99"],
+                    "ttfe_max_ms": ttfe["max"],
+                    "gap_p50_ms": gap["p50"],
+                    "gap_p99_ms": gap["p99"],
+                    "gap_max_ms": gap["max"],
+                }
+            )
+        row["errors"] = sum(stats.errors.values())
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything about the phase, JSON-ready (histograms in sparse form)."""
+        stats = self.stats
+        data: dict[str, Any] = {
+            "index": self.index,
+            "label": self.label,
+            "mode": self.mode,
+            "concurrency": self.concurrency,
+            "rate": self.rate,
+            "duration": self.duration,
+            "count": self.count,
+            "started_at": self.started_at,
+            "elapsed_s": self.elapsed,
+            "finished": self.finished,
+            "summary": self.summary(),
+            "errors": dict(stats.errors),
+            "error_samples": stats.error_samples,
+            "statuses": {str(code): n for code, n in sorted(stats.statuses.items())},
+            "timeline_interval_s": stats.timeline.interval,
+            "timeline": stats.timeline.rows(end=self.elapsed or None),
+        }
+        if isinstance(stats, RequestStats):
+            data["latency_ms"] = latency_summary(stats.latency)
+            data["service_time_ms"] = latency_summary(stats.service_time)
+            data["endpoints"] = {name: ep.summary(self.elapsed or 1e-9) for name, ep in stats.by_name.items()}
+            data["histograms_us"] = {
+                "latency": stats.latency.to_dict(),
+                "service_time": stats.service_time.to_dict(),
+            }
+            if self.mode == "open":
+                data["schedule"] = {
+                    "planned": self.planned,
+                    "sent": self.planned - self.unsent,
+                    "unsent": self.unsent,
+                    "behind_s": self.behind,
+                    "send_lag_ms": latency_summary(stats.send_lag),
+                    "note": "latency is measured from each request's intended send time "
+                    "(coordinated-omission corrected); service_time from its actual send; "
+                    "unsent requests are not in the percentiles",
+                }
+                data["histograms_us"]["send_lag"] = stats.send_lag.to_dict()
+        else:
+            data["time_to_first_event_ms"] = latency_summary(stats.time_to_first_event)
+            data["event_gap_ms"] = latency_summary(stats.event_gap)
+            data["stream_duration_ms"] = latency_summary(stats.stream_duration)
+            data["histograms_us"] = {
+                "time_to_first_event": stats.time_to_first_event.to_dict(),
+                "event_gap": stats.event_gap.to_dict(),
+                "stream_duration": stats.stream_duration.to_dict(),
+            }
+        return data
+
+
+@dataclass
+class RunResult:
+    """A whole run: the scenario and its phases, in order."""
+
+    scenario: Scenario
+    phases: list[PhaseResult] = field(default_factory=list)
+    started_at: str = ""
+    finished_at: str = ""
+    interrupted: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the run."""
+        return {
+            "tool": "loadtest (flowno_io.HttpClient on one flowno event loop)",
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "interrupted": self.interrupted,
+            "environment": {
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "argv": sys.argv,
+            },
+            "scenario": self.scenario.describe(),
+            "phases": [phase.to_dict() for phase in self.phases],
+        }
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _error_kind(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+class _Phase:
+    """The shared state of a running phase: limits, the client, and the stats."""
+
+    def __init__(self, scenario: Scenario, result: PhaseResult, client: Any, start: float) -> None:
+        self.scenario = scenario
+        self.result = result
+        self.client = client
+        self.start = start
+        duration = scenario.duration
+        self.deadline = math.inf if duration is None else start + duration
+        self.count = scenario.count
+        self.issued = 0
+        self.schedule: ArrivalSchedule | None = None
+        self.active_users = 0
+        self.headers = {spec.name: (dict(spec.headers) or None) for spec in scenario.requests}
+
+    def may_start(self) -> bool:
+        """Claim the right to start one more request/stream (False once a limit is reached)."""
+        if perf_counter() >= self.deadline:
+            return False
+        if self.count is not None:
+            if self.issued >= self.count:
+                return False
+            self.issued += 1
+        return True
+
+
+class LoadRunner:
+    """Runs a scenario's phases on the current flowno loop.
+
+    Args:
+        scenario: a checked scenario (:meth:`Scenario.checked`).
+        progress: called with a one-line status about twice a second (``None``: silent) and with
+            ``None`` when a phase ends.
+        client_options: extra ``HttpClient`` keyword arguments.
+    """
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        progress: Callable[[str | None], None] | None = None,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.progress = progress
+        self.client_options = client_options or {}
+        self.result = RunResult(scenario, started_at=_now_iso())
+        self._current: _Phase | None = None
+        self._running = False
+
+    async def run(self) -> RunResult:
+        """Run every phase in order; the result is also kept in :attr:`result` as it grows."""
+        self._running = True
+        ticker = await spawn(self._progress_ticker()) if self.progress is not None else None
+        try:
+            for index, (concurrency, rate) in enumerate(self.scenario.phases()):
+                await self.run_phase(index, concurrency, rate)
+        finally:
+            self._running = False
+            if ticker is not None:
+                await ticker.join()
+        return self.result
+
+    def _new_client(self, concurrency: int) -> Any:
+        limit = self.scenario.timeout
+        streaming = self.scenario.mode == "sse"
+        options: dict[str, Any] = {
+            "timeout": Timeout(
+                connect=limit, read=limit, write=limit, pool=limit, total=None if streaming else limit
+            ),
+            "max_connections_per_host": concurrency,
+            "keepalive_expiry": KEEPALIVE_EXPIRY,
+            "user_agent": "flowno-loadtest/0.1",
+        }
+        if streaming:
+            options["max_body_bytes"] = None
+        options.update(self.client_options)
+        return HttpClient(**options)
+
+    async def run_phase(self, index: int, concurrency: int, rate: float | None) -> PhaseResult:
+        """Run one phase with ``concurrency`` users (or workers, at ``rate`` arrivals/s)."""
+        scenario = self.scenario
+        interval = _timeline_interval(scenario.duration)
+        stats: RequestStats | StreamStats = (
+            StreamStats(interval) if scenario.mode == "sse" else RequestStats(interval)
+        )
+        result = PhaseResult(
+            index=index,
+            mode=scenario.mode,
+            concurrency=concurrency,
+            rate=rate,
+            duration=scenario.duration,
+            count=scenario.count,
+            started_at=_now_iso(),
+            stats=stats,
+        )
+        self.result.phases.append(result)
+        client = self._new_client(concurrency)
+        start = perf_counter()
+        phase = _Phase(scenario, result, client, start)
+        if rate is not None:
+            phase.schedule = ArrivalSchedule(rate, start, scenario.duration, scenario.count)
+            phase.deadline = phase.schedule.window_end
+            result.planned = phase.schedule.planned
+        self._current = phase
+        user: Callable[[_Phase, int], Any]
+        if scenario.mode == "closed":
+            user = self._closed_user
+        elif scenario.mode == "open":
+            user = self._open_worker
+        else:
+            user = self._stream_user
+        try:
+            handles = []
+            for number in range(concurrency):
+                phase.active_users += 1
+                handles.append(await spawn(user(phase, number)))
+            for handle in handles:
+                await handle.join()
+        finally:
+            result.elapsed = perf_counter() - start
+            if phase.schedule is not None:
+                result.unsent = phase.schedule.unsent
+                result.behind = phase.schedule.behind()
+            client.close()
+            self._current = None
+            if self.progress is not None:
+                self.progress(None)
+        result.finished = True
+        return result
+
+    # -- users ----------------------------------------------------------------------------------
+
+    def _picker(self, number: int) -> RequestPicker:
+        seed = self.scenario.seed if self.scenario.seed is not None else 0x10AD
+        return RequestPicker(self.scenario.requests, seed=seed * 1_000_003 + number)
+
+    async def _exchange(self, phase: _Phase, spec: RequestSpec, due: float, sent: float) -> None:
+        """Send one request and record it (latency from ``due``, service time from ``sent``)."""
+        stats = phase.result.stats
+        assert isinstance(stats, RequestStats)
+        try:
+            response = await phase.client.request(
+                spec.method, spec.url, spec.body, headers=phase.headers[spec.name]
+            )
+        except Exception as exc:  # every failure is a result, never the end of a user
+            end = perf_counter()
+            stats.record_error(
+                spec.name, end - phase.start, end - due, _error_kind(exc), str(exc), service=end - sent
+            )
+            return
+        end = perf_counter()
+        status = response.status_code
+        stats.record_response(
+            spec.name,
+            end - phase.start,
+            end - due,
+            status=status,
+            ok=spec.is_expected(status),
+            size=len(response.body),
+            service=end - sent,
+        )
+
+    async def _think(self, phase: _Phase) -> None:
+        think = self.scenario.think_time
+        if think > 0:
+            remaining = phase.deadline - perf_counter()
+            if remaining > 0:
+                await sleep(min(think, remaining))
+
+    async def _closed_user(self, phase: _Phase, number: int) -> None:
+        """A virtual user: request, wait for the response, (think,) repeat until a limit."""
+        picker = self._picker(number)
+        try:
+            while phase.may_start():
+                sent = perf_counter()
+                await self._exchange(phase, picker.pick(), sent, sent)
+                await self._think(phase)
+        finally:
+            phase.active_users -= 1
+
+    async def _open_worker(self, phase: _Phase, number: int) -> None:
+        """An open-loop worker: claim the next due arrival, wait for its time, send it."""
+        schedule = phase.schedule
+        assert schedule is not None
+        stats = phase.result.stats
+        assert isinstance(stats, RequestStats)
+        picker = self._picker(number)
+        try:
+            while True:
+                now = perf_counter()
+                index = schedule.claim(now)
+                if index is None:
+                    return
+                due = schedule.due(index)
+                if due > now:
+                    await sleep(due - now)
+                    now = perf_counter()
+                stats.record_lag(now - due)
+                await self._exchange(phase, picker.pick(), due, now)
+        finally:
+            phase.active_users -= 1
+
+    async def _stream_user(self, phase: _Phase, number: int) -> None:
+        """An SSE user: open a stream, read it to the end (or the deadline), repeat."""
+        stats = phase.result.stats
+        assert isinstance(stats, StreamStats)
+        picker = self._picker(number)
+        try:
+            while phase.may_start():
+                await self._one_stream(phase, stats, picker.pick())
+                await self._think(phase)
+        finally:
+            phase.active_users -= 1
+
+    async def _one_stream(self, phase: _Phase, stats: StreamStats, spec: RequestSpec) -> None:
+        start = phase.start
+        stats.started += 1
+        sent = perf_counter()
+        try:
+            response = await phase.client.stream_request(
+                spec.method, spec.url, spec.body, headers=phase.headers[spec.name]
+            )
+        except Exception as exc:
+            stats.record_failure(perf_counter() - start, _error_kind(exc), str(exc))
+            return
+        status = response.status_code
+        stats.record_open(status)
+        if not streaming_response_is_ok(response) or not spec.is_expected(status):
+            await response.aclose()
+            stats.record_failure(perf_counter() - start, f"HTTP {status}", "")
+            return
+        previous: float | None = None
+        cut = False
+        try:
+            async for event in response.events():
+                now = perf_counter()
+                if event.data != "[DONE]":  # the OpenAI end marker is not a payload event
+                    if previous is None:
+                        stats.record_first_event(now - start, now - sent)
+                    else:
+                        stats.record_event(now - start, now - previous)
+                    previous = now
+                if now >= phase.deadline:
+                    cut = True
+                    break
+        except Exception as exc:
+            stats.record_failure(perf_counter() - start, _error_kind(exc), str(exc))
+            return
+        finally:
+            await response.aclose()
+        stats.record_end(perf_counter() - sent, cut=cut)
+
+    # -- progress -------------------------------------------------------------------------------
+
+    async def _progress_ticker(self) -> None:
+        report = self.progress
+        assert report is not None
+        while self._running:
+            await sleep(PROGRESS_INTERVAL)
+            phase = self._current
+            if phase is not None and self._running:
+                report(progress_text(phase.result, perf_counter() - phase.start, len(self.scenario.phases())))
+
+
+def _timeline_interval(duration: float | None) -> float:
+    """Timeline resolution: 1 s, coarser for long phases (about 120 intervals at most)."""
+    if duration is None:
+        return 1.0
+    return max(1.0, duration / 120.0)
+
+
+def progress_text(result: PhaseResult, elapsed: float, phases: int) -> str:
+    """The live status line of a running phase."""
+    stats = result.stats
+    limit = f"/{result.duration:g}s" if result.duration is not None else ""
+    head = f"[{result.index + 1}/{phases} {result.mode} {result.label}] {elapsed:5.1f}s{limit}"
+    rate_base = max(elapsed, 1e-9)
+    errors = sum(stats.errors.values())
+    if isinstance(stats, RequestStats):
+        p99 = stats.latency.value_at_percentile(99) / 1000
+        return (
+            f"{head}  {stats.completed:,} req  {stats.completed / rate_base:,.0f} req/s  "
+            f"p99 {p99:,.1f} ms  errors {errors:,}"
+        )
+    ttfe = stats.time_to_first_event.value_at_percentile(99) / 1000
+    return (
+        f"{head}  {stats.started:,} streams  {stats.events / rate_base:,.0f} events/s  "
+        f"ttfe p99 {ttfe:,.1f} ms  errors {errors:,}"
+    )
+
+
+async def run_scenario_async(
+    scenario: Scenario, progress: Callable[[str | None], None] | None = None, **client_options: Any
+) -> RunResult:
+    """Run ``scenario`` on the current flowno loop (for tests that also serve on that loop)."""
+    return await LoadRunner(scenario, progress, client_options).run()
+
+
+def run_scenario(
+    scenario: Scenario, progress: Callable[[str | None], None] | None = None, **client_options: Any
+) -> RunResult:
+    """Run ``scenario`` on a new flowno ``EventLoop`` (one per process at a time) and return the result.
+
+    On ``KeyboardInterrupt`` the phases finished so far are returned, marked ``interrupted``.
+    """
+    runner = LoadRunner(scenario, progress, client_options)
+    try:
+        EventLoop().run_until_complete(runner.run(), join=True)
+    except KeyboardInterrupt:
+        runner.result.interrupted = True
+    finally:
+        if progress is not None:
+            progress(None)
+    runner.result.finished_at = _now_iso()
+    return runner.result

@@ -1,0 +1,380 @@
+"""What a load-test phase measures: latency histograms, outcomes, errors, and a timeline.
+
+Everything here is plain bookkeeping (no I/O, no clock): the runners pass in timestamps and
+durations in seconds, and these classes keep them in fixed memory. Latencies are stored in
+integer microseconds in :class:`~loadtest.histogram.LogLinearHistogram` s and reported in
+milliseconds.
+
+Example:
+    >>> stats = RequestStats()
+    >>> stats.record_response("GET /echo", 0.5, 0.002, status=200, ok=True, size=12)
+    >>> stats.record_error("GET /echo", 0.6, 0.010, "ReadTimeout", "timed out")
+    >>> stats.completed, stats.ok, stats.failed, dict(stats.errors)
+    (2, 1, 1, {'ReadTimeout': 1})
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .histogram import REPORTED_PERCENTILES, LogLinearHistogram
+
+__all__ = [
+    "DEFAULT_MAX_INTERVALS",
+    "EndpointStats",
+    "RequestStats",
+    "StreamStats",
+    "Timeline",
+    "latency_summary",
+]
+
+#: Timeline intervals kept at most; past it, neighbours are merged and the interval doubles.
+DEFAULT_MAX_INTERVALS = 240
+#: Linear bits of the per-interval histograms (3 % error, 2 KiB each: coarse but bounded).
+TIMELINE_SIGNIFICANT_BITS = 5
+#: Error messages kept per error kind, as samples for the report.
+MAX_ERROR_SAMPLES = 3
+
+
+def _ms(microseconds: float) -> float:
+    return round(microseconds / 1000.0, 3)
+
+
+def latency_summary(
+    histogram: LogLinearHistogram, percentiles: Iterable[float] = REPORTED_PERCENTILES
+) -> dict[str, float]:
+    """Milliseconds: ``min``, ``mean``, ``p50``..., ``max`` of a microsecond histogram."""
+    summary: dict[str, float] = {"min": _ms(histogram.min), "mean": _ms(histogram.mean)}
+    for percentile, value in histogram.percentiles(percentiles).items():
+        summary[f"p{percentile:g}"] = _ms(value)
+    summary["max"] = _ms(histogram.max)
+    return summary
+
+
+@dataclass
+class _Interval:
+    completed: int = 0
+    errors: int = 0
+    events: int = 0
+    histogram: LogLinearHistogram = field(
+        default_factory=lambda: LogLinearHistogram(TIMELINE_SIGNIFICANT_BITS)
+    )
+
+    def merge(self, other: _Interval) -> None:
+        self.completed += other.completed
+        self.errors += other.errors
+        self.events += other.events
+        self.histogram.merge(other.histogram)
+
+
+class Timeline:
+    """Per-interval counts and latencies, in at most ``max_intervals`` intervals.
+
+    Args:
+        interval: seconds per interval at first.
+        max_intervals: intervals kept; a longer run merges neighbours (the interval doubles), so
+            memory stays bounded whatever the run length.
+
+    Example:
+        >>> timeline = Timeline(interval=1.0, max_intervals=4)
+        >>> for second in range(10):
+        ...     timeline.record(second + 0.5, 1000)
+        >>> timeline.interval, [row["completed"] for row in timeline.rows()]
+        (4.0, [4, 4, 2])
+    """
+
+    def __init__(self, interval: float = 1.0, max_intervals: int = DEFAULT_MAX_INTERVALS) -> None:
+        if interval <= 0 or max_intervals < 2:
+            raise ValueError("interval must be positive and max_intervals at least 2")
+        self.interval = interval
+        self.max_intervals = max_intervals
+        self._intervals: list[_Interval] = []
+
+    def _slot(self, offset: float) -> _Interval:
+        index = max(0, int(offset / self.interval))
+        while index >= self.max_intervals:
+            self._coarsen()
+            index = max(0, int(offset / self.interval))
+        intervals = self._intervals
+        while len(intervals) <= index:
+            intervals.append(_Interval())
+        return intervals[index]
+
+    def _coarsen(self) -> None:
+        merged: list[_Interval] = []
+        for index in range(0, len(self._intervals), 2):
+            pair = self._intervals[index : index + 2]
+            first = pair[0]
+            if len(pair) == 2:
+                first.merge(pair[1])
+            merged.append(first)
+        self._intervals = merged
+        self.interval *= 2
+
+    def record(self, offset: float, latency_us: int, ok: bool = True) -> None:
+        """Count a completion ``offset`` seconds into the phase, with its latency."""
+        slot = self._slot(offset)
+        slot.completed += 1
+        if not ok:
+            slot.errors += 1
+        slot.histogram.record(latency_us)
+
+    def record_error(self, offset: float) -> None:
+        """Count a failure without a latency (a stream that broke) ``offset`` seconds in."""
+        self._slot(offset).errors += 1
+
+    def record_events(self, offset: float, events: int = 1) -> None:
+        """Count stream events received ``offset`` seconds into the phase."""
+        self._slot(offset).events += events
+
+    def rows(self, end: float | None = None) -> list[dict[str, Any]]:
+        """One dict per interval: start ``t``, ``width``, completions/s, errors, events/s, p50/p99/max (ms).
+
+        Args:
+            end: seconds the phase lasted; the last interval is then only as wide as the time it
+                covered (and merged into the one before when under a quarter of an interval), so
+                its rates are not diluted.
+        """
+        spans: list[tuple[float, float, _Interval]] = []
+        for index, slot in enumerate(self._intervals):
+            spans.append((index * self.interval, self.interval, slot))
+        if end is not None and spans:
+            t, _, slot = spans[-1]
+            width = end - t
+            if 0 < width < self.interval:
+                if width < self.interval / 4 and len(spans) > 1:
+                    previous_t, previous_width, previous = spans[-2]
+                    merged = _Interval()
+                    merged.merge(previous)
+                    merged.merge(slot)
+                    spans[-2:] = [(previous_t, previous_width + width, merged)]
+                else:
+                    spans[-1] = (t, width, slot)
+        rows = []
+        for t, width, slot in spans:
+            histogram = slot.histogram
+            percentiles = histogram.percentiles((50.0, 99.0))
+            rows.append(
+                {
+                    "t": round(t, 3),
+                    "width": round(width, 3),
+                    "completed": slot.completed,
+                    "throughput": round(slot.completed / width, 3),
+                    "errors": slot.errors,
+                    "events_per_s": round(slot.events / width, 3),
+                    "p50_ms": _ms(percentiles[50.0]),
+                    "p99_ms": _ms(percentiles[99.0]),
+                    "max_ms": _ms(histogram.max),
+                }
+            )
+        return rows
+
+
+class _Errors:
+    """Error counts by kind, with a few sample messages per kind."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.samples: dict[str, list[str]] = {}
+
+    def add(self, kind: str, message: str) -> None:
+        self.counts[kind] += 1
+        samples = self.samples.setdefault(kind, [])
+        if len(samples) < MAX_ERROR_SAMPLES and message and message not in samples:
+            samples.append(message[:300])
+
+
+@dataclass
+class EndpointStats:
+    """Outcomes and latencies of one named request of a scenario."""
+
+    latency: LogLinearHistogram = field(default_factory=LogLinearHistogram)
+    ok: int = 0
+    failed: int = 0
+
+    def summary(self, elapsed: float) -> dict[str, Any]:
+        """Counts, throughput and latency (ms) as a flat dict."""
+        completed = self.ok + self.failed
+        return {
+            "completed": completed,
+            "ok": self.ok,
+            "failed": self.failed,
+            "throughput": round(completed / elapsed, 3) if elapsed > 0 else 0.0,
+            "latency_ms": latency_summary(self.latency),
+        }
+
+
+class RequestStats:
+    """Everything measured about request/response traffic in one phase.
+
+    Attributes:
+        latency: microseconds from the *intended* send time to the end of the response (in
+            closed-loop mode the intended time is the actual send time).
+        service_time: microseconds from the actual send to the end of the response (differs from
+            ``latency`` only in open-loop mode, where requests can start late).
+        send_lag: microseconds each open-loop request started after its intended time.
+        errors: failures by kind: an exception type (``ReadTimeout``) or ``HTTP 503``.
+        statuses: responses by status code.
+    """
+
+    def __init__(self, timeline_interval: float = 1.0) -> None:
+        self.latency = LogLinearHistogram()
+        self.service_time = LogLinearHistogram()
+        self.send_lag = LogLinearHistogram()
+        self.ok = 0
+        self.failed = 0
+        self.bytes_received = 0
+        self.statuses: Counter[int] = Counter()
+        self._errors = _Errors()
+        self.by_name: dict[str, EndpointStats] = {}
+        self.timeline = Timeline(timeline_interval)
+
+    @property
+    def completed(self) -> int:
+        """Requests finished, successfully or not."""
+        return self.ok + self.failed
+
+    @property
+    def errors(self) -> Counter[str]:
+        """Failure counts by kind."""
+        return self._errors.counts
+
+    @property
+    def error_samples(self) -> dict[str, list[str]]:
+        """A few messages per failure kind."""
+        return self._errors.samples
+
+    def _endpoint(self, name: str) -> EndpointStats:
+        endpoint = self.by_name.get(name)
+        if endpoint is None:
+            endpoint = self.by_name[name] = EndpointStats()
+        return endpoint
+
+    def _record(self, name: str, offset: float, latency: float, service: float | None, ok: bool) -> None:
+        latency_us = max(0, round(latency * 1e6))
+        self.latency.record(latency_us)
+        self.service_time.record(latency_us if service is None else max(0, round(service * 1e6)))
+        endpoint = self._endpoint(name)
+        endpoint.latency.record(latency_us)
+        if ok:
+            self.ok += 1
+            endpoint.ok += 1
+        else:
+            self.failed += 1
+            endpoint.failed += 1
+        self.timeline.record(offset, latency_us, ok)
+
+    def record_response(
+        self,
+        name: str,
+        offset: float,
+        latency: float,
+        *,
+        status: int,
+        ok: bool,
+        size: int = 0,
+        service: float | None = None,
+    ) -> None:
+        """Count a response.
+
+        Args:
+            name: the request's name in the scenario.
+            offset: seconds from the phase start to the end of the response.
+            latency: seconds from the intended send time to the end of the response.
+            status: the status code.
+            ok: the status was an expected one (else counted as ``HTTP <status>``).
+            size: body bytes received.
+            service: seconds from the actual send (``None``: same as ``latency``).
+        """
+        self.statuses[status] += 1
+        self.bytes_received += size
+        if not ok:
+            self._errors.add(f"HTTP {status}", "")
+        self._record(name, offset, latency, service, ok)
+
+    def record_error(
+        self, name: str, offset: float, latency: float, kind: str, message: str, service: float | None = None
+    ) -> None:
+        """Count a request that failed without a response (``kind``: the exception type)."""
+        self._errors.add(kind, message)
+        self._record(name, offset, latency, service, False)
+
+    def record_lag(self, lag: float) -> None:
+        """Count how late (seconds) an open-loop request started."""
+        self.send_lag.record(max(0, round(lag * 1e6)))
+
+
+class StreamStats:
+    """Everything measured about event streams (SSE) in one phase.
+
+    Attributes:
+        time_to_first_event: microseconds from sending the request to the first event.
+        event_gap: microseconds between consecutive events of a stream.
+        stream_duration: microseconds from sending the request to the end of a completed stream.
+        opened: streams whose response head arrived with a 2xx status.
+        completed: streams the server ended (or ``[DONE]``).
+        cut: streams still open when the phase ended (closed by us, not an error).
+        failed: streams that could not open, got a non-2xx status, or broke mid-way.
+        events: events received in all.
+    """
+
+    def __init__(self, timeline_interval: float = 1.0) -> None:
+        self.time_to_first_event = LogLinearHistogram()
+        self.event_gap = LogLinearHistogram()
+        self.stream_duration = LogLinearHistogram()
+        self.started = 0
+        self.opened = 0
+        self.completed = 0
+        self.cut = 0
+        self.failed = 0
+        self.events = 0
+        self.statuses: Counter[int] = Counter()
+        self._errors = _Errors()
+        self.timeline = Timeline(timeline_interval)
+
+    @property
+    def errors(self) -> Counter[str]:
+        """Failure counts by kind."""
+        return self._errors.counts
+
+    @property
+    def error_samples(self) -> dict[str, list[str]]:
+        """A few messages per failure kind."""
+        return self._errors.samples
+
+    def record_open(self, status: int) -> None:
+        """Count a response head (a stream that opened when 2xx)."""
+        self.statuses[status] += 1
+        if 200 <= status < 300:
+            self.opened += 1
+
+    def record_first_event(self, offset: float, seconds: float) -> None:
+        """Count a stream's first event, ``seconds`` after its request was sent."""
+        microseconds = max(0, round(seconds * 1e6))
+        self.time_to_first_event.record(microseconds)
+        self.timeline.record(offset, microseconds)
+        self.record_event(offset)
+
+    def record_event(self, offset: float, gap: float | None = None) -> None:
+        """Count an event; ``gap``: seconds since the previous event of the same stream."""
+        self.events += 1
+        self.timeline.record_events(offset)
+        if gap is not None:
+            self.event_gap.record(max(0, round(gap * 1e6)))
+
+    def record_end(self, seconds: float, *, cut: bool) -> None:
+        """Count a stream that ended (``cut``: closed by us at the end of the phase)."""
+        if cut:
+            self.cut += 1
+        else:
+            self.completed += 1
+            self.stream_duration.record(max(0, round(seconds * 1e6)))
+
+    def record_failure(self, offset: float, kind: str, message: str) -> None:
+        """Count a stream that failed (``kind``: exception type or ``HTTP <status>``)."""
+        self.failed += 1
+        self.timeline.record_error(offset)
+        self._errors.add(kind, message)
