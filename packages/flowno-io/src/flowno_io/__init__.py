@@ -34,16 +34,19 @@ from ._errors import (
 )
 from ._headers import Headers
 from ._models import Response
+from ._pubsub import Subscription, Topic
 from ._request import Request
 from ._server import HttpServer, ResponseWriter
 from ._sse import ServerSentEvent, SSEDecoder
 from ._stream import SocketStream, open_tcp_stream
+from ._streaming_response import EventSourceResponse, StreamingResponse, StreamInterrupted
 
 __all__ = [
     "ClosedResourceError",
     "ConnectError",
     "ConnectTimeout",
     "ErrStreamingResponse",
+    "EventSourceResponse",
     "HTTPException",
     "HTTPStatusError",
     "Headers",
@@ -64,10 +67,14 @@ __all__ = [
     "SSEDecoder",
     "ServerSentEvent",
     "SocketStream",
+    "StreamInterrupted",
+    "StreamingResponse",
+    "Subscription",
     "Timeout",
     "TimeoutError",
     "TooLargeError",
     "TooManyRedirects",
+    "Topic",
     "TotalTimeout",
     "WriteError",
     "WriteTimeout",

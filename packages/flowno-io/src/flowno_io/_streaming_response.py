@@ -1,0 +1,521 @@
+"""Streaming responses: a body sent as it is produced, and Server-Sent Events.
+
+A handler returns :class:`StreamingResponse` or :class:`EventSourceResponse`; the server calls its
+``send(writer)``. Design, around the limits of flowno 0.1.19's loop:
+
+* **No task per response, no buffer.** The connection's worker task pulls the producer itself,
+  one item at a time, and asks for the next item only after the kernel took the previous one; so
+  a slow reader holds the producer back by the socket buffer and nothing more (backpressure).
+* **One monitor task per server** watches every streaming socket in a private ``epoll`` for
+  ``EPOLLRDHUP``/``EPOLLHUP`` (the client closed or reset; incoming bytes do not wake it, so a
+  pipelined request is left alone). That ``epoll``'s own fd is what the task waits on in flowno's
+  selector, so the socket itself stays free for the worker. The monitor also sends heartbeat
+  comments for idle event streams, with a non-blocking ``send`` while the worker is parked in
+  the producer (never while the worker writes).
+* **Prompt close.** When the client goes away, or the server shuts down an event stream, and the
+  worker is parked inside the producer (``await sleep(60)``, a queue, a pub/sub topic), the monitor
+  throws flowno's ``TaskCancelled`` into it with :func:`~flowno_io._wakeup.interrupt`, which first
+  removes the task's sleep/selector/waiter records: the producer's ``finally`` runs within
+  milliseconds instead of at its next write, and the worker goes on serving other connections.
+
+Disconnects are detected this way on Linux (``select.epoll``); elsewhere only when a write fails.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import select
+import socket as _socket
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from flowno import SocketHandle, sleep, spawn
+from flowno.core.event_loop.event_loop import current_event_loop, current_task
+from flowno.core.event_loop.tasks import TaskCancelled, TaskHandle
+
+from ._clock import Timer, get_clock
+from ._errors import NetworkError, ReadError, TimeoutError
+from ._headers import Headers
+from ._http11 import encode_chunk
+from ._sse import ServerSentEvent, encode_comment
+from ._stream import wait_readable
+from ._wakeup import interrupt
+
+if TYPE_CHECKING:
+    from ._server import HttpServer, ResponseWriter
+
+__all__ = [
+    "DEFAULT_PING_INTERVAL",
+    "EventSourceResponse",
+    "StreamingResponse",
+]
+
+logger = logging.getLogger("flowno_io.server")
+
+#: Seconds of silence after which an event stream sends a heartbeat comment (as sse-starlette;
+#: proxies commonly drop connections idle for 30-60 s).
+DEFAULT_PING_INTERVAL = 15.0
+
+_EPOLL = getattr(select, "epoll", None)
+_WATCH_EVENTS = getattr(select, "EPOLLRDHUP", 0x2000) | getattr(select, "EPOLLHUP", 0x10)
+
+Body = AsyncIterable[Any] | Iterable[Any]
+
+
+class StreamInterrupted(TaskCancelled):  # type: ignore[misc]
+    """Thrown into a producer parked in an ``await`` when its response must stop.
+
+    ``reason`` is ``"disconnect"`` (the client went away) or ``"shutdown"`` (the server is
+    closing an event stream). It is a flowno ``TaskCancelled``, so cleanup code written for flowno
+    cancellation handles it; the producer's ``finally`` blocks run.
+    """
+
+    def __init__(self, by: TaskHandle[Any], reason: str) -> None:
+        super().__init__(by)
+        self.reason = reason
+
+
+class _ActiveStream:
+    """The state of one streaming response while it is being sent."""
+
+    __slots__ = (
+        "fd",
+        "gone",
+        "heartbeat",
+        "in_producer",
+        "interval",
+        "last_write",
+        "monitor",
+        "pending",
+        "pending_since",
+        "shutdown",
+        "sock",
+        "task",
+        "writer",
+    )
+
+    def __init__(self, writer: ResponseWriter, heartbeat: bytes | None, interval: float | None) -> None:
+        self.writer = writer
+        self.sock: _socket.socket = writer.stream.sock
+        self.fd = self.sock.fileno()
+        #: The task running the response (see ``StreamingResponse.send`` for why it is stable).
+        self.task: Any = current_task()
+        self.monitor: _StreamMonitor | None = None
+        #: True while the worker is parked in the producer (and only then may others write).
+        self.in_producer = False
+        self.gone = False
+        self.shutdown = False
+        self.interval = interval
+        self.heartbeat = None
+        if heartbeat is not None and interval is not None and not writer.head_only:
+            self.heartbeat = encode_chunk(heartbeat) if writer.chunked else heartbeat
+        self.pending = b""  # framed bytes of a heartbeat the kernel did not take at once
+        self.pending_since = 0.0
+        self.last_write = monotonic()
+
+    def stop(self, reason: str) -> None:
+        """Mark the response stopped; interrupt the producer if the worker is parked in it."""
+        if reason == "disconnect":
+            self.gone = True
+            if self.monitor is not None:
+                self.monitor.unwatch(self)
+        else:
+            self.shutdown = True
+        if self.in_producer:
+            loop = current_event_loop()
+            interrupt(self.task, StreamInterrupted(TaskHandle(loop, self.task), reason))
+        elif reason == "disconnect":
+            try:  # a worker blocked in send_all wakes up with an error
+                self.sock.shutdown(_socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def send_heartbeat(self, now: float, write_timeout: float) -> None:
+        """Send a heartbeat without blocking (the worker is parked in the producer)."""
+        if not self.in_producer or self.gone or self.shutdown or self.heartbeat is None:
+            return
+        data = self.pending or self.heartbeat
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.stop("disconnect")
+            return
+        if sent < len(data):
+            if not self.pending:
+                self.pending_since = now
+            self.pending = data[sent:]
+            if now - self.pending_since > write_timeout:
+                self.stop("disconnect")  # not reading: treat as gone (the server closes it)
+            return
+        self.pending = b""
+        self.last_write = now
+
+    async def write(self, data: bytes) -> None:
+        """Send one piece of the body (after any heartbeat bytes still pending)."""
+        writer = self.writer
+        if self.pending:
+            pending, self.pending = self.pending, b""
+            await writer.stream.send_all(pending, timeout=writer.server.write_timeout)
+        await writer.write(data)
+        self.last_write = monotonic()
+
+
+class _StreamMonitor:
+    """Per-server task that watches streaming sockets for disconnects and sends heartbeats."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.streams: dict[int, _ActiveStream] = {}
+        self._epoll: Any = None
+        self._wake_r: _socket.socket | None = None
+        self._wake_w: _socket.socket | None = None
+        self._heap: list[tuple[float, int, _ActiveStream]] = []
+        self._seq = itertools.count()
+        self._timer: Timer | None = None
+        self._running = False
+        server._close_callbacks.add(self._on_server_close)
+
+    # -- registration (called by the worker) ---------------------------------------------------
+
+    async def watch(self, stream: _ActiveStream) -> None:
+        """Start watching ``stream`` (spawning the monitor task if needed)."""
+        if self._wake_w is None:
+            self._open()
+        stream.monitor = self
+        self.streams[stream.fd] = stream
+        if self._epoll is not None:
+            try:
+                self._epoll.register(stream.fd, _WATCH_EVENTS)
+            except FileExistsError:
+                self._epoll.modify(stream.fd, _WATCH_EVENTS)
+        if stream.heartbeat is not None and stream.interval is not None:
+            self._schedule(stream, stream.last_write + stream.interval)
+            self._poke()  # the monitor re-arms its timer
+        if self.server.closing:
+            stream.shutdown = True
+        if not self._running:
+            self._running = True
+            await spawn(self._run())
+
+    def unwatch(self, stream: _ActiveStream) -> None:
+        """Stop watching ``stream`` (idempotent)."""
+        if self.streams.get(stream.fd) is not stream:
+            return
+        del self.streams[stream.fd]
+        if self._epoll is not None:
+            try:
+                self._epoll.unregister(stream.fd)
+            except OSError:
+                pass
+        if not self.streams and self.server.closing:
+            self._poke()  # let the monitor exit
+
+    # -- the task --------------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self._wake_r, self._wake_w = _socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        if _EPOLL is not None:
+            self._epoll = _EPOLL()
+            self._epoll.register(self._wake_r.fileno(), select.EPOLLIN)
+
+    def _close(self) -> None:
+        for resource in (self._epoll, self._wake_r, self._wake_w):
+            if resource is not None:
+                resource.close()
+        self._epoll = self._wake_r = self._wake_w = None
+        self._heap.clear()
+
+    def _poke(self) -> None:
+        if self._wake_w is not None:
+            try:
+                self._wake_w.send(b"\0")
+            except (BlockingIOError, OSError):
+                pass  # the buffer is full of wakeups already
+
+    def _schedule(self, stream: _ActiveStream, due: float) -> None:
+        heapq.heappush(self._heap, (due, next(self._seq), stream))
+
+    def _on_server_close(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.stop("shutdown")
+        self._poke()
+
+    async def _run(self) -> None:
+        assert self._wake_r is not None
+        handle = SocketHandle(self._epoll if self._epoll is not None else self._wake_r)
+        self._timer = timer = get_clock().timer(self._poke)
+        try:
+            while self.streams or not self.server.closing:
+                await wait_readable(handle)
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                if self._epoll is not None:
+                    for fd, _events in self._epoll.poll(0):
+                        stream = self.streams.get(fd)
+                        if stream is not None:
+                            stream.stop("disconnect")
+                await self._send_heartbeats(timer)
+        finally:
+            timer.disarm()
+            self._running = False
+            self._close()
+
+    async def _send_heartbeats(self, timer: Timer) -> None:
+        heap = self._heap
+        now = monotonic()
+        write_timeout = self.server.write_timeout
+        while heap and heap[0][0] <= now:
+            _, _, stream = heapq.heappop(heap)
+            if stream.gone or self.streams.get(stream.fd) is not stream or stream.interval is None:
+                continue
+            due = stream.last_write + stream.interval
+            if due <= now:
+                stream.send_heartbeat(now, write_timeout)
+                due = now + stream.interval
+            if not stream.gone:
+                self._schedule(stream, due)
+        if heap:
+            await timer.arm_at(heap[0][0])
+        else:
+            timer.disarm()
+
+
+_monitors: weakref.WeakKeyDictionary[HttpServer, _StreamMonitor] = weakref.WeakKeyDictionary()
+
+
+def _monitor_for(server: HttpServer) -> _StreamMonitor:
+    monitor = _monitors.get(server)
+    if monitor is None:
+        monitor = _monitors[server] = _StreamMonitor(server)
+    return monitor
+
+
+async def _close_body(iterator: Any) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    try:
+        if aclose is not None:
+            await aclose()
+        else:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+    except Exception:
+        logger.exception("closing a streaming response body raised")
+
+
+class StreamingResponse:
+    """A response whose body is sent while it is produced (chunked on HTTP/1.1).
+
+    Args:
+        body: an async iterable (async generator) or a plain iterable of ``bytes``/``str`` pieces
+            (``str`` is sent as UTF-8). Plain iterables run on the loop thread: use them for data
+            already in memory.
+        status: the status code.
+        headers: extra response headers.
+        content_type: the ``Content-Type`` (none is sent when ``None`` and absent from ``headers``).
+
+    The producer is pulled one piece at a time, only after the previous piece was handed to the
+    kernel. If the client disconnects, the producer is closed at once (its ``finally`` runs) even
+    while it is parked in an ``await``; the server then closes the connection. When the server
+    shuts down gracefully, the response runs to its end (within the shutdown grace period).
+
+    Example:
+        >>> import urllib.request
+        >>> from flowno import sleep
+        >>> from flowno_io import HttpServer
+        >>> from flowno_io.testing import ServerThread
+        >>> async def count(request):
+        ...     async def numbers():
+        ...         for n in range(3):
+        ...             await sleep(0.01)
+        ...             yield f"{n}\\n"
+        ...     return StreamingResponse(numbers(), content_type="text/plain")
+        >>> server = HttpServer("127.0.0.1", 0, routes={"/count": count})
+        >>> with ServerThread(server) as url:
+        ...     urllib.request.urlopen(url + "/count").read()
+        b'0\\n1\\n2\\n'
+    """
+
+    #: The heartbeat bytes sent after ``ping_interval`` seconds of silence (event streams only).
+    _heartbeat: bytes | None = None
+    _ping_interval: float | None = None
+    #: Stop at once (with :meth:`_final_bytes`) when the server shuts down, instead of finishing.
+    _end_on_shutdown = False
+
+    def __init__(
+        self,
+        body: Body,
+        status: int = 200,
+        headers: Headers | Mapping[str, str | list[str]] | None = None,
+        *,
+        content_type: str | None = None,
+    ) -> None:
+        self.body = body
+        self.status_code = status
+        self.headers = headers.copy() if isinstance(headers, Headers) else Headers(headers)
+        if content_type is not None and "content-type" not in self.headers:
+            self.headers.set("Content-Type", content_type)
+
+    def _encode(self, item: Any) -> bytes:
+        if isinstance(item, bytes):
+            return item
+        if isinstance(item, str):
+            return item.encode("utf-8")
+        if isinstance(item, bytearray | memoryview):
+            return bytes(item)
+        raise TypeError(f"a streaming body yielded {type(item).__name__}, not bytes or str")
+
+    def _final_bytes(self) -> bytes:
+        return b""
+
+    async def send(self, writer: ResponseWriter) -> None:
+        """Send the response on ``writer`` (called by the server).
+
+        Raises:
+            ReadError: the client disconnected before the end (the server closes the connection).
+            NetworkError, TimeoutError: writing failed.
+            Exception: whatever the producer raised (the body is left unterminated, so the client
+                sees an incomplete response).
+        """
+        body = self.body
+        iterator: AsyncIterator[Any] | Iterator[Any]
+        iterator = body.__aiter__() if isinstance(body, AsyncIterable) else iter(body)
+        try:
+            await writer.write_head(self.status_code, self.headers)
+            if writer.head_only:
+                return
+            # The server may start a response inline in its driver task and hand it to a worker
+            # task at its first wait; after one wait, the task running it stays the same.
+            await sleep(0)
+            stream = _ActiveStream(writer, self._heartbeat, self._ping_interval)
+            monitor = _monitor_for(writer.server)
+            await monitor.watch(stream)
+            try:
+                await self._pump(iterator, stream)
+            finally:
+                monitor.unwatch(stream)
+            if stream.gone:
+                writer.keep_alive = False
+                raise ReadError("the client disconnected during a streaming response")
+            if stream.shutdown and self._end_on_shutdown:
+                await _close_body(iterator)
+                final = self._final_bytes()
+                if final:
+                    await stream.write(final)
+            await writer.end()
+        finally:
+            await _close_body(iterator)
+
+    async def _pump(self, iterator: AsyncIterator[Any] | Iterator[Any], stream: _ActiveStream) -> None:
+        is_async = isinstance(iterator, AsyncIterator)
+        end_on_shutdown = self._end_on_shutdown
+        while not stream.gone and not (stream.shutdown and end_on_shutdown):
+            stream.in_producer = True
+            try:
+                if is_async:
+                    item = await iterator.__anext__()  # type: ignore[union-attr]
+                else:
+                    item = next(iterator)  # type: ignore[arg-type]
+            except (StopAsyncIteration, StopIteration):
+                return
+            except Exception:
+                if stream.gone or (stream.shutdown and end_on_shutdown):
+                    return  # the producer reacted to being interrupted
+                raise
+            finally:
+                stream.in_producer = False
+            data = self._encode(item)
+            if not data:
+                continue
+            try:
+                await stream.write(data)
+            except (NetworkError, TimeoutError):
+                stream.gone = True
+                raise
+
+
+class EventSourceResponse(StreamingResponse):
+    """A ``text/event-stream`` response (Server-Sent Events) for browsers' ``EventSource``.
+
+    Args:
+        events: an async iterable (or plain iterable) of events. Each item is a
+            :class:`~flowno_io.ServerSentEvent`; ``bytes`` are sent as they are (already encoded
+            events, e.g. encoded once and fanned out by a :class:`~flowno_io.Topic`); a ``str`` or
+            any other value becomes ``ServerSentEvent(data=item)`` (dicts and lists as JSON).
+        status: the status code.
+        headers: extra headers (``Content-Type``, ``Cache-Control: no-cache`` and
+            ``X-Accel-Buffering: no`` are set unless given).
+        ping_interval: seconds of silence before a heartbeat comment is sent; ``None`` disables.
+        ping_comment: the heartbeat comment's text.
+        shutdown_event: sent last when the server shuts down (the stream then ends cleanly);
+            ``None`` sends nothing.
+
+    The request's ``Last-Event-ID`` (``request.last_event_id``) tells a reconnecting client's
+    position. A client that disconnects closes the producer at once, as for
+    :class:`StreamingResponse`; a server shutdown also ends the stream at once.
+
+    Example:
+        >>> import urllib.request
+        >>> from flowno_io import HttpServer, ServerSentEvent
+        >>> from flowno_io.testing import ServerThread
+        >>> async def feed(request):
+        ...     async def events():
+        ...         yield ServerSentEvent({"n": 1}, event="tick", id="1")
+        ...         yield "plain text"
+        ...     return EventSourceResponse(events())
+        >>> server = HttpServer("127.0.0.1", 0, routes={"/feed": feed})
+        >>> with ServerThread(server) as url:
+        ...     print(urllib.request.urlopen(url + "/feed").read().decode())
+        event: tick
+        id: 1
+        data: {"n":1}
+        <BLANKLINE>
+        data: plain text
+        <BLANKLINE>
+        <BLANKLINE>
+    """
+
+    _end_on_shutdown = True
+
+    def __init__(
+        self,
+        events: Body,
+        status: int = 200,
+        headers: Headers | Mapping[str, str | list[str]] | None = None,
+        *,
+        ping_interval: float | None = DEFAULT_PING_INTERVAL,
+        ping_comment: str = "ping",
+        shutdown_event: ServerSentEvent | None = ServerSentEvent(comment="server shutting down"),  # noqa: B008
+    ) -> None:
+        super().__init__(events, status, headers, content_type="text/event-stream")
+        for name, value in (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")):
+            if name.lower() not in self.headers:
+                self.headers.set(name, value)
+        if ping_interval is not None and ping_interval <= 0:
+            raise ValueError(f"ping_interval must be > 0 or None, not {ping_interval!r}")
+        self._ping_interval = ping_interval
+        self._heartbeat = encode_comment(ping_comment) if ping_interval is not None else None
+        self._shutdown_bytes = shutdown_event.encode() if shutdown_event is not None else b""
+
+    def _encode(self, item: Any) -> bytes:
+        if isinstance(item, ServerSentEvent):
+            return item.encode()
+        if isinstance(item, bytes | bytearray | memoryview):
+            return bytes(item)
+        if item is None:
+            return b""
+        return ServerSentEvent(item).encode()
+
+    def _final_bytes(self) -> bytes:
+        return self._shutdown_bytes
