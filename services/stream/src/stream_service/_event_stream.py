@@ -6,8 +6,9 @@ library's own ``EventSourceResponse`` and fan-out helper land, :class:`EventStre
 :class:`Ticker` are the small versions this service needs.
 
 * :class:`EventStreamResponse` sends ``text/event-stream`` from an async iterator of encoded
-  events. It ends the stream at the next event once the server is shutting down (clients then
-  reconnect with ``Last-Event-ID``), and always closes its iterator (so subscriptions end).
+  events. It ends the stream (cleanly, with the last chunk) at the next event once the server is
+  shutting down, so clients reconnect with ``Last-Event-ID``, and it always closes its iterator
+  (so subscriptions end).
 * :class:`Ticker` is one clock for every subscriber: each tick is encoded once and handed to
   every subscriber through a chain of slots (a slot is filled, then its ``Event`` wakes all the
   subscribers parked on it). A subscriber that was busy writing when a tick came finds it
@@ -64,8 +65,7 @@ class EventStreamResponse:
             async for chunk in self.chunks:
                 await writer.write(chunk)
                 if self.end_on_shutdown and writer.server.closing:
-                    await writer.write(ServerSentEvent(comment="server shutting down").encode())
-                    break
+                    break  # (no farewell comment: some clients, httpx-sse among them, dispatch it)
             await writer.end()
         finally:
             aclose = getattr(self.chunks, "aclose", None)

@@ -206,7 +206,8 @@ def build_server(
         subscription = ticker.subscribe(max_ticks)
         try:
             interval_ms = round(ticker.interval * 1000)
-            yield ServerSentEvent(comment=f"ticker every {interval_ms} ms", retry=RETRY_MS).encode()
+            # A comment only: clients ignore it (a retry field here would make httpx-sse dispatch it).
+            yield ServerSentEvent(comment=f"ticker every {interval_ms} ms").encode()
             async for tick in subscription:
                 yield tick
         finally:
