@@ -244,9 +244,9 @@ class HttpClient:
         self.max_redirects = max_redirects
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
+        # As the seed: no Accept header (httpbin echoes headers, and the seed's docs show them).
         self._base_fields: dict[str, list[str]] = {
             "user-agent": [user_agent],
-            "accept": ["*/*"],
             "accept-encoding": ["gzip, deflate"],
         }
         self._pool = ConnectionPool(
