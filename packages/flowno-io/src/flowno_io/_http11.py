@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-from collections import deque
 from email.utils import formatdate
 from time import time
 from urllib.parse import unquote
@@ -59,6 +58,9 @@ class _EndOfMessage:
 
 #: Event marking the end of a request's body.
 END_OF_MESSAGE = _EndOfMessage()
+
+
+_NO_FIELDS: dict[str, list[str]] = {}  # never mutated: on_message_begin replaces it
 
 
 class RequestHead:
@@ -132,6 +134,23 @@ class RequestParser:
         max_body_bytes: body size (→ 413; checked against Content-Length before the body arrives).
     """
 
+    __slots__ = (
+        "_body_bytes",
+        "_error",
+        "_events",
+        "_field_count",
+        "_fields",
+        "_finished",
+        "_head_bytes",
+        "_in_head",
+        "_parser",
+        "_url",
+        "max_body_bytes",
+        "max_header_bytes",
+        "max_headers",
+        "messages_in_progress",
+    )
+
     def __init__(
         self,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
@@ -142,9 +161,10 @@ class RequestParser:
         self.max_headers = max_headers
         self.max_body_bytes = max_body_bytes
         self._parser = httptools.HttpRequestParser(self)
-        self._events: deque[Event] = deque()
+        # A plain list: it holds a few events at a time, and an idle deque costs ~600 bytes.
+        self._events: list[Event] = []
         self._url = b""
-        self._fields: dict[str, list[str]] = {}
+        self._fields = _NO_FIELDS
         self._field_count = 0
         self._head_bytes = 0
         self._in_head = False
@@ -191,7 +211,7 @@ class RequestParser:
     def next_event(self) -> Event | None:
         """The next event, or ``None`` when more bytes are needed."""
         events = self._events
-        return events.popleft() if events else None
+        return events.pop(0) if events else None
 
     def has_events(self) -> bool:
         """True when :meth:`next_event` would return an event."""
@@ -261,6 +281,8 @@ class RequestParser:
         )
         self.messages_in_progress += 1
         self._events.append(head)
+        self._fields = _NO_FIELDS  # the head owns them now; an idle connection keeps nothing
+        self._url = b""
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)

@@ -71,7 +71,7 @@ class SocketStream:
         b'ping'
     """
 
-    __slots__ = ("_closed", "_expired", "_timer", "handle", "sock")
+    __slots__ = ("_closed", "_expired", "_handle", "_timer", "sock")
 
     def __init__(self, sock: _socket.socket) -> None:
         sock.setblocking(False)
@@ -80,10 +80,18 @@ class SocketStream:
         except OSError:
             pass  # not TCP (a Unix socket pair, for instance)
         self.sock = sock
-        self.handle = SocketHandle(sock)
+        self._handle: SocketHandle | None = None
         self._timer: Timer | None = None
         self._expired = False
         self._closed = False
+
+    @property
+    def handle(self) -> SocketHandle:
+        """The flowno handle of the socket (made on first wait: most streams never need one)."""
+        handle = self._handle
+        if handle is None:
+            handle = self._handle = SocketHandle(self.sock)
+        return handle
 
     # -- timeouts -------------------------------------------------------------------------------
 
