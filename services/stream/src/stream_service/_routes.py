@@ -161,6 +161,7 @@ class RouteTable:
         """Write one access-log line (JSON) for a finished request."""
         record: dict[str, Any] = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "service": self.service,
             "method": request.method,
             "path": request.path,
             "status": status,

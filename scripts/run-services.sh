@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Start the echo and stream services in the foreground; Ctrl-C (or SIGTERM) stops both cleanly.
+#
+# Environment (all optional):
+#   ECHO_HOST, ECHO_PORT      echo service address   (default 127.0.0.1:8080)
+#   STREAM_HOST, STREAM_PORT  stream service address (default 127.0.0.1:8081)
+#   ACCESS_LOG=0              no access-log lines (default: one JSON line per request on stdout)
+#   PY                        the Python to run them with (default .venv/bin/python; `make install`)
+# Extra arguments are passed to both services (e.g. --log-level debug).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+ECHO_HOST=${ECHO_HOST:-127.0.0.1}
+ECHO_PORT=${ECHO_PORT:-8080}
+STREAM_HOST=${STREAM_HOST:-127.0.0.1}
+STREAM_PORT=${STREAM_PORT:-8081}
+STARTUP_TIMEOUT=15   # seconds for each service to start listening
+STOP_TIMEOUT=15      # seconds for both to finish in-flight requests after a stop, then SIGKILL
+
+if [[ ! -x $PY ]]; then
+    echo "run-services: $PY not found; run 'make install' first" >&2
+    exit 1
+fi
+for port in "$ECHO_PORT" "$STREAM_PORT"; do
+    if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+        echo "run-services: ports must be within 1-65535, not '$port'" >&2
+        exit 1
+    fi
+done
+access_log=--access-log
+[[ ${ACCESS_LOG:-1} == 0 ]] && access_log=--no-access-log
+
+pids=()
+stopping=0
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+stop() {
+    # A second Ctrl-C reaches the services directly (they then exit at once); we keep waiting.
+    trap '' INT TERM
+    stopping=1
+    echo "run-services: stopping (pids ${pids[*]})..."
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    local waited=0
+    while ((waited < STOP_TIMEOUT * 10)); do
+        local running=0
+        for pid in "${pids[@]}"; do
+            alive "$pid" && running=1
+        done
+        ((running)) || break
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    for pid in "${pids[@]}"; do
+        if alive "$pid"; then
+            echo "run-services: $pid did not stop in ${STOP_TIMEOUT}s; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    wait 2>/dev/null || true
+    echo "run-services: stopped"
+}
+
+on_signal() {
+    stop
+    exit 0
+}
+
+on_exit() {
+    local status=$?
+    ((stopping)) || stop
+    exit "$status"
+}
+
+trap on_signal INT TERM
+trap on_exit EXIT
+
+# wait_listening NAME PID HOST PORT: until HOST:PORT accepts a connection, or PID has exited.
+wait_listening() {
+    local name=$1 pid=$2 host=$3 port=$4 tries=0
+    while ((tries < STARTUP_TIMEOUT * 10)); do
+        if ! alive "$pid"; then
+            echo "run-services: the $name service exited during startup (is port $port in use?)" >&2
+            return 1
+        fi
+        if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+    echo "run-services: the $name service did not listen on $host:$port within ${STARTUP_TIMEOUT}s" >&2
+    return 1
+}
+
+"$PY" -m echo_service --host "$ECHO_HOST" --port "$ECHO_PORT" "$access_log" "$@" &
+pids+=($!)
+"$PY" -m stream_service --host "$STREAM_HOST" --port "$STREAM_PORT" "$access_log" "$@" &
+pids+=($!)
+
+wait_listening echo "${pids[0]}" "$ECHO_HOST" "$ECHO_PORT"
+wait_listening stream "${pids[1]}" "$STREAM_HOST" "$STREAM_PORT"
+
+echo_url="http://$ECHO_HOST:$ECHO_PORT"
+stream_url="http://$STREAM_HOST:$STREAM_PORT"
+cat <<EOF
+
+  echo service    $echo_url    (pid ${pids[0]}; routes: curl $echo_url/)
+    curl -s '$echo_url/echo?hello=world' -d 'hi there'
+
+  stream service  $stream_url    (pid ${pids[1]}; routes: curl $stream_url/)
+    curl -N '$stream_url/events?count=5&interval_ms=500'
+    curl -N $stream_url/v1/chat/completions -H 'Content-Type: application/json' \\
+         -d '{"stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+
+  Press Ctrl-C to stop both.
+
+EOF
+
+# Until a signal (the trap stops both) or one service exits on its own (then stop the other).
+status=0
+wait -n "${pids[@]}" || status=$?
+echo "run-services: a service exited (status $status); stopping the other" >&2
+exit 1
