@@ -51,3 +51,30 @@ def read_response(sock: socket.socket, timeout: float = 5.0) -> bytes:
 def status_of(response: bytes) -> int:
     """The status code of a raw response."""
     return int(response.split(b" ", 2)[1])
+
+
+def read_responses(sock: socket.socket, count: int, timeout: float = 5.0) -> list[bytes]:
+    """``count`` Content-Length-framed responses, however the bytes are split across reads."""
+    sock.settimeout(timeout)
+    buffer = b""
+    responses: list[bytes] = []
+    while len(responses) < count:
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = buffer[:head_end]
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            end = head_end + 4 + length
+            if len(buffer) >= end:
+                responses.append(buffer[:end])
+                buffer = buffer[end:]
+                continue
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed after {len(responses)} of {count} responses")
+        buffer += chunk
+    assert buffer == b"", f"unexpected bytes after {count} responses: {buffer[:100]!r}"
+    return responses
