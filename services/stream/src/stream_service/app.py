@@ -42,7 +42,15 @@ from typing import Any
 
 from flowno import sleep
 
-from flowno_io import HttpServer, ProtocolError, Request, Response, ServerSentEvent
+from flowno_io import (
+    EventSourceResponse,
+    HttpServer,
+    ProtocolError,
+    Request,
+    Response,
+    ServerSentEvent,
+    StreamingResponse,
+)
 
 from ._chat import (
     DEFAULT_MODEL,
@@ -54,8 +62,8 @@ from ._chat import (
     parse_request,
     reply_tokens,
 )
-from ._event_stream import EventStreamResponse, Ticker
 from ._routes import RouteTable, json_error
+from ._ticker import Ticker
 
 __all__ = [
     "DEFAULT_TICKER_INTERVAL",
@@ -185,7 +193,7 @@ def build_server(
             counters.active_streams -= 1
 
     @table.route("/events", methods=["GET"], summary="count SSE events with ids; resumes after Last-Event-ID")
-    def events(request: Request) -> Response | EventStreamResponse:
+    def events(request: Request) -> Response | EventSourceResponse:
         query = request.query_params
         try:
             count = _int_value(query.get("count"), "count", 10, 1, MAX_EVENTS)
@@ -197,13 +205,13 @@ def build_server(
             return exc.response
         if last_id >= count:
             return Response(b"", 204)
-        return EventStreamResponse(numbered_events(last_id + 1, count, interval_ms / 1000, size))
+        return EventSourceResponse(numbered_events(last_id + 1, count, interval_ms / 1000, size))
 
     # -- /ticker ----------------------------------------------------------------------------
 
     async def ticks(max_ticks: int | None) -> AsyncIterator[bytes]:
         counters.active_streams += 1
-        subscription = ticker.subscribe(max_ticks)
+        subscription = ticker.ticks(max_ticks)
         try:
             interval_ms = round(ticker.interval * 1000)
             # A comment only: clients ignore it (a retry field here would make httpx-sse dispatch it).
@@ -215,13 +223,13 @@ def build_server(
             counters.active_streams -= 1
 
     @table.route("/ticker", methods=["GET"], summary="one shared clock for every subscriber (?count=N)")
-    def ticker_stream(request: Request) -> Response | EventStreamResponse:
+    def ticker_stream(request: Request) -> Response | EventSourceResponse:
         text = request.query_params.get("count")
         try:
             count = _int_value(text, "count", 0, 1, MAX_TICKS) if text else None
         except _BadParameter as exc:
             return exc.response
-        return EventStreamResponse(ticks(count))
+        return EventSourceResponse(ticks(count))
 
     # -- OpenAI-compatible ------------------------------------------------------------------
 
@@ -248,7 +256,7 @@ def build_server(
         methods=["POST"],
         summary="OpenAI-compatible chat completion; stream: true → chunks then [DONE]",
     )
-    async def chat_completions(request: Request) -> Response | EventStreamResponse:
+    async def chat_completions(request: Request) -> Response | StreamingResponse:
         try:
             body = await request.json()
         except ProtocolError as exc:
@@ -260,8 +268,13 @@ def build_server(
         tokens = reply_tokens(chat)
         created = int(time.time())
         if chat.stream:
-            # A started completion finishes even during a shutdown (bounded by the grace period).
-            return EventStreamResponse(chat_stream(chat, tokens, created), end_on_shutdown=False)
+            # A StreamingResponse (not an EventSourceResponse): a started completion runs to its
+            # end during a graceful shutdown, and no heartbeat comments go to OpenAI clients.
+            return StreamingResponse(
+                chat_stream(chat, tokens, created),
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                content_type="text/event-stream; charset=utf-8",
+            )
         await sleep(len(tokens) / chat.tokens_per_second)
         return Response.json(completion(chat, tokens, created))
 
