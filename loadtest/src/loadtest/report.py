@@ -102,6 +102,16 @@ def summary_table(result: RunResult) -> str:
     if result.interrupted:
         notes.append("interrupted: the last phase is partial")
     for phase in result.phases:
+        if phase.users_started < phase.concurrency:
+            notes.append(
+                f"phase {phase.index} ({phase.label}): only {phase.users_started} of {phase.concurrency} "
+                "users got to start before the phase ended (the load generator is saturated)"
+            )
+        elif phase.duration and phase.ramp_up > 0.1 * phase.duration:
+            notes.append(
+                f"phase {phase.index} ({phase.label}): starting all users took {phase.ramp_up:.2f} s "
+                "(the load generator is busy)"
+            )
         if phase.unsent:
             notes.append(
                 f"phase {phase.index} ({phase.label}): fell {phase.behind:.2f} s behind schedule; "

@@ -56,6 +56,9 @@ class PhaseResult:
         stats: :class:`~loadtest.stats.RequestStats` or :class:`~loadtest.stats.StreamStats`.
         planned, unsent, behind: open mode: arrivals planned, never sent, and how far behind the
             schedule (seconds) the phase was when its send window closed.
+        users_started: users (or workers) that got to run before the phase ended.
+        ramp_up: seconds from the phase start until the last of them started (the loop runs
+            users round-robin, so spawning many takes a while when the loop is busy).
     """
 
     index: int
@@ -70,6 +73,8 @@ class PhaseResult:
     planned: int = 0
     unsent: int = 0
     behind: float = 0.0
+    users_started: int = 0
+    ramp_up: float = 0.0
     finished: bool = False
 
     @property
@@ -88,6 +93,8 @@ class PhaseResult:
             "concurrency": self.concurrency,
             "rate": self.rate if self.rate is not None else "",
             "elapsed_s": round(self.elapsed, 3),
+            "users_started": self.users_started,
+            "ramp_up_s": round(self.ramp_up, 3),
         }
         stats = self.stats
         if isinstance(stats, RequestStats):
@@ -241,6 +248,11 @@ class _Phase:
         self.active_users = 0
         self.headers = {spec.name: (dict(spec.headers) or None) for spec in scenario.requests}
 
+    def user_started(self) -> None:
+        """Note that one more user runs (for ``users_started`` and ``ramp_up``)."""
+        self.result.users_started += 1
+        self.result.ramp_up = perf_counter() - self.start
+
     def may_start(self) -> bool:
         """Claim the right to start one more request/stream (False once a limit is reached)."""
         if perf_counter() >= self.deadline:
@@ -278,12 +290,14 @@ class LoadRunner:
     async def run(self) -> RunResult:
         """Run every phase in order; the result is also kept in :attr:`result` as it grows."""
         self._running = True
+        self.result.started_at = _now_iso()
         ticker = await spawn(self._progress_ticker()) if self.progress is not None else None
         try:
             for index, (concurrency, rate) in enumerate(self.scenario.phases()):
                 await self.run_phase(index, concurrency, rate)
         finally:
             self._running = False
+            self.result.finished_at = _now_iso()
             if ticker is not None:
                 await ticker.join()
         return self.result
@@ -398,6 +412,7 @@ class LoadRunner:
     async def _closed_user(self, phase: _Phase, number: int) -> None:
         """A virtual user: request, wait for the response, (think,) repeat until a limit."""
         picker = self._picker(number)
+        phase.user_started()
         try:
             while phase.may_start():
                 sent = perf_counter()
@@ -413,6 +428,7 @@ class LoadRunner:
         stats = phase.result.stats
         assert isinstance(stats, RequestStats)
         picker = self._picker(number)
+        phase.user_started()
         try:
             while True:
                 now = perf_counter()
@@ -433,6 +449,7 @@ class LoadRunner:
         stats = phase.result.stats
         assert isinstance(stats, StreamStats)
         picker = self._picker(number)
+        phase.user_started()
         try:
             while phase.may_start():
                 await self._one_stream(phase, stats, picker.pick())
@@ -539,5 +556,4 @@ def run_scenario(
     finally:
         if progress is not None:
             progress(None)
-    runner.result.finished_at = _now_iso()
     return runner.result

@@ -208,6 +208,9 @@ class Scenario:
             raise ScenarioError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if not self.requests:
             raise ScenarioError("a scenario needs at least one request")
+        names = [spec.name for spec in self.requests]
+        if len(set(names)) != len(names):
+            raise ScenarioError("request names must be unique (give each [[request]] its own name)")
         if not self.concurrency or any(level < 1 for level in self.concurrency):
             raise ScenarioError("concurrency levels must be positive integers")
         if self.duration is None and self.count is None:
