@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from flowno import EventLoop, SocketHandle, sleep, spawn
+from flowno import EventLoop, SocketHandle, spawn
 
 from flowno_io import HttpServer
 
@@ -253,12 +253,7 @@ async def _serve_until_signalled(server: HttpServer, shutdown: _ShutdownSignal, 
     await spawn(server.serve())
     await SocketHandle(shutdown.reader).recv(16)
     logger.info("shutting down: %d connections open", server.open_connections)
-    await server.close()
-    deadline = time.monotonic() + grace
-    while server.open_connections and time.monotonic() < deadline:
-        await sleep(0.05)
-    if server.open_connections:
-        logger.warning("exiting with %d connections still open", server.open_connections)
+    await server.close(grace)  # returns once every connection is done (forced after ``grace``)
 
 
 # -- worker processes ---------------------------------------------------------------------------
