@@ -172,6 +172,21 @@ def test_params_headers_and_base_url(server: StdlibServer) -> None:
     assert third["headers"]["authorization"] == "Bearer request"  # the request's own headers win
 
 
+def test_client_headers_changed_between_requests_are_sent(server: StdlibServer) -> None:
+    async def main() -> list[str | None]:
+        async with HttpClient() as client:
+            seen = []
+            for value in ("one", "two", None):
+                if value is None:
+                    client.headers.delete("X-Tag")
+                else:
+                    client.headers.set("X-Tag", value)
+                seen.append(echo_of(await client.get(server.url + "/echo"))["headers"].get("x-tag"))
+            return seen
+
+    assert run(main()) == ["one", "two", None]
+
+
 def test_unicode_path_is_percent_encoded(server: StdlibServer) -> None:
     async def main() -> Any:
         async with HttpClient() as client:

@@ -255,6 +255,7 @@ class HttpClient:
             keepalive_expiry=keepalive_expiry,
         )
         self._urls: dict[str, tuple[Origin, str, str]] = {}
+        self._heads: dict[tuple[str, str], tuple[dict[str, list[str]], Origin, bytes]] = {}
 
     @property
     def override_headers(self) -> Headers:
@@ -439,6 +440,23 @@ class HttpClient:
             self._urls[url] = resolved
         return resolved
 
+    def _plain_head(self, method: str, url: str) -> tuple[Origin, bytes]:
+        """The head of a request without body or own headers, cached per (method, URL).
+
+        A cached head is used only while the client's headers still equal those it was made with.
+        """
+        key = (method, url)
+        client_fields = self.headers._fields
+        cached = self._heads.get(key)
+        if cached is not None and cached[0] == client_fields:
+            return cached[1], cached[2]
+        origin, target, host_header = self._resolve(url)
+        head = self._encode_head(method, target, host_header, None, None, None)
+        if len(self._heads) >= _URL_CACHE_SIZE:
+            self._heads.clear()
+        self._heads[key] = ({name: list(values) for name, values in client_fields.items()}, origin, head)
+        return origin, head
+
     def _encode_head(
         self,
         method: str,
@@ -491,10 +509,14 @@ class HttpClient:
             query = params if isinstance(params, str) else urlencode(params, doseq=True)
         redirects = 0
         while True:
-            origin, target, host_header = self._resolve(url)
-            if query:
-                target = f"{target}{'&' if '?' in target else '?'}{query}"
-            head = self._encode_head(method, target, host_header, body, content_type, headers)
+            target: str | None = None
+            if body is None and headers is None and query is None:
+                origin, head = self._plain_head(method, url)
+            else:
+                origin, target, host_header = self._resolve(url)
+                if query:
+                    target = f"{target}{'&' if '?' in target else '?'}{query}"
+                head = self._encode_head(method, target, host_header, body, content_type, headers)
             connection, parser = await self._exchange(method, origin, head, body, limits, deadline)
             reader = BodyReader(connection, parser, limits.read, deadline, body_limit)
             status = parser.status_code
@@ -509,6 +531,8 @@ class HttpClient:
                 return reader  # an async iterable cannot be sent again: hand back the redirect
             await reader.discard(_MAX_DRAIN_BYTES)
             redirects += 1
+            if target is None:
+                target = self._resolve(url)[1]
             next_url = urljoin(_absolute(origin, target), location)
             next_origin = self._resolve(next_url)[0]
             if next_origin != origin and headers is not None and "authorization" in headers:

@@ -7,9 +7,9 @@ without waiting (a non-blocking peek) before reuse, so one the server closed is 
 
 At most ``max_connections_per_host`` connections exist per origin; further requests wait in FIFO
 order, and a released connection is handed straight to the first waiter. There is no background
-task: expiry is checked when connections are taken or returned, and waiting uses flowno
-``Event`` s (woken synchronously by the releasing task) with a :mod:`flowno_io._clock` timer for
-the pool timeout.
+task: expiry is checked when connections are taken or returned, and waiting uses a
+:class:`~flowno_io._wakeup.Wakeup` (set without awaiting by the releasing task) with a
+:mod:`flowno_io._clock` timer for the pool timeout.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from collections import deque
 from collections.abc import AsyncIterable
 from time import monotonic
 from typing import TypeAlias
-
-from flowno import Event, current_event_loop
 
 from ._clock import get_clock
 from ._errors import (
@@ -36,6 +34,7 @@ from ._errors import (
 from ._http11_client import CHUNKED_END, ResponseParser, encode_chunk
 from ._stream import SocketStream, open_tcp_stream
 from ._tls import TlsStream
+from ._wakeup import Wakeup
 
 __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY",
@@ -60,16 +59,6 @@ Origin: TypeAlias = tuple[str, str, int]
 #: What a request body may be: nothing, bytes, or chunks from an async iterable (sent chunked).
 RequestBody: TypeAlias = "bytes | AsyncIterable[bytes] | None"
 Stream: TypeAlias = SocketStream | TlsStream
-
-
-def _wake(event: Event) -> None:
-    """Set ``event`` without yielding to the loop (flowno's ``set()`` costs a loop round trip)."""
-    event._set = True
-    loop = current_event_loop()
-    if loop is not None:
-        waiters = loop.event_waiters.pop(event, None)
-        if waiters:
-            loop.tasks.extend((task, None, None) for task in waiters)
 
 
 def _peer_gone(stream: Stream) -> bool:
@@ -255,10 +244,10 @@ class Connection:
 
 
 class _Waiter:
-    __slots__ = ("connection", "done", "event", "granted")
+    __slots__ = ("connection", "done", "granted", "wakeup")
 
     def __init__(self) -> None:
-        self.event = Event()
+        self.wakeup = Wakeup()
         self.connection: Connection | None = None
         self.granted = False  # a slot to open a new connection
         self.done = False
@@ -352,10 +341,10 @@ class ConnectionPool:
         wait_limit = _limit(pool_timeout, deadline)
         timer = None
         if wait_limit is not None:
-            timer = get_clock().timer(lambda: waiter.event)
+            timer = get_clock().timer(waiter.wakeup.set)
             await timer.arm(wait_limit)
         try:
-            await waiter.event.wait()
+            await waiter.wakeup.wait()
         except BaseException:
             # Cancelled while waiting: give back whatever was handed over meanwhile.
             if waiter.connection is not None:
@@ -427,7 +416,7 @@ class ConnectionPool:
                 waiter.connection = connection
                 connection.in_use = True
                 self._in_use.add(connection)
-                _wake(waiter.event)
+                waiter.wakeup.set()
                 return
             host.active -= 1
             now = monotonic()
@@ -453,7 +442,7 @@ class ConnectionPool:
             if not self.closed:
                 waiter.granted = True
                 host.active += 1
-            _wake(waiter.event)
+            waiter.wakeup.set()
             return
 
     # -- state ------------------------------------------------------------------------------
@@ -485,7 +474,7 @@ class ConnectionPool:
                 waiter = host.waiters.popleft()
                 if not waiter.done:
                     waiter.done = True
-                    _wake(waiter.event)
+                    waiter.wakeup.set()
 
         for connection in self._in_use:
             connection.stream.shutdown()
