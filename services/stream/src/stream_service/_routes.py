@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -28,8 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any, TypeAlias
-
-import orjson
 
 from flowno_io import Headers, HttpServer, ProtocolError, Request, Response
 
@@ -173,7 +172,7 @@ class RouteTable:
             record["query"] = request.query_string
         if error is not None:
             record["error"] = error
-        self.access_logger.info(orjson.dumps(record).decode())
+        self.access_logger.info(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
 
 
 def _to_response(result: Any) -> Any:
