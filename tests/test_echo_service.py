@@ -13,6 +13,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -284,6 +285,37 @@ def test_access_log_has_one_json_line_per_request(client: httpx.Client, echo: Se
     assert str(line["client"]).startswith("127.0.0.1:")
     [missing] = [r for r in records if r["path"] == "/no-such-route-for-access-log"]
     assert missing["status"] == 404
+
+
+def _raw_exchange(url: str, data: bytes, *, close_write: bool = False) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(data)
+        if close_write:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_body_over_the_limit_is_a_413_json(echo: ServiceProcess) -> None:
+    answer = _raw_exchange(echo.url, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 20000000\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert "error" in json.loads(body)
+
+
+def test_client_leaving_mid_body_is_logged_as_499_without_a_traceback(echo: ServiceProcess) -> None:
+    request = b"POST /echo?probe=client-left HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc"
+    assert _raw_exchange(echo.url, request, close_write=True) == b""
+    wait_for_line = time.monotonic() + 5
+    while time.monotonic() < wait_for_line and "probe=client-left" not in echo.stdout_text():
+        time.sleep(0.05)
+    [line] = [json.loads(text) for text in echo.stdout_text().splitlines() if "probe=client-left" in text]
+    assert line["status"] == 499
+    assert line["error"] == "ReadError"
+    assert "echo_service.errors" not in echo.stderr_text()
 
 
 def test_access_log_is_off_by_default_and_env_gives_host_and_port(tmp_path: Path) -> None:

@@ -3,8 +3,11 @@
 Every handler is wrapped so that each request writes one access-log line (method, path, status,
 bytes, duration in ms), a handler that raises is logged with its traceback and answered with a
 500 JSON error, and a bad request body (invalid JSON, too large, broken framing) becomes a 4xx
-JSON error. A catch-all route answers unknown paths (404) and wrong methods (405) in the same
-JSON shape, so they are logged too.
+JSON error. A client that disconnects (or stalls) while its request is handled is logged as 499
+(or 408) and the connection is closed, without an error traceback. A catch-all route answers
+unknown paths (404) and wrong methods (405) in the same JSON shape, so they are logged too.
+Requests the server rejects before any handler runs (malformed framing, a body over the limit
+announced in ``Content-Length``, headers too large) are answered by the server and not logged.
 
 This module is the same in ``echo_service`` and ``stream_service`` (``HttpServer`` has no
 middleware or access-log hook yet; when it gets one, this shrinks to the route list).
@@ -30,11 +33,16 @@ from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any, TypeAlias
 
-from flowno_io import Headers, HttpServer, ProtocolError, Request, Response
+from flowno_io import Headers, HttpServer, NetworkError, ProtocolError, Request, Response, TimeoutError
 
 __all__ = ["Handler", "RouteTable", "json_error"]
 
 Handler: TypeAlias = Callable[[Request], Awaitable[Any] | Any]
+
+#: Access-log status of a request whose client closed the connection first (nginx's convention).
+_CLIENT_CLOSED = 499
+#: Access-log status of a request whose client stalled past the server's body timeout.
+_CLIENT_TIMEOUT = 408
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?\}")
 _PARAM_REGEX = {"str": r"[^/]+", "int": r"[0-9]+", "path": r".*"}
@@ -141,6 +149,11 @@ class RouteTable:
                 response = _to_response(result)
             except ProtocolError as exc:  # unreadable body: answer, then the server closes
                 response = json_error(exc.status_hint, str(exc), {"Connection": "close"})
+            except (NetworkError, TimeoutError) as exc:  # the client left or stalled: nothing to answer
+                if self.access_log:
+                    status = _CLIENT_TIMEOUT if isinstance(exc, TimeoutError) else _CLIENT_CLOSED
+                    self.log_access(request, status, 0, start, type(exc).__name__)
+                raise
             except Exception:
                 self.error_logger.exception("%s %s failed", request.method, request.path)
                 response = json_error(500, "internal server error")
