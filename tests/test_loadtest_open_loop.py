@@ -1,0 +1,134 @@
+"""Open-loop timing against an HttpServer that stalls once: latency must include the queueing delay.
+
+The server runs on the same flowno loop as the load generator (one loop per process). Its handler
+sleeps ``STALL`` seconds on one request; with one request in flight at a time, every arrival due
+during the stall waits. A coordinated-omission-free measurement charges that wait to those
+requests (latency from their intended send time); the service time (from the actual send) shows
+one slow request only, which is what a closed-loop tool would report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flowno import EventLoop, sleep, spawn
+
+from flowno_io import HttpServer, Request
+from loadtest.histogram import LogLinearHistogram
+from loadtest.report import summary_table
+from loadtest.runner import RunResult, run_scenario_async
+from loadtest.scenario import RequestSpec, Scenario
+from loadtest.stats import RequestStats
+
+STALL = 0.4  # seconds the server stalls once
+RATE = 200.0  # arrivals per second: one due every 5 ms
+STALL_AT = 20  # the request that stalls (after a warm-up of 0.1 s)
+
+
+def count_at_least(histogram: LogLinearHistogram, microseconds: int) -> int:
+    """Values recorded at or above ``microseconds`` (to bucket precision)."""
+    return sum(n for low, _high, n in histogram.buckets() if low >= microseconds)
+
+
+def stalling_handler() -> Callable[[Request], Any]:
+    served = 0
+
+    async def handler(request: Request) -> str:
+        nonlocal served
+        served += 1
+        if served == STALL_AT:
+            await sleep(STALL)
+        return "ok"
+
+    return handler
+
+
+def run_against_stalling_server(mode: str, **scenario_options: Any) -> RunResult:
+    server = HttpServer("127.0.0.1", 0, routes={"/": stalling_handler()})
+    server.bind()
+
+    async def main() -> RunResult:
+        await spawn(server.serve())
+        try:
+            scenario = Scenario(
+                name="stall",
+                target=f"http://127.0.0.1:{server.port}",
+                mode=mode,  # type: ignore[arg-type]
+                requests=(RequestSpec("GET /"),),
+                concurrency=(1,),
+                timeout=5.0,
+                **scenario_options,
+            ).checked()
+            return await run_scenario_async(scenario)
+        finally:
+            await server.close()
+
+    result: RunResult = EventLoop().run_until_complete(main(), join=True)
+    return result
+
+
+def test_open_loop_latency_includes_the_queueing_delay_of_a_stall() -> None:
+    result = run_against_stalling_server("open", rates=(RATE,), duration=1.0)
+    (phase,) = result.phases
+    stats = phase.stats
+    assert isinstance(stats, RequestStats)
+    assert stats.failed == 0 and stats.ok == phase.planned == 200
+    assert phase.unsent == 0  # the generator caught up after the stall
+
+    # Arrivals due during the stall (~STALL * RATE = 80 of them) waited behind it: each one's
+    # latency counts from when it was due, so about 80 requests are slower than 100 ms...
+    slow = count_at_least(stats.latency, 100_000)
+    assert slow >= 0.6 * (STALL - 0.1) * RATE, slow
+    assert stats.latency.max >= STALL * 1e6 * 0.95
+    assert stats.latency.value_at_percentile(90) >= 100_000
+
+    # ... while measured from their actual send only the stalled request itself was slow.
+    assert count_at_least(stats.service_time, 100_000) == 1
+    assert stats.service_time.value_at_percentile(90) < 50_000
+
+    # The generator reports how late it started those requests.
+    assert stats.send_lag.max >= STALL * 1e6 * 0.9
+
+
+def test_closed_loop_shows_the_coordinated_omission_the_open_loop_corrects() -> None:
+    result = run_against_stalling_server("closed", duration=0.8)
+    (phase,) = result.phases
+    stats = phase.stats
+    assert isinstance(stats, RequestStats)
+    assert stats.failed == 0
+    assert count_at_least(stats.latency, 100_000) == 1  # one slow sample, the rest never sent
+
+
+def test_open_loop_that_cannot_keep_up_reports_unsent_requests() -> None:
+    server = HttpServer("127.0.0.1", 0)
+
+    async def slow(request: Request) -> str:
+        await sleep(0.02)  # at most 50 requests/s with one in flight
+        return "ok"
+
+    server.add_route("/", slow)
+    server.bind()
+
+    async def main() -> RunResult:
+        await spawn(server.serve())
+        try:
+            scenario = Scenario(
+                "overload",
+                f"http://127.0.0.1:{server.port}",
+                "open",
+                (RequestSpec("GET /"),),
+                concurrency=(1,),
+                rates=(200.0,),
+                duration=0.5,
+            ).checked()
+            return await run_scenario_async(scenario)
+        finally:
+            await server.close()
+
+    result: RunResult = EventLoop().run_until_complete(main(), join=True)
+    (phase,) = result.phases
+    assert phase.planned == 100
+    assert 50 <= phase.unsent <= 95
+    assert phase.behind >= 0.2
+    assert "never sent" in summary_table(result)

@@ -1,0 +1,136 @@
+"""Result files from synthetic runs: JSON, CSV, timeline CSV, the summary table, the HTML report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+from loadtest.html_report import Series, line_chart, render_html
+from loadtest.report import format_table, summary_table, write_reports
+from loadtest.runner import PhaseResult, RunResult
+from loadtest.scenario import RequestSpec, Scenario
+from loadtest.stats import RequestStats, StreamStats
+
+
+def request_phase(index: int, concurrency: int, rate: float | None, scale: float) -> PhaseResult:
+    stats = RequestStats()
+    for i in range(1000):
+        latency = scale * (1 + i % 100) / 1000
+        stats.record_response("GET /", i / 500, latency, status=200, ok=True, size=100, service=latency / 2)
+        if rate is not None:
+            stats.record_lag(latency / 2)
+    stats.record_error("GET /", 1.5, 0.5, "ReadTimeout", "timed out")
+    mode = "open" if rate is not None else "closed"
+    phase = PhaseResult(index, mode, concurrency, rate, 2.0, None, "2026-01-01T00:00:00+00:00", stats)
+    phase.elapsed = 2.0
+    phase.users_started = concurrency
+    if rate is not None:
+        phase.planned, phase.unsent, phase.behind = 1100, 99, 0.25
+    phase.finished = True
+    return phase
+
+
+def stream_phase(index: int, concurrency: int) -> PhaseResult:
+    stats = StreamStats()
+    for i in range(concurrency):
+        stats.started += 1
+        stats.record_open(200)
+        stats.record_first_event(0.1 + i / 100, 0.002 * (1 + i % 5))
+        for j in range(10):
+            stats.record_event(0.2 + i / 100 + j / 50, gap=0.02)
+        stats.record_end(0.3, cut=i % 2 == 0)
+    phase = PhaseResult(index, "sse", concurrency, None, 2.0, None, "2026-01-01T00:00:00+00:00", stats)
+    phase.elapsed = 2.0
+    phase.users_started = concurrency
+    return phase
+
+
+def make_run(mode: str) -> RunResult:
+    spec = RequestSpec("GET /", url="http://127.0.0.1:1/")
+    rates = (100.0, 400.0) if mode == "open" else ()
+    scenario = Scenario("demo <&>", "http://127.0.0.1:1", mode, (spec,), (1, 10, 100), rates, 2.0)  # type: ignore[arg-type]
+    result = RunResult(
+        scenario, started_at="2026-01-01T00:00:00+00:00", finished_at="2026-01-01T00:00:10+00:00"
+    )
+    if mode == "sse":
+        result.phases = [stream_phase(i, c) for i, c in enumerate((1, 10, 100))]
+    elif mode == "open":
+        result.phases = [request_phase(i, 64, rate, 1.0 + i) for i, rate in enumerate((100.0, 400.0))]
+    else:
+        result.phases = [request_phase(i, c, None, 1.0 + i) for i, c in enumerate((1, 10, 100))]
+    return result
+
+
+@pytest.mark.parametrize("mode", ["closed", "open", "sse"])
+def test_reports_are_written_and_consistent(mode: str, tmp_path: Path) -> None:
+    result = make_run(mode)
+    paths = write_reports(result, tmp_path / "out", "run")
+    assert {p.name for p in paths.values()} == {"run.json", "run.csv", "run_timeline.csv", "run.html"}
+
+    data = json.loads(paths["json"].read_text())
+    assert data["scenario"]["mode"] == mode
+    assert len(data["phases"]) == len(result.phases)
+    first = data["phases"][0]
+    assert first["summary"]["errors"] == sum(result.phases[0].stats.errors.values())
+    assert first["histograms_us"]
+
+    with paths["csv"].open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert [int(row["phase"]) for row in rows] == list(range(len(result.phases)))
+    key = "p99_ms" if mode != "sse" else "ttfe_p99_ms"
+    assert all(float(row[key]) > 0 for row in rows)
+
+    with paths["timeline"].open() as stream:
+        timeline = list(csv.DictReader(stream))
+    assert timeline and {"phase", "t", "width", "throughput", "p99_ms"} <= set(timeline[0])
+
+
+def test_open_loop_json_explains_the_correction() -> None:
+    data = make_run("open").to_dict()
+    schedule = data["phases"][0]["schedule"]
+    assert schedule["planned"] == 1100 and schedule["unsent"] == 99 and schedule["sent"] == 1001
+    assert "intended send time" in schedule["note"]
+    latency = data["phases"][0]["latency_ms"]
+    service = data["phases"][0]["service_time_ms"]
+    assert latency["p50"] > service["p50"]
+
+
+def test_summary_table_lists_phases_and_notes() -> None:
+    table = summary_table(make_run("open"))
+    assert "rate/s" in table and "400" in table
+    assert "99 planned requests were never sent" in table
+    assert "ReadTimeout" in table
+
+
+def test_format_table_aligns_columns() -> None:
+    text = format_table([{"a": 1, "b": "x"}, {"a": 12345, "b": "yy"}], ["a", "b"], ["A", "B"])
+    lines = text.splitlines()
+    assert len({len(line) for line in lines}) == 1
+    assert lines[-1].startswith("12,345")
+
+
+@pytest.mark.parametrize("mode", ["closed", "open", "sse"])
+def test_html_is_self_contained_with_valid_svg_charts(mode: str) -> None:
+    html = render_html(make_run(mode))
+    assert html.startswith("<!DOCTYPE html>")
+    assert "<script" not in html.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "@import" not in html and "url(" not in html
+    assert "demo &lt;&amp;&gt;" in html  # the scenario name is escaped
+    svgs = re.findall(r"<svg.*?</svg>", html, re.S)
+    assert len(svgs) == 4  # two sweep charts, two timelines
+    for svg in svgs:
+        ElementTree.fromstring(svg)  # well-formed XML
+    assert "vs concurrency" in html or "vs arrival rate" in html
+    assert "over time" in html
+
+
+def test_line_chart_handles_empty_and_single_points() -> None:
+    assert "no data" in line_chart("t", [Series("a", [])], "x", "y")
+    single = line_chart("t", [Series("a", [(5.0, 0.0)])], "x", "y", log_x=True)
+    ElementTree.fromstring(single)
