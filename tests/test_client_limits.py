@@ -297,3 +297,20 @@ def test_gzip_bomb_is_stopped(server: StdlibServer, streamed: bool) -> None:
     assert len(bomb) < 100_000
     with pytest.raises(TooLargeError):
         run(main())
+
+
+def test_body_limit_ignores_the_length_of_bodiless_responses(raw_server: StartRaw) -> None:
+    def script(conn: socket.socket, index: int) -> None:
+        while read_request(conn):
+            conn.sendall(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5000\r\n\r\n")
+
+    raw = raw_server(script)
+
+    async def main() -> tuple[int, int]:
+        async with HttpClient(max_body_bytes=100) as client:
+            not_modified = await client.get(raw.url)
+            head = await client.head(raw.url)
+            return not_modified.status_code, head.status_code
+
+    assert run(main()) == (304, 304)
+    assert raw.connections == 1

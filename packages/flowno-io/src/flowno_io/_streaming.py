@@ -137,7 +137,7 @@ class BodyReader:
         limit = self.max_body_bytes
         chunks: list[bytes] = []
         try:
-            if limit is not None and not parser.head_request:
+            if limit is not None and not parser.message_complete:  # (HEAD, 204, 304: no body)
                 length = parser.headers.get("content-length")
                 if length is not None and length.isdigit() and int(length) > limit:
                     raise TooLargeError(f"response body larger than {limit} bytes", 413)
