@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.html_report import Series, line_chart, render_html
+from loadtest.locust_report import locust_table, read_locust_stats, total_failures
 from loadtest.report import format_table, summary_table, write_reports
 from loadtest.runner import PhaseResult, RunResult
 from loadtest.scenario import RequestSpec, Scenario
@@ -70,7 +71,14 @@ def make_run(mode: str) -> RunResult:
 def test_reports_are_written_and_consistent(mode: str, tmp_path: Path) -> None:
     result = make_run(mode)
     paths = write_reports(result, tmp_path / "out", "run")
-    assert {p.name for p in paths.values()} == {"run.json", "run.csv", "run_timeline.csv", "run.html"}
+    assert {p.name for p in paths.values()} == {
+        "summary.txt",
+        "run.json",
+        "run.csv",
+        "run_timeline.csv",
+        "run.html",
+    }
+    assert paths["summary"].read_text() == summary_table(result) + "\n"
 
     data = json.loads(paths["json"].read_text())
     assert data["scenario"]["mode"] == mode
@@ -107,11 +115,27 @@ def test_summary_table_lists_phases_and_notes() -> None:
     assert "ReadTimeout" in table
 
 
+def test_locust_statistics_table(tmp_path: Path) -> None:
+    stats = tmp_path / "run_stats.csv"
+    stats.write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time,Max Response Time,Requests/s,95%,99%\n"
+        "GET,/echo,100,0,1,9.5,50.25,2,3\n"
+        ",Aggregated,100,2,1,9.5,50.25,2,3\n"
+    )
+    rows = read_locust_stats(stats)
+    assert total_failures(rows) == 2
+    table = locust_table(rows)
+    assert table.splitlines()[2].split() == ["GET", "/echo", "100", "0", "1", "2", "3", "9.5", "50.25"]
+
+
 def test_format_table_aligns_columns() -> None:
     text = format_table([{"a": 1, "b": "x"}, {"a": 12345, "b": "yy"}], ["a", "b"], ["A", "B"])
-    lines = text.splitlines()
-    assert len({len(line) for line in lines}) == 1
-    assert lines[-1].startswith("12,345")
+    assert text.splitlines() == [
+        "     A  B",
+        "------  --",
+        "     1  x",
+        "12,345  yy",
+    ]
 
 
 @pytest.mark.parametrize("mode", ["closed", "open", "sse"])

@@ -14,6 +14,9 @@ Examples::
     # a scenario file, aimed at a service on another port
     python -m loadtest run loadtest/scenarios/echo-mix.toml --target http://127.0.0.1:9000
 
+    # a table from a Locust run's --csv output
+    python -m loadtest locust-summary reports/locust_stats.csv
+
 Exit status: 0 done, 1 failures with ``--fail-on-error``, 2 bad arguments or scenario,
 130 interrupted (results so far are still written).
 """
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from .locust_report import locust_table, read_locust_stats, total_failures
 from .report import summary_table, write_reports
 from .runner import RunResult, run_scenario
 from .scenario import (
@@ -149,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bounded load tests on flowno_io.HttpClient: closed loop, open loop, event streams.",
         epilog="Only loopback targets unless --allow-remote. Every phase ends after its duration or count.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{closed,open,sse,run}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{closed,open,sse,run,locust-summary}"
+    )
     helps = {
         "closed": "N users, each sending its next request when the previous one is answered",
         "open": "a fixed arrival rate; latency from each request's intended send time",
@@ -180,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
         _add_limits(sub, scenario_file=False)
         _add_output(sub)
+    locust = commands.add_parser(
+        "locust-summary",
+        help="print a table from Locust's --csv statistics",
+        description="Print a summary table from a Locust <prefix>_stats.csv file.",
+    )
+    locust.add_argument("stats_csv", type=Path, help="the <prefix>_stats.csv file Locust wrote")
+    locust.add_argument(
+        "--fail-on-error", action="store_true", help="exit with status 1 if Locust saw failures"
+    )
     run = commands.add_parser("run", help="run a TOML scenario file", description="Run a TOML scenario file.")
     run.add_argument("scenario", type=Path, help="the scenario file")
     run.add_argument("-t", "--target", help="http://host:port replacing the scenario's target")
@@ -265,10 +280,25 @@ def _unexpected_failures(result: RunResult) -> int:
     return sum(sum(phase.stats.errors.values()) for phase in result.phases)
 
 
+def _locust_summary(args: argparse.Namespace) -> int:
+    try:
+        rows = read_locust_stats(args.stats_csv)
+    except OSError as exc:
+        print(f"cannot read {args.stats_csv}: {exc}", file=sys.stderr)
+        return 2
+    print(locust_table(rows))
+    failures = total_failures(rows)
+    if failures:
+        print(f"{failures} failures (see {str(args.stats_csv).replace('_stats.csv', '_failures.csv')})")
+    return 1 if failures and args.fail_on_error else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "locust-summary":
+        return _locust_summary(args)
     try:
         scenario = make_scenario(args)
     except ScenarioError as exc:

@@ -70,25 +70,42 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 
 
 def _cell(value: Any) -> str:
+    """Numbers to about four significant digits (the histograms are good to 0.4 %)."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e15):
+        number = int(value)
+        return f"{number:,}" if abs(number) >= 10_000 else str(number)
     if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e15:
-            return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
-        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:g}"
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 100:
+            return f"{value:.1f}"
+        return f"{value:.4g}"
     return str(value)
 
 
 def format_table(
     rows: Sequence[Mapping[str, Any]], columns: Sequence[str], headers: Sequence[str] | None = None
 ) -> str:
-    """A right-aligned plain-text table of ``rows`` (missing cells are blank)."""
+    """A plain-text table of ``rows``: numbers right-aligned, text columns left-aligned."""
     titles = list(headers) if headers is not None else list(columns)
+    text_columns = [
+        all(isinstance(row.get(column), str) for row in rows if row.get(column, "") != "") and rows
+        for column in columns
+    ]
     cells = [[_cell(row.get(column, "")) for column in columns] for row in rows]
     widths = [max([len(title)] + [len(line[i]) for line in cells]) for i, title in enumerate(titles)]
-    lines = ["  ".join(title.rjust(width) for title, width in zip(titles, widths, strict=True))]
-    lines.append("  ".join("-" * width for width in widths))
-    lines.extend("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in cells)
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            value.ljust(width) if text else value.rjust(width)
+            for value, width, text in zip(values, widths, text_columns, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    lines = [line(titles), line(["-" * width for width in widths])]
+    lines.extend(line(values) for values in cells)
     return "\n".join(lines)
 
 
@@ -163,15 +180,18 @@ def write_timeline_csv(result: RunResult, path: Path) -> Path:
 
 
 def write_reports(result: RunResult, directory: Path, stem: str = "loadtest") -> dict[str, Path]:
-    """Write ``<stem>.json``, ``<stem>.csv``, ``<stem>_timeline.csv`` and ``<stem>.html``.
+    """Write ``<stem>.json``, ``<stem>.csv``, ``<stem>_timeline.csv``, ``<stem>.html`` and ``summary.txt``.
 
     Returns:
-        ``{"json": path, "csv": path, "timeline": path, "html": path}``.
+        ``{"summary": path, "json": path, "csv": path, "timeline": path, "html": path}``.
     """
     from .html_report import write_html
 
     directory.mkdir(parents=True, exist_ok=True)
+    summary = directory / "summary.txt"
+    summary.write_text(summary_table(result) + "\n", encoding="utf-8")
     return {
+        "summary": summary,
         "json": write_json(result, directory / f"{stem}.json"),
         "csv": write_csv(result, directory / f"{stem}.csv"),
         "timeline": write_timeline_csv(result, directory / f"{stem}_timeline.csv"),

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any
 
-from flowno import EventLoop, sleep, spawn
+from flowno import Event, EventLoop, sleep, spawn
 
 from .scenario import RequestPicker, RequestSpec, Scenario
 from .schedule import ArrivalSchedule
@@ -57,8 +57,8 @@ class PhaseResult:
         planned, unsent, behind: open mode: arrivals planned, never sent, and how far behind the
             schedule (seconds) the phase was when its send window closed.
         users_started: users (or workers) that got to run before the phase ended.
-        ramp_up: seconds from the phase start until the last of them started (the loop runs
-            users round-robin, so spawning many takes a while when the loop is busy).
+        ramp_up: seconds from the phase start (when all users are released at once) until the
+            last of them got its first turn on the loop.
     """
 
     index: int
@@ -233,25 +233,45 @@ def _error_kind(exc: BaseException) -> str:
 
 
 class _Phase:
-    """The shared state of a running phase: limits, the client, and the stats."""
+    """The shared state of a running phase: limits, the client, the stats, the start gate.
 
-    def __init__(self, scenario: Scenario, result: PhaseResult, client: Any, start: float) -> None:
+    Users are spawned first and wait at :attr:`gate`; :meth:`begin` starts the clock and opens
+    the gate, so every user starts at once and spawning them (one loop turn each, behind every
+    ready task) is not part of the measured time.
+    """
+
+    def __init__(self, scenario: Scenario, result: PhaseResult, client: Any) -> None:
         self.scenario = scenario
         self.result = result
         self.client = client
-        self.start = start
-        duration = scenario.duration
-        self.deadline = math.inf if duration is None else start + duration
+        self.gate = Event()
+        self.start = math.inf
+        self.deadline = math.inf
         self.count = scenario.count
         self.issued = 0
         self.schedule: ArrivalSchedule | None = None
         self.active_users = 0
         self.headers = {spec.name: (dict(spec.headers) or None) for spec in scenario.requests}
 
-    def user_started(self) -> None:
-        """Note that one more user runs (for ``users_started`` and ``ramp_up``)."""
-        self.result.users_started += 1
-        self.result.ramp_up = perf_counter() - self.start
+    async def begin(self) -> None:
+        """Start the clock (and the arrival schedule) and release the waiting users."""
+        self.start = start = perf_counter()
+        duration = self.scenario.duration
+        self.deadline = math.inf if duration is None else start + duration
+        rate = self.result.rate
+        if rate is not None:
+            self.schedule = ArrivalSchedule(rate, start, duration, self.count)
+            self.deadline = self.schedule.window_end
+            self.result.planned = self.schedule.planned
+        await self.gate.set()
+
+    async def user_started(self) -> None:
+        """Wait for the gate, then count the user (for ``users_started`` and ``ramp_up``)."""
+        await self.gate.wait()
+        now = perf_counter()
+        if now < self.deadline:
+            self.result.users_started += 1
+            self.result.ramp_up = now - self.start
 
     def may_start(self) -> bool:
         """Claim the right to start one more request/stream (False once a limit is reached)."""
@@ -337,12 +357,7 @@ class LoadRunner:
         )
         self.result.phases.append(result)
         client = self._new_client(concurrency)
-        start = perf_counter()
-        phase = _Phase(scenario, result, client, start)
-        if rate is not None:
-            phase.schedule = ArrivalSchedule(rate, start, scenario.duration, scenario.count)
-            phase.deadline = phase.schedule.window_end
-            result.planned = phase.schedule.planned
+        phase = _Phase(scenario, result, client)
         self._current = phase
         user: Callable[[_Phase, int], Any]
         if scenario.mode == "closed":
@@ -356,10 +371,11 @@ class LoadRunner:
             for number in range(concurrency):
                 phase.active_users += 1
                 handles.append(await spawn(user(phase, number)))
+            await phase.begin()
             for handle in handles:
                 await handle.join()
         finally:
-            result.elapsed = perf_counter() - start
+            result.elapsed = perf_counter() - phase.start if phase.start != math.inf else 0.0
             if phase.schedule is not None:
                 result.unsent = phase.schedule.unsent
                 result.behind = phase.schedule.behind()
@@ -412,7 +428,7 @@ class LoadRunner:
     async def _closed_user(self, phase: _Phase, number: int) -> None:
         """A virtual user: request, wait for the response, (think,) repeat until a limit."""
         picker = self._picker(number)
-        phase.user_started()
+        await phase.user_started()
         try:
             while phase.may_start():
                 sent = perf_counter()
@@ -423,12 +439,12 @@ class LoadRunner:
 
     async def _open_worker(self, phase: _Phase, number: int) -> None:
         """An open-loop worker: claim the next due arrival, wait for its time, send it."""
-        schedule = phase.schedule
-        assert schedule is not None
         stats = phase.result.stats
         assert isinstance(stats, RequestStats)
         picker = self._picker(number)
-        phase.user_started()
+        await phase.user_started()
+        schedule = phase.schedule  # made when the gate opened
+        assert schedule is not None
         try:
             while True:
                 now = perf_counter()
@@ -449,7 +465,7 @@ class LoadRunner:
         stats = phase.result.stats
         assert isinstance(stats, StreamStats)
         picker = self._picker(number)
-        phase.user_started()
+        await phase.user_started()
         try:
             while phase.may_start():
                 await self._one_stream(phase, stats, picker.pick())
@@ -503,7 +519,7 @@ class LoadRunner:
         while self._running:
             await sleep(PROGRESS_INTERVAL)
             phase = self._current
-            if phase is not None and self._running:
+            if phase is not None and self._running and phase.start != math.inf:
                 report(progress_text(phase.result, perf_counter() - phase.start, len(self.scenario.phases())))
 
 

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# Load-test the services (the `make loadtest` target).
+#
+# Starts the echo and stream services on free ports, runs the orchestrator (python -m loadtest:
+# a closed-loop concurrency sweep, an open-loop rate sweep, an SSE stream sweep, LLM-style chat
+# streams) and a short headless Locust run, writes everything to loadtest/reports/<timestamp>/,
+# prints a summary table and the report paths, and stops the services on exit (even on Ctrl-C
+# or an error). Traffic stays on 127.0.0.1; every run is bounded.
+#
+# Settings (environment variables):
+#   DURATION=5                 seconds per orchestrator phase; Locust runs 4 x DURATION.
+#                              The whole run takes about 15 x DURATION + 15 s (90 s by default).
+#   CONCURRENCY=1,10,100,1000  closed-loop users, one phase per level
+#   RATES=500,2000             open-loop arrivals per second, one phase per rate
+#   OPEN_CONCURRENCY=256       open loop: most requests in flight
+#   SSE_CONCURRENCY=10,100,1000  concurrent /events streams, one phase per level
+#   LLM_CONCURRENCY=10,100     concurrent chat-completion streams
+#   LOCUST_USERS=20            Locust users (echo, SSE and LLM users by weight)
+#   REPORTS=loadtest/reports   where the <timestamp>/ directory goes
+#   PY=.venv/bin/python        the interpreter with the workspace installed
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY=${PY:-.venv/bin/python}
+DURATION=${DURATION:-5}
+CONCURRENCY=${CONCURRENCY:-1,10,100,1000}
+RATES=${RATES:-500,2000}
+OPEN_CONCURRENCY=${OPEN_CONCURRENCY:-256}
+SSE_CONCURRENCY=${SSE_CONCURRENCY:-10,100,1000}
+LLM_CONCURRENCY=${LLM_CONCURRENCY:-10,100}
+LOCUST_USERS=${LOCUST_USERS:-20}
+REPORTS=${REPORTS:-loadtest/reports}
+STOP_TIMEOUT=15   # seconds a service gets to exit after SIGTERM before SIGKILL
+
+if [[ ! -x "$PY" ]]; then
+    echo "loadtest: $PY not found; run 'make install' first (or set PY=)" >&2
+    exit 2
+fi
+LOCUST=$(dirname "$PY")/locust
+if ! [[ "$DURATION" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+    echo "loadtest: DURATION must be a number of seconds, not '$DURATION'" >&2
+    exit 2
+fi
+LOCUST_SECONDS=$("$PY" -c "import sys; print(max(2, round(4 * float(sys.argv[1]))))" "$DURATION")
+
+OUT="$REPORTS/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT/logs"
+
+service_pids=()
+
+stop_services() {
+    local pid waited
+    for pid in "${service_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${service_pids[@]}"; do
+        waited=0
+        while kill -0 "$pid" 2>/dev/null && ((waited < STOP_TIMEOUT * 10)); do
+            sleep 0.1
+            waited=$((waited + 1))
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "loadtest: service $pid did not stop in ${STOP_TIMEOUT}s; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    service_pids=()
+}
+trap stop_services EXIT
+trap 'echo "loadtest: interrupted" >&2; exit 130' INT TERM
+
+# start_service NAME MODULE: start `python -m MODULE --port 0`; once it listens, its URL is in
+# $service_url. (Not called in a $(...) subshell, so the trap sees the pid.)
+start_service() {
+    local name=$1 module=$2 log="$OUT/logs/$1" url="" tries=0
+    "$PY" -m "$module" --host 127.0.0.1 --port 0 --log-level warning >"$log.out" 2>"$log.err" &
+    service_pids+=($!)
+    echo $! >"$log.pid"
+    while [[ -z "$url" ]]; do
+        if ! kill -0 "${service_pids[-1]}" 2>/dev/null || ((tries > 200)); then
+            echo "loadtest: $name did not start; see $log.err" >&2
+            tail -n 20 "$log.err" >&2 || true
+            return 1
+        fi
+        sleep 0.1
+        tries=$((tries + 1))
+        url=$(sed -n 's/^listening on //p' "$log.out" | head -n 1)
+    done
+    service_url=$url
+}
+
+start_service echo echo_service
+echo_url=$service_url
+start_service stream stream_service
+stream_url=$service_url
+echo "services: echo $echo_url, stream $stream_url (logs in $OUT/logs)"
+echo "reports:  $OUT  (DURATION=${DURATION}s per phase, Locust ${LOCUST_SECONDS}s)"
+
+# orchestrate NAME SCENARIO TARGET [FLAGS...]: one orchestrator run into $OUT/NAME/.
+orchestrate() {
+    local name=$1 scenario=$2 target=$3
+    shift 3
+    echo
+    echo "== $name: $scenario"
+    "$PY" -m loadtest run "loadtest/scenarios/$scenario" --target "$target" -d "$DURATION" \
+        -o "$OUT/$name" --quiet "$@"
+}
+
+status=0
+orchestrate closed echo-mix.toml "$echo_url" -c "$CONCURRENCY" || status=1
+orchestrate open echo-open.toml "$echo_url" -r "$RATES" -c "$OPEN_CONCURRENCY" || status=1
+orchestrate sse sse-events.toml "$stream_url" -c "$SSE_CONCURRENCY" || status=1
+orchestrate llm llm-stream.toml "$stream_url" -c "$LLM_CONCURRENCY" || status=1
+
+echo
+echo "== locust: ${LOCUST_USERS} users for ${LOCUST_SECONDS}s (echo, SSE and LLM users)"
+mkdir -p "$OUT/locust"
+locust_status=0
+ECHO_URL="$echo_url" STREAM_URL="$stream_url" "$LOCUST" --config loadtest/locust.conf \
+    --users "$LOCUST_USERS" --spawn-rate "$LOCUST_USERS" --run-time "${LOCUST_SECONDS}s" \
+    --csv "$OUT/locust/locust" --html "$OUT/locust/locust.html" \
+    >"$OUT/locust/locust.log" 2>&1 || locust_status=$?
+
+stop_services
+
+{
+    for name in closed open sse llm; do
+        if [[ -f "$OUT/$name/summary.txt" ]]; then
+            cat "$OUT/$name/summary.txt"
+            echo
+        fi
+    done
+    if [[ -f "$OUT/locust/locust_stats.csv" ]]; then
+        echo "Locust (${LOCUST_USERS} users, ${LOCUST_SECONDS}s; times in ms)"
+        "$PY" -m loadtest locust-summary "$OUT/locust/locust_stats.csv"
+    else
+        echo "Locust wrote no statistics; see $OUT/locust/locust.log"
+    fi
+} >"$OUT/summary.txt"
+
+echo
+echo "================================ summary ================================"
+cat "$OUT/summary.txt"
+echo
+echo "reports:"
+for name in closed open sse llm; do
+    [[ -f "$OUT/$name/loadtest.html" ]] && echo "  $name: $OUT/$name/loadtest.html (+ .json, .csv, _timeline.csv)"
+done
+[[ -f "$OUT/locust/locust.html" ]] && echo "  locust: $OUT/locust/locust.html (+ locust_stats.csv, locust.log)"
+echo "  summary: $OUT/summary.txt"
+
+if ((locust_status != 0)); then
+    echo "loadtest: locust exited with status $locust_status (failures or errors; see $OUT/locust/locust.log)" >&2
+    status=1
+fi
+exit "$status"
