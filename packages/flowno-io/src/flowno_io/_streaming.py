@@ -14,7 +14,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import orjson
-from typing_extensions import TypeIs
 
 from ._decoders import ContentDecoder, LineDecoder, make_decoder
 from ._errors import HttpError, HTTPStatusError, TooLargeError
@@ -25,6 +24,8 @@ from ._pool import Connection
 from ._sse import ServerSentEvent, SSEDecoder
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs is Python 3.13+
+
     from ._client import HttpClient
 
 __all__ = [
