@@ -83,6 +83,7 @@ class _ActiveStream:
     """The state of one streaming response while it is being sent."""
 
     __slots__ = (
+        "end_on_shutdown",
         "fd",
         "gone",
         "heartbeat",
@@ -98,8 +99,11 @@ class _ActiveStream:
         "writer",
     )
 
-    def __init__(self, writer: ResponseWriter, heartbeat: bytes | None, interval: float | None) -> None:
+    def __init__(
+        self, writer: ResponseWriter, heartbeat: bytes | None, interval: float | None, end_on_shutdown: bool
+    ) -> None:
         self.writer = writer
+        self.end_on_shutdown = end_on_shutdown
         self.sock: _socket.socket = writer.stream.sock
         self.fd = self.sock.fileno()
         #: The task running the response (see ``StreamingResponse.send`` for why it is stable).
@@ -123,8 +127,10 @@ class _ActiveStream:
             self.gone = True
             if self.monitor is not None:
                 self.monitor.unwatch(self)
-        else:
+        elif self.end_on_shutdown:
             self.shutdown = True
+        else:
+            return  # runs to its end; the server force-closes it after the grace period
         if self.in_producer:
             loop = current_event_loop()
             interrupt(self.task, StreamInterrupted(TaskHandle(loop, self.task), reason))
@@ -197,7 +203,7 @@ class _StreamMonitor:
         if stream.heartbeat is not None and stream.interval is not None:
             self._schedule(stream, stream.last_write + stream.interval)
             self._poke()  # the monitor re-arms its timer
-        if self.server.closing:
+        if self.server.closing and stream.end_on_shutdown:
             stream.shutdown = True
         if not self._running:
             self._running = True
@@ -398,7 +404,7 @@ class StreamingResponse:
             # The server may start a response inline in its driver task and hand it to a worker
             # task at its first wait; after one wait, the task running it stays the same.
             await sleep(0)
-            stream = _ActiveStream(writer, self._heartbeat, self._ping_interval)
+            stream = _ActiveStream(writer, self._heartbeat, self._ping_interval, self._end_on_shutdown)
             monitor = _monitor_for(writer.server)
             await monitor.watch(stream)
             try:
@@ -408,7 +414,7 @@ class StreamingResponse:
             if stream.gone:
                 writer.keep_alive = False
                 raise ReadError("the client disconnected during a streaming response")
-            if stream.shutdown and self._end_on_shutdown:
+            if stream.shutdown:
                 await _close_body(iterator)
                 final = self._final_bytes()
                 if final:
@@ -419,8 +425,7 @@ class StreamingResponse:
 
     async def _pump(self, iterator: AsyncIterator[Any] | Iterator[Any], stream: _ActiveStream) -> None:
         is_async = isinstance(iterator, AsyncIterator)
-        end_on_shutdown = self._end_on_shutdown
-        while not stream.gone and not (stream.shutdown and end_on_shutdown):
+        while not stream.gone and not stream.shutdown:
             stream.in_producer = True
             try:
                 if is_async:
@@ -430,7 +435,7 @@ class StreamingResponse:
             except (StopAsyncIteration, StopIteration):
                 return
             except Exception:
-                if stream.gone or (stream.shutdown and end_on_shutdown):
+                if stream.gone or stream.shutdown:
                     return  # the producer reacted to being interrupted
                 raise
             finally:

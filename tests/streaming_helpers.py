@@ -1,0 +1,160 @@
+"""Helpers for the streaming, SSE and shutdown tests: servers in threads or subprocesses, raw reads."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from flowno_io import HttpServer
+from flowno_io.testing import ServerThread
+
+Start = Callable[..., ServerThread]
+
+
+def server_threads() -> Iterator[Start]:
+    """Body of a ``start`` fixture: ``start(routes, **server_options)`` serves in a thread, and
+    every server started is stopped afterwards (``yield from server_threads()``)."""
+    threads: list[ServerThread] = []
+
+    def _start(routes: dict[Any, Any], **options: Any) -> ServerThread:
+        thread = ServerThread(HttpServer("127.0.0.1", 0, routes=routes, **options))
+        thread.start()
+        threads.append(thread)
+        return thread
+
+    yield _start
+    for thread in reversed(threads):
+        thread.stop()
+
+
+def connect(thread: ServerThread, request: bytes = b"", *, rcvbuf: int | None = None) -> socket.socket:
+    """A raw client socket to the server, with ``request`` sent."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(5.0)
+    sock.connect(("127.0.0.1", thread.server.port))
+    if request:
+        sock.sendall(request)
+    return sock
+
+
+def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The response head (without the blank line) and whatever body bytes came with it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed before a full head: {data!r}")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def read_exactly(sock: socket.socket, count: int, already: bytes = b"") -> bytes:
+    """``count`` bytes (fails if the peer closes first)."""
+    data = already
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise AssertionError(f"closed after {len(data)} of {count} bytes: {data[-200:]!r}")
+        data += chunk
+    return data
+
+
+def read_until(sock: socket.socket, marker: bytes, already: bytes = b"", timeout: float = 5.0) -> bytes:
+    """Bytes up to the first ``marker`` that ends a read, or later (what arrived with it included)."""
+    sock.settimeout(timeout)
+    data = bytearray(already)
+    while marker not in data[-(65536 + len(marker)) :]:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed before {marker!r}: {bytes(data[-200:])!r}")
+        data += chunk
+    return bytes(data)
+
+
+def read_all(sock: socket.socket, already: bytes = b"", timeout: float = 5.0) -> bytes:
+    """Everything until the peer closes (a reset counts as the end)."""
+    sock.settimeout(timeout)
+    data = bytearray(already)
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return bytes(data)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+
+
+def dechunk(body: bytes) -> tuple[list[bytes], bool]:
+    """Split a chunked body into its chunks; True when it ended with the last chunk."""
+    chunks: list[bytes] = []
+    pos = 0
+    while pos < len(body):
+        end = body.find(b"\r\n", pos)
+        if end < 0:
+            return chunks, False
+        size = int(body[pos:end], 16)
+        start = end + 2
+        if size == 0:
+            return chunks, body[start:] == b"\r\n"
+        if len(body) < start + size + 2:
+            return chunks, False
+        assert body[start + size : start + size + 2] == b"\r\n", "chunk not followed by CRLF"
+        chunks.append(body[start : start + size])
+        pos = start + size + 2
+    return chunks, False
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 2.0) -> float:
+    """Seconds until ``condition()`` was true (fails after ``timeout``)."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+class ServerProcess:
+    """A Python script serving in a subprocess; it prints its port on the first stdout line."""
+
+    def __init__(self, script: str, tmp_path: Path, *args: str) -> None:
+        path = tmp_path / "server_script.py"
+        path.write_text(script)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, str(path), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line.strip().isdigit():
+            self.process.kill()
+            _, err = self.process.communicate(timeout=5)
+            raise AssertionError(f"server did not start: {line!r} {err}")
+        self.port = int(line)
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> str:
+        """Kill the process if it still runs; its stderr."""
+        if self.process.poll() is None:
+            self.process.kill()
+        _, err = self.process.communicate(timeout=5)
+        return err

@@ -1,0 +1,255 @@
+"""StreamingResponse over real sockets: framing byte for byte, backpressure, prompt close on disconnect."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from flowno import Event, sleep
+from streaming_helpers import (
+    Start,
+    connect,
+    dechunk,
+    read_all,
+    read_exactly,
+    read_head,
+    read_until,
+    server_threads,
+    wait_for,
+)
+
+from flowno_io import Request, StreamingResponse, StreamInterrupted
+
+GET = b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n"
+GET_10 = b"GET /stream HTTP/1.0\r\n\r\n"
+HEAD = b"HEAD /stream HTTP/1.1\r\nHost: test\r\n\r\n"
+PIECES: list[Any] = [b"hello", "w\u00f6rld", b"", bytearray(b"x" * 300)]
+# Each piece is one chunk (the empty piece sends nothing), then the last chunk.
+CHUNKED_BODY = b"5\r\nhello\r\n6\r\nw\xc3\xb6rld\r\n12c\r\n" + b"x" * 300 + b"\r\n0\r\n\r\n"
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    yield from server_threads()
+
+
+class Producer:
+    """An async generator factory that records how far it got and whether its finally ran."""
+
+    def __init__(self) -> None:
+        self.produced = 0
+        self.finally_at: float | None = None
+        self.interrupted: str | None = None
+        self.started = threading.Event()
+
+    async def pieces(self, items: list[Any], pause: float = 0.0) -> AsyncIterator[Any]:
+        try:
+            self.started.set()
+            for item in items:
+                if pause:
+                    await sleep(pause)
+                self.produced += 1
+                yield item
+        finally:
+            self.finally_at = time.monotonic()
+
+    async def then_idle(self, first: bytes, wait: Any) -> AsyncIterator[bytes]:
+        """Yield ``first``, then park in ``wait()`` (which never returns on its own)."""
+        try:
+            self.produced += 1
+            yield first
+            self.started.set()
+            await wait()
+            yield b"never"
+        except StreamInterrupted as exc:
+            self.interrupted = exc.reason
+            raise
+        finally:
+            self.finally_at = time.monotonic()
+
+
+def test_chunked_framing_byte_for_byte_and_keep_alive(start: Start) -> None:
+    thread = start(
+        {
+            "/stream": lambda request: StreamingResponse(
+                Producer().pieces(PIECES), content_type="text/plain"
+            ),
+            "/next": lambda request: "next",
+        }
+    )
+    with connect(thread, GET) as sock:
+        head, rest = read_head(sock)
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"HTTP/1.1 200 OK"
+        assert b"transfer-encoding: chunked" in [line.lower() for line in lines]
+        assert b"content-type: text/plain" in [line.lower() for line in lines]
+        assert not any(line.lower().startswith(b"content-length") for line in lines)
+        assert not any(line.lower().startswith(b"connection") for line in lines)
+        assert read_exactly(sock, len(CHUNKED_BODY), rest) == CHUNKED_BODY
+        sock.sendall(b"GET /next HTTP/1.1\r\nHost: test\r\n\r\n")  # the connection is reusable
+        head, rest = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200") and read_exactly(sock, 4, rest) == b"next"
+
+
+def test_http10_gets_the_raw_body_until_close(start: Start) -> None:
+    thread = start({"/stream": lambda request: StreamingResponse(Producer().pieces(PIECES))})
+    with connect(thread, GET_10) as sock:
+        head, rest = read_head(sock)
+        lines = [line.lower() for line in head.split(b"\r\n")]
+        assert b"connection: close" in lines
+        assert not any(line.startswith(b"transfer-encoding") for line in lines)
+        assert read_all(sock, rest) == b"hellow\xc3\xb6rld" + b"x" * 300
+
+
+def test_head_sends_no_body_and_never_runs_the_producer(start: Start) -> None:
+    producer = Producer()
+    thread = start({"/stream": lambda request: StreamingResponse(producer.pieces(PIECES))})
+    with connect(thread, HEAD) as sock:
+        head, rest = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200") and rest == b""
+        sock.sendall(HEAD)  # nothing was sent after the head: the next answer follows directly
+        head, rest = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200") and rest == b""
+    assert producer.produced == 0
+
+
+def test_plain_iterable_body_is_closed_at_the_end(start: Start) -> None:
+    closed: list[bool] = []
+
+    def numbers() -> Iterator[str]:
+        try:
+            yield from ("1", "2", "3")
+        finally:
+            closed.append(True)
+
+    thread = start(
+        {"/stream": lambda request: StreamingResponse(numbers(), status=201, headers={"X-A": "b"})}
+    )
+    with connect(thread, GET) as sock:
+        head, rest = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 201 Created") and b"x-a: b" in head.lower()
+        body = read_until(sock, b"0\r\n\r\n", rest)
+        assert dechunk(body) == ([b"1", b"2", b"3"], True)
+    assert closed == [True]
+
+
+def test_backpressure_holds_the_producer_at_the_socket_buffer(start: Start) -> None:
+    piece = b"p" * 65536
+    producer = Producer()
+    count = 1000  # 64 MiB: an implementation that buffers would produce all of it at once
+    thread = start({"/stream": lambda request: StreamingResponse(producer.pieces([piece] * count))})
+    with connect(thread, GET) as sock:
+        _head, rest = read_head(sock)
+        time.sleep(0.5)  # not reading
+        held_at = producer.produced
+        assert held_at < 160, f"the producer ran {held_at} pieces ahead of a reader that reads nothing"
+        body = read_until(sock, b"0\r\n\r\n", rest, timeout=10)
+        chunks, ended = dechunk(body)
+        assert ended and b"".join(chunks) == piece * count
+    assert producer.produced == count
+
+
+@pytest.mark.parametrize("parked_on", ["sleep", "event"])
+def test_disconnect_closes_an_idle_producer_within_a_second(start: Start, parked_on: str) -> None:
+    producer = Producer()
+
+    async def forever() -> None:
+        if parked_on == "sleep":
+            await sleep(3600)
+        else:
+            await Event().wait()
+
+    thread = start(
+        {
+            "/stream": lambda request: StreamingResponse(producer.then_idle(b"first", forever)),
+            "/ok": lambda request: "ok",
+        }
+    )
+    sock = connect(thread, GET)
+    head, rest = read_head(sock)
+    read_until(sock, b"first", rest)
+    assert producer.started.wait(2)
+    time.sleep(0.05)
+    closed_at = time.monotonic()
+    sock.close()
+    wait_for(lambda: producer.finally_at is not None, timeout=1.0)
+    assert producer.finally_at is not None and producer.finally_at - closed_at < 1.0
+    assert producer.interrupted == "disconnect"
+    # Nothing of the producer's hour-long sleep is left in the loop to resume anything later.
+    assert not [wake for wake, _ in list(thread.loop.sleeping) if wake > time.perf_counter() + 60]
+    with connect(thread, b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n") as other:  # still serving
+        head, rest = read_head(other)
+        assert head.startswith(b"HTTP/1.1 200") and read_exactly(other, 2, rest) == b"ok"
+
+
+def test_disconnect_while_the_producer_is_writing(start: Start) -> None:
+    producer = Producer()
+    thread = start({"/stream": lambda request: StreamingResponse(producer.pieces([b"z" * 4096] * 100_000))})
+    sock = connect(thread, GET, rcvbuf=16384)
+    read_exactly(sock, 10_000)
+    closed_at = time.monotonic()
+    sock.close()  # with unread data: the kernel resets the connection
+    wait_for(lambda: producer.finally_at is not None, timeout=1.0)
+    assert producer.finally_at is not None and producer.finally_at - closed_at < 1.0
+    assert producer.produced < 100_000
+
+
+def test_producer_error_leaves_the_body_unterminated(start: Start) -> None:
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise RuntimeError("boom")
+
+    thread = start({"/stream": lambda request: StreamingResponse(failing())})
+    with connect(thread, GET) as sock:
+        _head, rest = read_head(sock)
+        chunks, ended = dechunk(read_all(sock, rest))
+        assert chunks == [b"partial"] and not ended  # the client can tell the body is incomplete
+
+
+def test_graceful_close_lets_a_stream_finish(start: Start) -> None:
+    producer = Producer()
+    thread = start(
+        {"/stream": lambda request: StreamingResponse(producer.pieces([b"a", b"b", b"c"], pause=0.2))}
+    )
+    with connect(thread, GET) as sock:
+        _head, rest = read_head(sock)
+        rest = read_until(sock, b"a\r\n", rest)
+        stopper = threading.Thread(target=thread.stop)
+        stopper.start()
+        chunks, ended = dechunk(read_all(sock, rest))
+        stopper.join(5)
+        assert chunks == [b"a", b"b", b"c"] and ended
+
+
+def test_grace_expiry_force_closes_an_endless_stream(start: Start) -> None:
+    producer = Producer()
+
+    async def endless(request: Request) -> StreamingResponse:
+        async def ticks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    await sleep(0.05)
+                    yield b"tick"
+            finally:
+                producer.finally_at = time.monotonic()
+
+        return StreamingResponse(ticks())
+
+    thread = start({"/stream": endless})
+    with connect(thread, GET) as sock:
+        read_until(sock, b"tick", read_head(sock)[1])
+        began = time.monotonic()
+        done = threading.Event()
+
+        async def close_quickly() -> None:
+            await thread.server.close(grace=0.3)
+            done.set()
+
+        thread.loop.create_task(close_quickly())
+        assert done.wait(5)
+        assert producer.finally_at is not None and 0.25 < producer.finally_at - began < 2.0
+        _chunks, ended = dechunk(read_all(sock))
+        assert not ended
