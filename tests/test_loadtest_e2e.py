@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,8 +85,8 @@ def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
     )
 
 
-def read_results(directory: Path) -> dict[str, object]:
-    data: dict[str, object] = json.loads((directory / "loadtest.json").read_text())
+def read_results(directory: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((directory / "loadtest.json").read_text())
     html = (directory / "loadtest.html").read_text()
     assert "<svg" in html and "<script" not in html
     with (directory / "loadtest.csv").open() as stream:
@@ -114,7 +115,7 @@ def test_closed_loop_sweep_against_echo(services: dict[str, str], tmp_path: Path
     assert "req/s" in done.stdout
     data = read_results(out)
     phases = data["phases"]
-    assert isinstance(phases, list) and [p["concurrency"] for p in phases] == [2, 8]
+    assert [p["concurrency"] for p in phases] == [2, 8]
     for phase in phases:
         summary = phase["summary"]
         assert summary["failed"] == 0 and summary["requests"] > 20
@@ -131,7 +132,7 @@ def test_open_loop_against_echo(services: dict[str, str], tmp_path: Path) -> Non
     url = services["echo"] + "/echo"
     done = run_cli("open", url, "--json", '{"a": 1}', "-r", "200", "-c", "16", "-d", "1", "-o", str(out))
     assert done.returncode == 0, done.stderr + done.stdout
-    (phase,) = read_results(out)["phases"]  # type: ignore[misc]
+    (phase,) = read_results(out)["phases"]
     assert phase["schedule"]["planned"] == 200
     assert phase["summary"]["requests"] + phase["schedule"]["unsent"] == 200
     assert phase["summary"]["failed"] == 0
@@ -158,7 +159,7 @@ def test_event_streams_against_stream_service(
         str(out),
     )
     assert done.returncode == 0, done.stderr + done.stdout
-    (phase,) = read_results(out)["phases"]  # type: ignore[misc]
+    (phase,) = read_results(out)["phases"]
     summary = phase["summary"]
     assert summary["failed"] == 0
     assert summary["events"] > 10 and summary["events_per_s"] > 0

@@ -18,7 +18,7 @@ from flowno_io import HttpServer, Request
 from loadtest.histogram import LogLinearHistogram
 from loadtest.report import summary_table
 from loadtest.runner import RunResult, run_scenario_async
-from loadtest.scenario import RequestSpec, Scenario
+from loadtest.scenario import Mode, RequestSpec, Scenario
 from loadtest.stats import RequestStats
 
 STALL = 0.4  # seconds the server stalls once
@@ -44,7 +44,7 @@ def stalling_handler() -> Callable[[Request], Any]:
     return handler
 
 
-def run_against_stalling_server(mode: str, **scenario_options: Any) -> RunResult:
+def run_against_stalling_server(mode: Mode, **scenario_options: Any) -> RunResult:
     server = HttpServer("127.0.0.1", 0, routes={"/": stalling_handler()})
     server.bind()
 
@@ -54,7 +54,7 @@ def run_against_stalling_server(mode: str, **scenario_options: Any) -> RunResult
             scenario = Scenario(
                 name="stall",
                 target=f"http://127.0.0.1:{server.port}",
-                mode=mode,  # type: ignore[arg-type]
+                mode=mode,
                 requests=(RequestSpec("GET /"),),
                 concurrency=(1,),
                 timeout=5.0,

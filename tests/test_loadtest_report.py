@@ -14,7 +14,7 @@ from loadtest.html_report import Series, line_chart, render_html
 from loadtest.locust_report import locust_table, read_locust_stats, total_failures
 from loadtest.report import format_table, summary_table, write_reports
 from loadtest.runner import PhaseResult, RunResult
-from loadtest.scenario import RequestSpec, Scenario
+from loadtest.scenario import Mode, RequestSpec, Scenario
 from loadtest.stats import RequestStats, StreamStats
 
 
@@ -51,10 +51,10 @@ def stream_phase(index: int, concurrency: int) -> PhaseResult:
     return phase
 
 
-def make_run(mode: str) -> RunResult:
+def make_run(mode: Mode) -> RunResult:
     spec = RequestSpec("GET /", url="http://127.0.0.1:1/")
     rates = (100.0, 400.0) if mode == "open" else ()
-    scenario = Scenario("demo <&>", "http://127.0.0.1:1", mode, (spec,), (1, 10, 100), rates, 2.0)  # type: ignore[arg-type]
+    scenario = Scenario("demo <&>", "http://127.0.0.1:1", mode, (spec,), (1, 10, 100), rates, 2.0)
     result = RunResult(
         scenario, started_at="2026-01-01T00:00:00+00:00", finished_at="2026-01-01T00:00:10+00:00"
     )
@@ -68,7 +68,7 @@ def make_run(mode: str) -> RunResult:
 
 
 @pytest.mark.parametrize("mode", ["closed", "open", "sse"])
-def test_reports_are_written_and_consistent(mode: str, tmp_path: Path) -> None:
+def test_reports_are_written_and_consistent(mode: Mode, tmp_path: Path) -> None:
     result = make_run(mode)
     paths = write_reports(result, tmp_path / "out", "run")
     assert {p.name for p in paths.values()} == {
@@ -139,7 +139,7 @@ def test_format_table_aligns_columns() -> None:
 
 
 @pytest.mark.parametrize("mode", ["closed", "open", "sse"])
-def test_html_is_self_contained_with_valid_svg_charts(mode: str) -> None:
+def test_html_is_self_contained_with_valid_svg_charts(mode: Mode) -> None:
     html = render_html(make_run(mode))
     assert html.startswith("<!DOCTYPE html>")
     assert "<script" not in html.lower()

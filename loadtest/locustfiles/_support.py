@@ -35,7 +35,7 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
-@events.init.add_listener
+@events.init.add_listener  # type: ignore[untyped-decorator]  # locust's hooks are unannotated
 def refuse_remote_hosts(environment: Environment, **_kwargs: Any) -> None:
     """Stop at start-up when a user class (or ``--host``) points beyond this machine."""
     hosts = [environment.host] if environment.host else []
@@ -88,7 +88,7 @@ def report(
     exception: BaseException | None = None,
 ) -> None:
     """Fire one request event: ``seconds`` becomes the response time (ms) in Locust's stats."""
-    environment.events.request.fire(
+    environment.events.request.fire(  # type: ignore[no-untyped-call]
         request_type=request_type,
         name=name,
         response_time=seconds * 1000.0,

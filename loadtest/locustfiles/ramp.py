@@ -28,7 +28,7 @@ class StepRampShape(LoadTestShape):
 
     def tick(self) -> tuple[int, float] | None:
         """``(users, spawn rate)`` for the current moment, or ``None`` to end the run."""
-        run_time = self.get_run_time()
+        run_time: float = self.get_run_time()  # type: ignore[no-untyped-call]
         for end, share in self.stages:
             if run_time < end * self.total_seconds:
                 users = max(1, round(share * self.peak_users))

@@ -25,14 +25,11 @@ from typing import Any
 
 from flowno import Event, EventLoop, sleep, spawn
 
+from flowno_io import HttpClient, Timeout, streaming_response_is_ok
+
 from .scenario import RequestPicker, RequestSpec, Scenario
 from .schedule import ArrivalSchedule
 from .stats import RequestStats, StreamStats, latency_summary
-
-try:
-    from flowno_io import HttpClient, Timeout, streaming_response_is_ok
-except ImportError:  # the client is not re-exported from flowno_io yet
-    from flowno_io._client import HttpClient, Timeout, streaming_response_is_ok
 
 __all__ = ["PhaseResult", "RunResult", "run_scenario", "run_scenario_async"]
 
@@ -240,7 +237,7 @@ class _Phase:
     ready task) is not part of the measured time.
     """
 
-    def __init__(self, scenario: Scenario, result: PhaseResult, client: Any) -> None:
+    def __init__(self, scenario: Scenario, result: PhaseResult, client: HttpClient) -> None:
         self.scenario = scenario
         self.result = result
         self.client = client
@@ -322,7 +319,7 @@ class LoadRunner:
                 await ticker.join()
         return self.result
 
-    def _new_client(self, concurrency: int) -> Any:
+    def _new_client(self, concurrency: int) -> HttpClient:
         limit = self.scenario.timeout
         streaming = self.scenario.mode == "sse"
         options: dict[str, Any] = {

@@ -389,7 +389,7 @@ def scenario_from_mapping(data: Mapping[str, Any], default_name: str = "scenario
     return Scenario(
         name=str(data.get("name", default_name)),
         target=str(data.get("target", "http://127.0.0.1:8080")),
-        mode=cast(Mode, mode),
+        mode=mode,
         requests=requests,
         concurrency=_number_list(data.get("concurrency", 10), "concurrency", int),
         rates=_number_list(data["rate"], "rate", float) if "rate" in data else (),
