@@ -8,7 +8,7 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install test lint
+.PHONY: help install test lint run-services loadtest
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
@@ -26,3 +26,9 @@ lint: install ## ruff (lint + format check) and mypy --strict on the library
 	$(PY) -m ruff check packages/flowno-io
 	$(PY) -m ruff format --check packages/flowno-io
 	$(PY) -m mypy
+
+run-services: install ## Start the echo (:8080) and stream (:8081) services; Ctrl-C stops both
+	bash scripts/run-services.sh
+
+loadtest: install ## Start the services, run the orchestrator sweep and a short Locust run (DURATION=5)
+	bash scripts/loadtest.sh
