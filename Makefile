@@ -14,7 +14,7 @@ help: ## List the targets
 
 .venv/.synced: pyproject.toml uv.lock packages/flowno-io/pyproject.toml services/echo/pyproject.toml services/stream/pyproject.toml loadtest/pyproject.toml
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --all-packages --locked
+	$(UV) sync --all-packages --locked --inexact
 	@touch $@
 
 install: .venv/.synced ## Install uv if missing, then sync every workspace member into .venv/
