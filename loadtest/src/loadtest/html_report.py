@@ -329,7 +329,7 @@ def _timeline_charts(result: RunResult) -> list[str]:
     latency_name = "time to first event" if sse else "latency"
     return [
         line_chart(
-            f"{rate_series.name} over time",
+            "Events per second over time" if sse else "Throughput over time",
             [rate_series],
             "seconds since the run started",
             rate_series.name,
