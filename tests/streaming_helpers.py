@@ -16,6 +16,31 @@ from flowno_io.testing import ServerThread
 
 Start = Callable[..., ServerThread]
 
+# The server every subprocess test runs: /slow?s=SECONDS, /events (an endless event stream).
+SERVER_SCRIPT = """
+import os, sys
+from flowno import sleep
+from flowno_io import EventSourceResponse, HttpServer, run
+
+async def slow(request):
+    await sleep(float(request.query_params.get("s", "1")))
+    return {"pid": os.getpid(), "done": True}
+
+def events(request):
+    async def forever():
+        yield "hello"
+        await sleep(3600)
+    return EventSourceResponse(forever())
+
+def pid(request):
+    return {"pid": os.getpid()}
+
+def make():
+    return HttpServer(routes={"/slow": slow, "/events": events, "/pid": pid})
+
+sys.exit(run(make, workers=int(sys.argv[1]), port=0, on_ready=lambda port: print(port, flush=True)))
+"""
+
 
 def server_threads() -> Iterator[Start]:
     """Body of a ``start`` fixture: ``start(routes, **server_options)`` serves in a thread, and

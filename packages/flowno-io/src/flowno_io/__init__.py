@@ -40,6 +40,7 @@ from ._server import HttpServer, ResponseWriter
 from ._sse import ServerSentEvent, SSEDecoder
 from ._stream import SocketStream, open_tcp_stream
 from ._streaming_response import EventSourceResponse, StreamingResponse, StreamInterrupted
+from ._workers import run
 
 __all__ = [
     "ClosedResourceError",
@@ -79,5 +80,6 @@ __all__ = [
     "WriteError",
     "WriteTimeout",
     "open_tcp_stream",
+    "run",
     "streaming_response_is_ok",
 ]

@@ -1,0 +1,215 @@
+"""EventSourceResponse over real sockets, read by code we did not write (httpx + httpx-sse) and raw."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from flowno import sleep
+from httpx_sse import connect_sse
+from streaming_helpers import (
+    Start,
+    connect,
+    dechunk,
+    read_all,
+    read_head,
+    read_until,
+    server_threads,
+    wait_for,
+)
+
+from flowno_io import EventSourceResponse, Request, ServerSentEvent, Topic
+
+GET = b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n"
+PING_CHUNK = b"8\r\n: ping\n\n\r\n"  # encode_comment("ping") framed as one chunk
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    yield from server_threads()
+
+
+def _events(url: str, headers: dict[str, str] | None = None) -> tuple[httpx.Headers, list[tuple[Any, ...]]]:
+    with httpx.Client(timeout=5) as client, connect_sse(client, "GET", url, headers=headers or {}) as source:
+        seen = [(e.event, e.data, e.id, e.retry) for e in source.iter_sse()]
+        return source.response.headers, seen
+
+
+def test_httpx_sse_reads_exactly_what_was_sent(start: Start) -> None:
+    sent: list[Any] = [
+        ServerSentEvent(comment="a comment: not an event"),
+        ServerSentEvent("hello"),
+        ServerSentEvent("line 1\nline 2", event="multi", id="1"),
+        ServerSentEvent({"n": 1, "s": "\u00e9"}, event="json", id="2", retry=1500),
+        ServerSentEvent("", event="empty"),
+        "plain str",
+        {"k": [1, 2]},
+        ServerSentEvent("crlf\r\nsplit\rhere", id="3"),
+        b"event: raw\ndata: pre-encoded\n\n",
+        ServerSentEvent("\u00fcn\u00efc\u00f6d\u00e9 \u2713"),
+    ]
+    expected = [
+        ("message", "hello", "", None),
+        ("multi", "line 1\nline 2", "1", None),
+        ("json", '{"n":1,"s":"\u00e9"}', "2", 1500),
+        ("empty", "", "2", None),
+        ("message", "plain str", "2", None),
+        ("message", '{"k":[1,2]}', "2", None),
+        ("message", "crlf\nsplit\nhere", "3", None),
+        ("raw", "pre-encoded", "3", None),
+        ("message", "\u00fcn\u00efc\u00f6d\u00e9 \u2713", "3", None),
+    ]
+
+    async def events(request: Request) -> EventSourceResponse:
+        async def produce() -> AsyncIterator[Any]:
+            for item in sent:
+                await sleep(0)
+                yield item
+
+        return EventSourceResponse(produce(), ping_interval=None)
+
+    thread = start({"/events": events})
+    headers, seen = _events(thread.url + "/events")
+    assert seen == expected
+    assert headers["content-type"] == "text/event-stream"
+    assert headers["cache-control"] == "no-cache"
+    assert headers["x-accel-buffering"] == "no"
+    assert headers["transfer-encoding"] == "chunked"
+
+
+def test_last_event_id_lets_the_handler_resume(start: Start) -> None:
+    def events(request: Request) -> EventSourceResponse:
+        first = int(request.last_event_id or 0) + 1
+        return EventSourceResponse(ServerSentEvent(f"event {n}", id=str(n)) for n in range(first, first + 3))
+
+    thread = start({"/events": events})
+    assert [e[2] for e in _events(thread.url + "/events")[1]] == ["1", "2", "3"]
+    resumed = _events(thread.url + "/events", headers={"Last-Event-ID": "41"})[1]
+    assert [(e[1], e[2]) for e in resumed] == [("event 42", "42"), ("event 43", "43"), ("event 44", "44")]
+
+
+def test_heartbeats_while_idle_and_none_while_events_flow(start: Start) -> None:
+    finally_at: list[float] = []
+
+    async def busy_then_idle(request: Request) -> EventSourceResponse:
+        async def produce() -> AsyncIterator[str]:
+            try:
+                for n in range(10):  # 0.3 s of events, closer together than the ping interval
+                    await sleep(0.03)
+                    yield f"busy {n}"
+                await sleep(3600)
+            finally:
+                finally_at.append(time.monotonic())
+
+        return EventSourceResponse(produce(), ping_interval=0.15)
+
+    thread = start({"/events": busy_then_idle})
+    sock = connect(thread, GET)
+    _head, rest = read_head(sock)
+    busy = read_until(sock, b"busy 9\n\n\r\n", rest)
+    assert PING_CHUNK not in busy
+    began = time.monotonic()
+    idle = read_until(sock, PING_CHUNK * 2, busy[busy.index(b"busy 9") :])
+    assert 0.25 < time.monotonic() - began < 1.5  # two pings, 0.15 s apart, after 0.15 s of silence
+    assert idle.endswith(PING_CHUNK * 2)  # whole chunks, between events: framing intact
+    closed_at = time.monotonic()
+    sock.close()
+    wait_for(lambda: finally_at, timeout=1.0)
+    assert finally_at[0] - closed_at < 1.0
+
+
+def test_http10_event_stream_is_raw_until_close(start: Start) -> None:
+    thread = start({"/events": lambda request: EventSourceResponse(["a", ServerSentEvent("b", event="x")])})
+    with connect(thread, b"GET /events HTTP/1.0\r\n\r\n") as sock:
+        head, rest = read_head(sock)
+        assert b"transfer-encoding" not in head.lower()
+        assert read_all(sock, rest) == b"data: a\n\nevent: x\ndata: b\n\n"
+
+
+def test_shutdown_ends_streams_with_the_final_event(start: Start) -> None:
+    finally_ran = threading.Event()
+
+    async def endless(request: Request) -> EventSourceResponse:
+        async def produce() -> AsyncIterator[ServerSentEvent]:
+            try:
+                yield ServerSentEvent("hello", id="1")
+                await sleep(3600)
+            finally:
+                finally_ran.set()
+
+        goodbye = ServerSentEvent("restarting", event="bye", retry=500)
+        return EventSourceResponse(produce(), shutdown_event=goodbye)
+
+    thread = start({"/events": endless}, write_timeout=5.0)
+    seen: list[tuple[Any, ...]] = []
+
+    def listen() -> None:
+        seen.extend(_events(thread.url + "/events")[1])
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    wait_for(lambda: thread.server.open_connections == 1)
+    time.sleep(0.1)
+    began = time.monotonic()
+    thread.stop()  # close(): the stream ends at once, not after the 10 s grace
+    listener.join(5)
+    assert time.monotonic() - began < 2.0
+    assert finally_ran.is_set()
+    assert seen == [("message", "hello", "1", None), ("bye", "restarting", "1", 500)]
+
+
+def test_shutdown_comment_and_clean_end_by_default(start: Start) -> None:
+    thread = start({"/events": lambda request: EventSourceResponse(_forever())})
+    with connect(thread, GET) as sock:
+        _head, rest = read_head(sock)
+        rest = read_until(sock, b"data: first", rest)
+        stopper = threading.Thread(target=thread.stop)
+        stopper.start()
+        body = read_all(sock, rest)
+        stopper.join(5)
+    chunks, ended = dechunk(body[body.index(b"\r\n", body.index(b"data: first")) + 2 :])
+    assert chunks == [b": server shutting down\n\n"] and ended
+
+
+async def _forever() -> AsyncIterator[str]:
+    yield "first"
+    await sleep(3600)
+
+
+def test_fan_out_from_a_topic_and_unsubscribe_on_disconnect(start: Start) -> None:
+    topic: Topic[bytes] = Topic(max_buffer=16)
+    thread = start({"/events": lambda request: EventSourceResponse(topic.subscribe(), ping_interval=None)})
+    clients = 3
+    received: list[list[str]] = [[] for _ in range(clients)]
+
+    def listen(slot: int) -> None:
+        with httpx.Client(timeout=5) as client, connect_sse(client, "GET", thread.url + "/events") as source:
+            for event in source.iter_sse():
+                received[slot].append(event.data)
+                if event.data == "4":
+                    return  # closes the connection mid-stream
+
+    listeners = [threading.Thread(target=listen, args=(slot,)) for slot in range(clients)]
+    for listener in listeners:
+        listener.start()
+    wait_for(lambda: topic.subscribers == clients)
+
+    async def publish() -> None:
+        for n in range(5):
+            topic.publish(ServerSentEvent(str(n), id=str(n)).encode())  # encoded once for everyone
+            await sleep(0.01)
+
+    thread.loop.create_task(publish())
+    for listener in listeners:
+        listener.join(5)
+    assert received == [["0", "1", "2", "3", "4"]] * clients
+    wait_for(lambda: topic.subscribers == 0, timeout=1.0)  # each disconnect closed its subscription
+
+
+def test_ping_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="ping_interval"):
+        EventSourceResponse([], ping_interval=0)
