@@ -23,6 +23,7 @@ from loadtest.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "loadtest" / "scenarios"
+LOCUSTFILES = ROOT / "loadtest" / "locustfiles"
 LOCUST = Path(sys.executable).with_name("locust")
 START_TIMEOUT = 20.0
 
@@ -219,3 +220,19 @@ def test_locust_headless_run_has_no_failures(services: dict[str, str], tmp_path:
     with Path(f"{prefix}_exceptions.csv").open() as stream:
         assert len(list(csv.DictReader(stream))) == 0
     assert (tmp_path / "locust.html").stat().st_size > 1000
+
+
+def test_locustfiles_refuse_a_remote_host_before_any_traffic(tmp_path: Path) -> None:
+    env = {**os.environ, "ECHO_URL": "http://192.0.2.10:80"}
+    env.pop("LOADTEST_ALLOW_REMOTE", None)
+    done = subprocess.run(
+        [str(LOCUST), "--config", str(ROOT / "loadtest" / "locust.conf"), "-f", str(LOCUSTFILES / "echo.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "refusing to load-test http://192.0.2.10:80" in done.stderr
