@@ -1,0 +1,175 @@
+"""The bad-input corpus: each raw request in ``tests/corpus/requests/`` gets the outcome that
+``expected.toml`` names for it, over a real socket, from one server for the whole module.
+
+Request smuggling variants, header injection, control bytes, overlong lines, too many headers,
+odd methods, targets and versions. Each file is also fed to the sans-IO parser whole and one byte
+at a time: both must see the same requests and fail with the same status.
+"""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from rawhttp import read_response, read_responses, read_until_closed, status_of
+
+from flowno_io import HttpServer, Request, Response
+from flowno_io._errors import RemoteProtocolError
+from flowno_io._http11 import RequestHead, RequestParser
+from flowno_io.testing import ServerThread
+
+CORPUS = Path(__file__).parent / "corpus" / "requests"
+#: The body of GET /admin: it must never reach a client (a smuggled request was answered).
+SMUGGLED = b"SMUGGLED"
+GET_HELLO = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+#: Statuses the routing answers on a connection it keeps; every other 4xx/5xx closes it.
+_ROUTING_STATUSES = {404, 405}
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the server must do with one corpus file (see ``expected.toml``)."""
+
+    statuses: tuple[int, ...]
+    then: Literal["close", "open"]
+    why: str
+    xfail: str | None = None
+
+
+def load_expectations() -> dict[str, Expectation]:
+    """``expected.toml`` as ``{file name: Expectation}``."""
+    table = tomllib.loads((CORPUS / "expected.toml").read_text())
+    expectations = {}
+    for name, entry in table.items():
+        assert entry["then"] in ("close", "open"), name
+        expectations[name] = Expectation(
+            tuple(entry["statuses"]), entry["then"], entry["why"], entry.get("xfail")
+        )
+    return expectations
+
+
+EXPECTATIONS = load_expectations()
+
+
+def _params() -> list[object]:
+    params: list[object] = []
+    for name, expectation in sorted(EXPECTATIONS.items()):
+        marks = []
+        if expectation.xfail:
+            marks.append(pytest.mark.xfail(reason=expectation.xfail, raises=AssertionError, strict=True))
+        params.append(pytest.param(name, marks=marks, id=name.removesuffix(".http")))
+    return params
+
+
+def corpus_server() -> HttpServer:
+    """The server every corpus file is sent to (default limits; 0.5 s header and keep-alive timeouts)."""
+    server = HttpServer("127.0.0.1", 0, header_timeout=0.5, keepalive_timeout=0.5)
+    server.add_route("/hello", lambda request: "Hello", methods=["GET"])
+    server.add_route("/admin", lambda request: SMUGGLED, methods=["GET"])
+
+    async def echo(request: Request) -> Response:
+        return Response(await request.body(), content_type="application/octet-stream")
+
+    server.add_route("/echo", echo, methods=["POST"])
+    return server
+
+
+@pytest.fixture(scope="module")
+def corpus_url() -> Iterator[str]:
+    """One server for the module; afterwards no task raised and no connection is left open."""
+    thread = ServerThread(corpus_server())
+    url = thread.start()
+    try:
+        yield url
+    finally:
+        thread.stop()
+    assert thread.loop.exceptions == {}, f"exceptions escaped into the loop: {thread.loop.exceptions}"
+    assert thread.server.open_connections == 0
+
+
+def split_responses(data: bytes) -> list[bytes]:
+    """Content-Length-framed responses (every corpus answer is one), exactly covering ``data``."""
+    responses = []
+    while data:
+        head_end = data.find(b"\r\n\r\n")
+        assert head_end > 0, f"not a response head: {data[:200]!r}"
+        length = 0
+        for line in data[:head_end].split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        end = head_end + 4 + length
+        assert len(data) >= end, f"response cut short: {data!r}"
+        responses.append(data[:end])
+        data = data[end:]
+    return responses
+
+
+def check_response_rules(response: bytes) -> None:
+    """The rules every corpus response obeys, whatever the request."""
+    head = response.split(b"\r\n\r\n", 1)[0].lower()
+    assert SMUGGLED not in response, "a smuggled request was answered"
+    assert b"\r\nset-cookie:" not in head, "a header was injected into the response"
+    status = status_of(response)
+    if status >= 400 and status not in _ROUTING_STATUSES:
+        assert b"\r\nconnection: close\r\n" in head + b"\r\n", f"{status} without Connection: close"
+
+
+def test_every_corpus_file_has_an_expectation_and_every_expectation_a_file() -> None:
+    files = {path.name for path in CORPUS.glob("*.http")}
+    assert files == set(EXPECTATIONS)
+    assert len(files) >= 80
+
+
+@pytest.mark.parametrize("name", _params())
+def test_corpus_request_over_a_socket(corpus_url: str, name: str) -> None:
+    expected = EXPECTATIONS[name]
+    raw = (CORPUS / name).read_bytes()
+    host, port = corpus_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        if raw:
+            sock.sendall(raw)
+        if expected.then == "close":
+            responses = split_responses(read_until_closed(sock, timeout=5))
+        else:
+            responses = read_responses(sock, len(expected.statuses)) if expected.statuses else []
+        for response in responses:
+            check_response_rules(response)
+        assert tuple(status_of(r) for r in responses) == expected.statuses, expected.why
+        if expected.then == "open":
+            sock.sendall(GET_HELLO)
+            assert read_response(sock).endswith(b"\r\n\r\nHello"), "the connection was not kept usable"
+
+
+def parse(chunks: list[bytes]) -> tuple[list[tuple[str, bytes, str]], int | None]:
+    """The request heads the parser sees in ``chunks``, and the status of its error if any."""
+    parser = RequestParser()
+    heads: list[tuple[str, bytes, str]] = []
+    error: int | None = None
+    for chunk in chunks:
+        try:
+            parser.feed(chunk)
+        except RemoteProtocolError as exc:
+            error = exc.status_hint
+        while (event := parser.next_event()) is not None:
+            if isinstance(event, RequestHead):
+                heads.append((event.method, event.target, event.http_version))
+        if error is not None:
+            break
+    return heads, error
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTATIONS), ids=lambda name: name.removesuffix(".http"))
+def test_corpus_request_parses_the_same_whole_and_byte_at_a_time(name: str) -> None:
+    raw = (CORPUS / name).read_bytes()
+    whole = parse([raw])
+    assert parse([raw[i : i + 1] for i in range(len(raw))]) == whole
+    error = whole[1]
+    expected = EXPECTATIONS[name]
+    if error is not None and not expected.xfail and expected.statuses:
+        assert expected.statuses[-1] == error  # the status the wire test sees comes from the parser
