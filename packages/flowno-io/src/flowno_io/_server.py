@@ -54,6 +54,7 @@ from ._http11 import (
 from ._models import Response
 from ._request import Request
 from ._routing import MethodNotAllowed, NotFound, Router
+from ._shutdown import ShutdownSignals
 from ._stream import SocketStream, wait_readable
 
 __all__ = [
@@ -395,6 +396,7 @@ class HttpServer:
         listener_fd = listener.fileno()
         wake_fd = wake_reader.fileno()
         parked = self._parked
+        signals = await ShutdownSignals.install(self)  # SIGINT/SIGTERM → close(), on the main thread
         logger.info("serving on http://%s:%s", self.host, self.port)
         try:
             while not self._closing:
@@ -413,6 +415,8 @@ class HttpServer:
                             await self._on_readable(connection)
         finally:
             await self._shut_down(listener)
+            if signals is not None:
+                signals.uninstall()
             epoll.close()
             wake_reader.close()
             self._wake_writer.close()
