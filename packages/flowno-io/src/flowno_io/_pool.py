@@ -9,7 +9,9 @@ At most ``max_connections_per_host`` connections exist per origin; further reque
 order, and a released connection is handed straight to the first waiter. There is no background
 task: expiry is checked when connections are taken or returned, and waiting uses a
 :class:`~flowno_io._wakeup.Wakeup` (set without awaiting by the releasing task) with a
-:mod:`flowno_io._clock` timer for the pool timeout.
+:mod:`flowno_io._clock` timer for the pool timeout. Plain-TCP connections wait for response bytes
+through the pool's :class:`~flowno_io._reactor.Reactor` (one flowno wait for all of them); TLS
+connections wait through their stream.
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ from collections.abc import AsyncIterable
 from time import monotonic
 from typing import TypeAlias
 
-from ._clock import get_clock
+from ._clock import Timer, get_clock
 from ._errors import (
     ClosedResourceError,
     ConnectTimeout,
     HttpError,
     PoolTimeout,
+    ReadError,
     ReadTimeout,
     TotalTimeout,
     WriteTimeout,
 )
 from ._http11_client import CHUNKED_END, ResponseParser, encode_chunk
+from ._reactor import Reactor, ReadWaiter
 from ._stream import SocketStream, open_tcp_stream
 from ._tls import TlsStream
 from ._wakeup import Wakeup
@@ -95,13 +99,36 @@ class Connection:
     stopped reading).
     """
 
-    __slots__ = ("_host", "_pool", "idle_since", "in_use", "origin", "parser", "requests", "stream")
+    __slots__ = (
+        "_host",
+        "_pool",
+        "_timed_out",
+        "_timer",
+        "_waiter",
+        "idle_since",
+        "in_use",
+        "origin",
+        "parser",
+        "requests",
+        "stream",
+    )
 
-    def __init__(self, pool: ConnectionPool, host: _HostPool, origin: Origin, stream: Stream) -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        host: _HostPool,
+        origin: Origin,
+        stream: Stream,
+        waiter: ReadWaiter | None = None,
+    ) -> None:
         self._pool = pool
         self._host = host
         self.origin = origin
         self.stream = stream
+        # Plain TCP connections wait for responses through the pool's reactor (see _reactor.py).
+        self._waiter = waiter
+        self._timer: Timer | None = None
+        self._timed_out = False
         self.parser: ResponseParser | None = None
         #: Requests sent on this connection before the current one.
         self.requests = 0
@@ -145,7 +172,10 @@ class Connection:
         self, parser: ResponseParser, read_timeout: float | None, deadline: float | None
     ) -> None:
         try:
-            data = await self.stream.receive_some(RECEIVE_SIZE, timeout=read_timeout, deadline=deadline)
+            if self._waiter is None:
+                data = await self.stream.receive_some(RECEIVE_SIZE, timeout=read_timeout, deadline=deadline)
+            else:
+                data = await self._receive_plain(self._waiter, read_timeout, deadline)
             if data:
                 parser.feed(data)
             else:
@@ -153,6 +183,50 @@ class Connection:
         except BaseException as exc:
             self.abort()
             raise self._translate(exc, deadline) from exc
+
+    async def _receive_plain(
+        self, waiter: ReadWaiter, read_timeout: float | None, deadline: float | None
+    ) -> bytes:
+        """``SocketStream.receive_some`` with the wait done by the pool's reactor."""
+        stream = self.stream
+        if stream.closed:
+            raise ClosedResourceError("stream is closed")
+        sock = stream.sock
+        try:
+            return sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise ReadError(f"receive failed: {exc}") from exc
+        limit = deadline
+        if read_timeout is not None:
+            expiry = monotonic() + read_timeout
+            limit = expiry if limit is None else min(limit, expiry)
+        timer = None
+        if limit is not None:
+            timer = self._timer
+            if timer is None:
+                timer = self._timer = get_clock().timer(self._on_deadline)
+            await timer.arm_at(limit)
+        try:
+            reactor = self._pool._reactor
+            while True:
+                await reactor.wait_readable(waiter)
+                if self._timed_out:
+                    raise ReadTimeout("timed out waiting for data")
+                try:
+                    return sock.recv(RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise ReadError(f"receive failed: {exc}") from exc
+        finally:
+            if timer is not None:
+                timer.disarm()
+
+    def _on_deadline(self) -> None:
+        self._timed_out = True
+        self.stream.shutdown()  # makes the socket ready: its waiter wakes and sees the flag
 
     async def receive_head(self, *, read_timeout: float | None, deadline: float | None) -> ResponseParser:
         """Read until the response head is complete and return the parser holding it."""
@@ -285,9 +359,17 @@ class ConnectionPool:
         self.keepalive_expiry = keepalive_expiry
         self._hosts: dict[Origin, _HostPool] = {}
         self._in_use: set[Connection] = set()
+        self._reactor_instance: Reactor | None = None
         self.closed = False
         #: Connections opened so far (for tests and stats).
         self.connections_opened = 0
+
+    @property
+    def _reactor(self) -> Reactor:
+        reactor = self._reactor_instance
+        if reactor is None:
+            reactor = self._reactor_instance = Reactor()
+        return reactor
 
     # -- taking -----------------------------------------------------------------------------
 
@@ -396,7 +478,10 @@ class ConnectionPool:
             stream.close()
             host.active -= 1
             raise ClosedResourceError("the client was closed")
-        connection = Connection(self, host, origin, stream)
+        waiter = None
+        if isinstance(stream, SocketStream):
+            waiter = self._reactor.register(stream.sock.fileno())
+        connection = Connection(self, host, origin, stream, waiter)
         self._in_use.add(connection)
         return connection
 
@@ -478,3 +563,5 @@ class ConnectionPool:
 
         for connection in self._in_use:
             connection.stream.shutdown()
+        if self._reactor_instance is not None:
+            self._reactor_instance.close()

@@ -1,0 +1,121 @@
+"""The pool's reactor: many connections waiting on one private epoll, one leader task parked on it.
+
+What must hold: every waiter is woken when its socket is ready, whoever leads; the lead passes on
+when the leader's own response arrives or the leader is interrupted; nothing stays parked after
+the last request (the loop finishes)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from client_servers import RawServer, read_request, response_bytes
+from flowno import sleep, spawn
+from flowno.core.event_loop.tasks import TaskCancelled
+
+from flowno_io import ClosedResourceError, HttpClient
+from flowno_io._reactor import Reactor
+from flowno_io._wakeup import interrupt
+from flowno_io.testing import run
+
+
+@pytest.fixture
+def staggered() -> Iterator[RawServer]:
+    """Answers ``/<delay>`` after ``delay`` seconds, on every connection."""
+
+    def script(conn: socket.socket, index: int) -> None:
+        while request := read_request(conn):
+            delay = float(request.split(b" ", 2)[1].lstrip(b"/") or 0)
+            time.sleep(delay)
+            conn.sendall(response_bytes(b"after %.2f" % delay))
+
+    server = RawServer(script).start()
+    yield server
+    server.stop()
+
+
+def test_leader_answered_first_hands_over(staggered: RawServer) -> None:
+    # The first task to wait leads; its answer comes first, the others must still be woken.
+    async def fetch(client: HttpClient, delay: float) -> bytes:
+        return (await client.get(f"{staggered.url}/{delay}")).body
+
+    async def main() -> list[bytes]:
+        async with HttpClient() as client:
+            tasks = [await spawn(fetch(client, delay)) for delay in (0.05, 0.2, 0.1, 0.3)]
+            return [await task.join() for task in tasks]
+
+    started = time.monotonic()
+    assert run(main()) == [b"after 0.05", b"after 0.20", b"after 0.10", b"after 0.30"]
+    assert time.monotonic() - started < 2.0
+    assert staggered.connections == 4
+
+
+def test_interrupted_leader_hands_over(staggered: RawServer) -> None:
+    async def fetch(client: HttpClient, delay: float) -> Any:
+        try:
+            return (await client.get(f"{staggered.url}/{delay}")).body
+        except TaskCancelled:
+            return "interrupted"
+
+    async def main() -> list[Any]:
+        async with HttpClient() as client:
+            leader = await spawn(fetch(client, 1.0))
+            await sleep(0.02)  # the leader is parked on the epoll
+            follower = await spawn(fetch(client, 0.1))
+            await sleep(0.02)
+            assert interrupt(leader.raw_task, TaskCancelled(leader))
+            return [await leader.join(), await follower.join()]
+
+    assert run(main()) == ["interrupted", b"after 0.10"]
+
+
+def test_many_waiters_and_timeouts_mixed(staggered: RawServer) -> None:
+    async def fetch(client: HttpClient, delay: float) -> str:
+        try:
+            return (await client.get(f"{staggered.url}/{delay}", timeout=0.25)).text
+        except TimeoutError:
+            return "timeout"
+
+    async def main() -> list[str]:
+        async with HttpClient() as client:
+            delays = [0.0, 0.5, 0.02, 0.6, 0.05, 0.0] * 3
+            tasks = [await spawn(fetch(client, delay)) for delay in delays]
+            return [await task.join() for task in tasks]
+
+    results = run(main())
+    expected = [
+        "timeout" if delay > 0.25 else f"after {delay:.2f}" for delay in [0.0, 0.5, 0.02, 0.6, 0.05, 0.0] * 3
+    ]
+    assert results == expected
+
+
+def test_wait_after_close_is_refused() -> None:
+    reactor = Reactor()
+    left, right = socket.socketpair()
+    try:
+        waiter = reactor.register(left.fileno())
+        reactor.close()
+
+        async def main() -> None:
+            await reactor.wait_readable(waiter)
+
+        with pytest.raises(ClosedResourceError):
+            run(main())
+    finally:
+        left.close()
+        right.close()
+
+
+def test_loop_finishes_when_nothing_waits(staggered: RawServer) -> None:
+    async def main() -> None:
+        client = HttpClient(timeout=None)  # no timers: only the reactor could keep the loop alive
+        for delay in (0.0, 0.01):
+            await client.get(f"{staggered.url}/{delay}")
+        # not closed on purpose: an idle pool must not keep run_until_complete waiting
+
+    started = time.monotonic()
+    run(main())
+    assert time.monotonic() - started < 1.0
