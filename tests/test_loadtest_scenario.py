@@ -102,6 +102,9 @@ def test_unbounded_scenario_is_refused() -> None:
     spec = RequestSpec("r")
     with pytest.raises(ScenarioError, match="bounded"):
         Scenario("s", "http://127.0.0.1:1", "closed", (spec,), duration=None, count=None)
+    with pytest.raises(ScenarioError, match="stream may never end"):
+        Scenario("s", "http://127.0.0.1:1", "sse", (spec,), duration=None, count=10)
+    assert parse_scenario('mode = "sse"\ncount = 3\n[[request]]\npath = "/"').duration == 10.0
 
 
 @pytest.mark.parametrize(

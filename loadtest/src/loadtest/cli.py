@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -236,7 +237,9 @@ def _scenario_from_url(args: argparse.Namespace) -> Scenario:
         requests=(spec,),
         concurrency=args.concurrency or (10,),
         rates=tuple(args.rate) if args.command == "open" else (),
-        duration=args.duration if args.duration is not None or args.count is not None else DEFAULT_DURATION,
+        duration=args.duration
+        if args.duration is not None or (args.count is not None and args.command != "sse")
+        else DEFAULT_DURATION,
         count=args.count,
         timeout=args.timeout if args.timeout is not None else DEFAULT_TIMEOUT,
         think_time=args.think or 0.0,
@@ -255,6 +258,8 @@ def _scenario_from_file(args: argparse.Namespace) -> Scenario:
     if args.duration is not None or args.count is not None:
         changes["duration"] = args.duration
         changes["count"] = args.count
+        if args.duration is None and scenario.mode == "sse":
+            changes["duration"] = scenario.duration  # a count cannot bound a stream that never ends
     if args.timeout is not None:
         changes["timeout"] = args.timeout
     if args.think is not None:
@@ -305,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     except OSError as exc:
         parser.exit(2, f"{parser.prog}: error: cannot read the scenario: {exc}\n")
+    # Warnings and errors only; flowno's loop dumps its state as warnings on Ctrl-C, which says
+    # nothing about the load test.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("flowno.core.event_loop.event_loop").setLevel(logging.ERROR)
     progress = ProgressLine(enabled=args.progress)
     if not args.quiet:
         phases = ", ".join(

@@ -372,16 +372,28 @@ class LoadRunner:
             for handle in handles:
                 await handle.join()
         finally:
-            result.elapsed = perf_counter() - phase.start if phase.start != math.inf else 0.0
-            if phase.schedule is not None:
-                result.unsent = phase.schedule.unsent
-                result.behind = phase.schedule.behind()
-            client.close()
-            self._current = None
-            if self.progress is not None:
-                self.progress(None)
+            self._close_phase(phase)
         result.finished = True
         return result
+
+    def _close_phase(self, phase: _Phase) -> None:
+        """Fill in the phase's elapsed time and schedule outcome, and close its client."""
+        result = phase.result
+        result.elapsed = perf_counter() - phase.start if phase.start != math.inf else 0.0
+        if phase.schedule is not None:
+            result.unsent = phase.schedule.unsent
+            result.behind = phase.schedule.behind()
+        phase.client.close()
+        self._current = None
+        if self.progress is not None:
+            self.progress(None)
+
+    def abort(self) -> None:
+        """Wrap up after the loop was stopped from outside (Ctrl-C): the running phase is partial."""
+        self.result.interrupted = True
+        self.result.finished_at = _now_iso()
+        if self._current is not None:
+            self._close_phase(self._current)
 
     # -- users ----------------------------------------------------------------------------------
 
@@ -565,7 +577,7 @@ def run_scenario(
     try:
         EventLoop().run_until_complete(runner.run(), join=True)
     except KeyboardInterrupt:
-        runner.result.interrupted = True
+        runner.abort()
     finally:
         if progress is not None:
             progress(None)

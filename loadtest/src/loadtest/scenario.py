@@ -21,9 +21,9 @@ A scenario file (parsed with the standard library's ``tomllib``)::
     weight = 5                         # relative frequency among the requests
     expect_status = [200]              # default: any 2xx
 
-Every scenario is bounded: a phase needs a ``duration`` or a ``count`` (or both), and each
-request a ``timeout``. Targets must be loopback addresses unless remote ones are explicitly
-allowed (:func:`check_target`).
+Every scenario is bounded: a phase needs a ``duration`` or a ``count`` (or both; SSE phases always
+have a duration, as a stream may never end), and each request a ``timeout``. Targets must be
+loopback addresses unless remote ones are explicitly allowed (:func:`check_target`).
 
 Example:
     >>> scenario = parse_scenario('''
@@ -215,6 +215,10 @@ class Scenario:
             raise ScenarioError("concurrency levels must be positive integers")
         if self.duration is None and self.count is None:
             raise ScenarioError("a scenario needs a duration or a count: every run must be bounded")
+        if self.mode == "sse" and self.duration is None:
+            raise ScenarioError(
+                "sse mode needs a duration: a stream may never end, so a count cannot bound it"
+            )
         if self.duration is not None and not self.duration > 0:
             raise ScenarioError("duration must be positive")
         if self.count is not None and self.count < 1:
@@ -380,9 +384,9 @@ def scenario_from_mapping(data: Mapping[str, Any], default_name: str = "scenario
     )
     duration = data.get("duration")
     count = data.get("count")
-    if duration is None and count is None:
-        duration = DEFAULT_DURATION
     mode = str(data.get("mode", "closed"))
+    if duration is None and (count is None or mode == "sse"):
+        duration = DEFAULT_DURATION
     if mode not in MODES:
         raise ScenarioError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     seed = data.get("seed")
