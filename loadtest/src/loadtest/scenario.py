@@ -48,6 +48,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import itertools
+import json
 import random
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -55,8 +56,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeAlias, cast
 from urllib.parse import urlsplit
-
-import orjson
 
 __all__ = [
     "DEFAULT_DURATION",
@@ -342,7 +341,7 @@ def _request_spec(raw: Mapping[str, Any], index: int, common_headers: Mapping[st
     if "json" in raw and "body" in raw:
         raise ScenarioError(f"{where}: give either body or json, not both")
     if "json" in raw:
-        body = orjson.dumps(raw["json"])
+        body = json.dumps(raw["json"], separators=(",", ":"), ensure_ascii=False).encode()
         if not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = "application/json"
     elif "body" in raw:
