@@ -43,7 +43,7 @@ def test_make_loadtest_script_runs_end_to_end_and_cleans_up(tmp_path: Path) -> N
     assert (out / "locust" / "locust_stats.csv").is_file()
     assert (out / "locust" / "locust.html").is_file()
     summary = (out / "summary.txt").read_text()
-    assert "echo mix (closed loop)" in summary and "Aggregated" in summary
+    assert "echo mix: closed loop on" in summary and "Aggregated" in summary
     assert "summary" in done.stdout and str(out / "closed" / "loadtest.html") in done.stdout
     pid_files = sorted((out / "logs").glob("*.pid"))
     assert [p.name for p in pid_files] == ["echo.pid", "stream.pid"]

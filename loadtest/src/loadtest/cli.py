@@ -231,7 +231,7 @@ def _scenario_from_url(args: argparse.Namespace) -> Scenario:
         expect_status=frozenset(args.expect_status) if args.expect_status else None,
     )
     return Scenario(
-        name=f"{args.command} {method} {path}",
+        name=f"{method} {path}",
         target=f"{parts.scheme}://{parts.netloc}",
         mode=args.command,
         requests=(spec,),

@@ -56,7 +56,7 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("lag_max_ms", "lag max ms"),
     ),
     "sse": (
-        ("concurrency", "streams open"),
+        ("concurrency", "concurrent"),
         ("streams", "streams"),
         ("failed", "failed"),
         ("events_per_s", "events/s"),
@@ -113,7 +113,8 @@ def summary_table(result: RunResult) -> str:
     """The run's phases as a text table (columns chosen by mode)."""
     columns = SUMMARY_COLUMNS[result.scenario.mode]
     rows = [phase.summary() for phase in result.phases]
-    title = f"{result.scenario.name} ({result.scenario.mode} loop, {result.scenario.target})"
+    kind = {"closed": "closed loop", "open": "open loop", "sse": "event streams"}[result.scenario.mode]
+    title = f"{result.scenario.name}: {kind} on {result.scenario.target}"
     table = format_table(rows, [key for key, _ in columns], [label for _, label in columns])
     notes = []
     if result.interrupted:
