@@ -37,8 +37,8 @@ stopping=0
 alive() { kill -0 "$1" 2>/dev/null; }
 
 stop() {
-    # A second Ctrl-C reaches the services directly (they then exit at once); we keep waiting.
-    trap '' INT TERM
+    # A second Ctrl-C or SIGTERM sends the services a second SIGTERM: they then exit at once.
+    trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' INT TERM
     stopping=1
     echo "run-services: stopping (pids ${pids[*]})..."
     for pid in "${pids[@]}"; do
@@ -78,27 +78,46 @@ on_exit() {
 trap on_signal INT TERM
 trap on_exit EXIT
 
-# wait_listening NAME PID HOST PORT: until HOST:PORT accepts a connection, or PID has exited.
+# serves_health HOST PORT PID: true when HOST:PORT answers /health from PID or one of its workers
+# (not from some other server that already had the port).
+serves_health() {
+    "$PY" - "$1" "$2" "$3" 2>/dev/null <<'PYTHON'
+import json, sys, urllib.request
+host, port, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+host = f"[{host}]" if ":" in host else host
+with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=1) as response:
+    served_by = json.load(response).get("pid")
+try:
+    with open(f"/proc/{served_by}/stat") as stat:
+        parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+except (OSError, ValueError, IndexError):
+    parent = None
+sys.exit(0 if pid in (served_by, parent) else 1)
+PYTHON
+}
+
+# wait_listening NAME PID HOST PORT: until the service answers /health, or PID has exited.
 wait_listening() {
-    local name=$1 pid=$2 host=$3 port=$4 tries=0
-    while ((tries < STARTUP_TIMEOUT * 10)); do
+    local name=$1 pid=$2 host=$3 port=$4 deadline=$((SECONDS + STARTUP_TIMEOUT))
+    while ((SECONDS < deadline)); do
         if ! alive "$pid"; then
             echo "run-services: the $name service exited during startup (is port $port in use?)" >&2
             return 1
         fi
-        if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+        if serves_health "$host" "$port" "$pid"; then
             return 0
         fi
-        sleep 0.1
-        tries=$((tries + 1))
+        sleep 0.2
     done
-    echo "run-services: the $name service did not listen on $host:$port within ${STARTUP_TIMEOUT}s" >&2
+    echo "run-services: the $name service did not answer on $host:$port within ${STARTUP_TIMEOUT}s" >&2
     return 1
 }
 
-"$PY" -m echo_service --host "$ECHO_HOST" --port "$ECHO_PORT" "$access_log" "$@" &
+# Each service in its own session: a terminal's Ctrl-C reaches only this script, which sends each
+# service exactly one SIGTERM (a second signal would make a service exit at once, not gracefully).
+setsid "$PY" -m echo_service --host "$ECHO_HOST" --port "$ECHO_PORT" "$access_log" "$@" &
 pids+=($!)
-"$PY" -m stream_service --host "$STREAM_HOST" --port "$STREAM_PORT" "$access_log" "$@" &
+setsid "$PY" -m stream_service --host "$STREAM_HOST" --port "$STREAM_PORT" "$access_log" "$@" &
 pids+=($!)
 
 wait_listening echo "${pids[0]}" "$ECHO_HOST" "$ECHO_PORT"

@@ -385,7 +385,7 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
             httpx.get(service.url + "/health", timeout=2)
     finally:
         service.stop()
-    assert "shutting down" in service.stderr_text()
+    assert "SIGTERM: closing" in service.stderr_text()
 
 
 def test_sigterm_with_workers_leaves_no_process_behind(tmp_path: Path) -> None:

@@ -28,9 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m echo_service", description="The echo service (flowno-io HttpServer)."
     )
     add_service_arguments(parser, "ECHO", 8080)
-    argv = sys.argv[1:] if argv is None else argv
-    options = options_from(parser.parse_args(argv), {}, argv)
-    return run_service("echo_service", "echo_service", options, _build)
+    options = options_from(parser.parse_args(argv), {})
+    return run_service("echo_service", options, _build)
 
 
 if __name__ == "__main__":

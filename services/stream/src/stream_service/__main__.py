@@ -49,15 +49,14 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_TICKER_INTERVAL * 1000,
         help=f"milliseconds between /ticker ticks (default {DEFAULT_TICKER_INTERVAL * 1000:g})",
     )
-    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if not 0 < args.tokens_per_second <= 1_000_000:
         parser.error("--tokens-per-second must be within (0, 1000000]")
     if not 1 <= args.ticker_interval_ms <= 3_600_000:
         parser.error("--ticker-interval-ms must be within 1-3600000")
     extra = {"tokens_per_second": args.tokens_per_second, "ticker_interval_ms": args.ticker_interval_ms}
-    options = options_from(args, extra, argv)
-    return run_service("stream_service", "stream_service", options, _build)
+    options = options_from(args, extra)
+    return run_service("stream_service", options, _build)
 
 
 if __name__ == "__main__":
