@@ -23,12 +23,13 @@ test: install ## Run the test suite (parallel, real sockets on 127.0.0.1)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
 
 lint: install ## ruff (lint + format check) and mypy --strict on the library
-	$(PY) -m ruff check packages/flowno-io
-	$(PY) -m ruff format --check packages/flowno-io
+	$(PY) -m ruff check packages services loadtest tests
+	$(PY) -m ruff format --check packages services loadtest tests
 	$(PY) -m mypy
 
 run-services: install ## Start the echo (:8080) and stream (:8081) services; Ctrl-C stops both
 	bash scripts/run-services.sh
 
-loadtest: install ## Start the services, run the orchestrator sweep and a short Locust run (DURATION=5)
-	bash scripts/loadtest.sh
+DURATION ?= 5
+loadtest: install ## Load-test the services: orchestrator sweeps + headless Locust, reports in loadtest/reports/ (DURATION=5 s per phase, ~90 s)
+	DURATION=$(DURATION) PY=$(PY) bash scripts/loadtest.sh
