@@ -93,6 +93,12 @@ def _rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def _open(port: int, path: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
@@ -120,7 +126,7 @@ def _read_streams(socks: list[socket.socket], until: bytes, timeout: float = 120
                 continue
             fd = sock.fileno()
             counts[fd] += len(data)
-            tail = (tails[fd] + data)[-len(until) :]
+            tail = data[-len(until) :] if len(data) >= len(until) else (tails[fd] + data)[-len(until) :]
             tails[fd] = tail
             if not data or tail == until:
                 selector.unregister(sock)
@@ -136,21 +142,26 @@ def _wire_size() -> int:
     return len(b"%x\r\n" % len(event)) + len(event) + 2
 
 
-def bench_streams(port: int, clients: int, events: int) -> float:
+def bench_streams(port: int, pid: int, clients: int, events: int) -> tuple[float, float]:
+    """Events/s in total, and server CPU microseconds per event."""
+    cpu = _cpu_seconds(pid)
     socks = [_open(port, f"/stream?n={events}") for _ in range(clients)]
     began = time.perf_counter()
     counts = _read_streams(socks, b"0\r\n\r\n")
     elapsed = time.perf_counter() - began
+    cpu = _cpu_seconds(pid) - cpu
     for sock in socks:
         sock.close()
     minimum = events * _wire_size()
     assert all(count >= minimum for count in counts), "a stream ended early"
-    return clients * events / elapsed
+    return clients * events / elapsed, cpu * 1e6 / (clients * events)
 
 
-def bench_topic(port: int, clients: int, events: int) -> tuple[float, float]:
+def bench_topic(port: int, pid: int, clients: int, events: int) -> tuple[float, float, float]:
+    """Delivered events/s, the share of published events delivered, server CPU us per delivery."""
     socks = [_open(port, "/subscribe") for _ in range(clients)]
     time.sleep(0.5)  # every subscription exists before publishing starts
+    cpu = _cpu_seconds(pid)
     publisher = _open(port, f"/publish?n={events}")
     began = time.perf_counter()
     counts = _read_streams(socks, b"0\r\n\r\n")
@@ -158,8 +169,9 @@ def bench_topic(port: int, clients: int, events: int) -> tuple[float, float]:
     publisher.close()
     for sock in socks:
         sock.close()
+    cpu = _cpu_seconds(pid) - cpu
     delivered = sum((count - 150) // _wire_size() for count in counts)  # ~150 bytes of head
-    return delivered / elapsed, delivered / (clients * events)
+    return delivered / elapsed, delivered / (clients * events), cpu * 1e6 / delivered
 
 
 def bench_rss(port: int, pid: int, connections: int) -> tuple[int, int]:
@@ -214,10 +226,10 @@ def main() -> None:
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        bench_streams(port, 1, 2_000)  # warm-up
-        one = bench_streams(port, 1, args.events)
-        hundred = bench_streams(port, 100, args.events_each)
-        fan_out, delivered = bench_topic(port, 100, args.events_each)
+        bench_streams(port, server.pid, 1, 2_000)  # warm-up
+        one, one_cpu = bench_streams(port, server.pid, 1, args.events)
+        hundred, hundred_cpu = bench_streams(port, server.pid, 100, args.events_each)
+        fan_out, delivered, fan_out_cpu = bench_topic(port, server.pid, 100, args.events_each)
         before, during = bench_rss(port, server.pid, args.connections)
     finally:
         server.terminate()
@@ -225,17 +237,17 @@ def main() -> None:
             server.wait(15)
         except subprocess.TimeoutExpired:
             server.kill()
-    print(
-        f"flowno-io SSE benchmark (server pinned to CPU {SERVER_CPU}, client to CPU {CLIENT_CPU}, 127.0.0.1)"
-    )
-    print(f"  stream, 1 client          {one:>12,.0f} events/s")
-    print(
-        f"  stream, 100 clients       {hundred:>12,.0f} events/s in total ({hundred / 100:,.0f} per client)"
-    )
-    print(f"  topic fan-out, 100 clients{fan_out:>12,.0f} events/s delivered ({delivered:.1%} of published)")
+    print(f"flowno-io SSE benchmark (server on CPU {SERVER_CPU}, client on CPU {CLIENT_CPU}, 127.0.0.1)")
+    rows = [
+        ("stream, 1 client", one, one_cpu, ""),
+        ("stream, 100 clients", hundred, hundred_cpu, f"{hundred / 100:,.0f} events/s per client"),
+        ("topic fan-out, 100 clients", fan_out, fan_out_cpu, f"{delivered:.1%} of published delivered"),
+    ]
+    for name, rate, cpu, note in rows:
+        print(f"  {name:<27}{rate:>10,.0f} events/s  server CPU {cpu:5.1f} us/event  {note}")
     per_stream = (during - before) / args.connections
     print(
-        f"  RSS                       {before / 1024:>9.1f} MiB idle, {during / 1024:.1f} MiB with "
+        f"  {'RSS':<27}{before / 1024:>6.1f} MiB idle, {during / 1024:.1f} MiB with "
         f"{args.connections:,} open streams ({per_stream:.1f} KiB per stream)"
     )
 

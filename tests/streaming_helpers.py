@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -16,13 +17,15 @@ from flowno_io.testing import ServerThread
 
 Start = Callable[..., ServerThread]
 
-# The server every subprocess test runs: /slow?s=SECONDS, /events (an endless event stream).
+# The server every subprocess test runs: /slow?s=SECONDS (prints "slow started" when it begins),
+# /events (an endless event stream), /pid.
 SERVER_SCRIPT = """
 import os, sys
 from flowno import sleep
 from flowno_io import EventSourceResponse, HttpServer, run
 
 async def slow(request):
+    print("slow started", flush=True)
     await sleep(float(request.query_params.get("s", "1")))
     return {"pid": os.getpid(), "done": True}
 
@@ -170,6 +173,20 @@ class ServerProcess:
             _, err = self.process.communicate(timeout=5)
             raise AssertionError(f"server did not start: {line!r} {err}")
         self.port = int(line)
+
+    def wait_for_line(self, text: str, timeout: float = 5.0) -> None:
+        """Read stdout until a line holding ``text`` (fails after ``timeout``)."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.process.stdout], [], [], deadline - time.monotonic())
+            if ready:
+                line = self.process.stdout.readline()
+                if text in line:
+                    return
+                if not line:
+                    break
+        raise AssertionError(f"the server never printed {text!r}")
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)

@@ -64,7 +64,7 @@ def test_sigterm_lets_an_in_flight_request_finish(server_process: Any) -> None:
     server = server_process()
     results: list[Any] = []
     client = _get_in_thread(f"http://127.0.0.1:{server.port}/slow?s=0.8", results)
-    time.sleep(0.3)
+    server.wait_for_line("slow started")
     server.signal(signal.SIGTERM)
     client.join(5)
     assert server.wait(5) == 0
@@ -92,7 +92,7 @@ def test_a_second_signal_exits_at_once(server_process: Any) -> None:
     server = server_process()
     results: list[Any] = []
     client = _get_in_thread(f"http://127.0.0.1:{server.port}/slow?s=30", results)
-    time.sleep(0.3)
+    server.wait_for_line("slow started")
     server.signal(signal.SIGTERM)  # graceful: would wait for the 30 s request (up to the grace)
     time.sleep(0.3)
     began = time.monotonic()

@@ -90,7 +90,7 @@ def test_two_workers_serve_restart_and_stop_gracefully(server_process: Any) -> N
         target=lambda: results.append(httpx.get(f"http://127.0.0.1:{server.port}/slow?s=0.6", timeout=10))
     )
     client.start()
-    time.sleep(0.25)
+    server.wait_for_line("slow started")
     server.signal(signal.SIGTERM)
     client.join(5)
     assert results[0].json()["done"] is True

@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, Literal, TypeVar
 
@@ -62,7 +63,18 @@ class Subscription(Generic[T]):
         overflowed: True once the ``"disconnect"`` policy ended the subscription.
     """
 
-    __slots__ = ("_buffer", "_closed", "_topic", "_wakeup", "dropped", "max_buffer", "overflow", "overflowed")
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_direct",
+        "_topic",
+        "_waiting",
+        "_wakeup",
+        "dropped",
+        "max_buffer",
+        "overflow",
+        "overflowed",
+    )
 
     def __init__(self, topic: Topic[T], max_buffer: int, overflow: OverflowPolicy) -> None:
         self._topic: Topic[T] | None = topic
@@ -73,9 +85,15 @@ class Subscription(Generic[T]):
         self.overflow = overflow
         self.dropped = 0
         self.overflowed = False
+        self._waiting = False
+        # Set by a streaming response that iterates this subscription: called with an item while
+        # the reader waits and nothing is buffered; True when it delivered the item itself.
+        self._direct: Callable[[T], bool] | None = None
 
     def _offer(self, item: T) -> None:
         buffer = self._buffer
+        if self._waiting and not buffer and self._direct is not None and self._direct(item):
+            return
         if len(buffer) >= self.max_buffer:
             if self.overflow == "disconnect":
                 self.overflowed = True
@@ -108,7 +126,11 @@ class Subscription(Generic[T]):
         while not buffer:
             if self._closed:
                 raise StopAsyncIteration
-            await self._wakeup.wait()
+            self._waiting = True
+            try:
+                await self._wakeup.wait()
+            finally:
+                self._waiting = False
         return buffer.popleft()
 
     def close(self) -> None:

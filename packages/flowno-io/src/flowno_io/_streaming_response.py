@@ -37,10 +37,11 @@ from flowno import SocketHandle, sleep, spawn
 from flowno.core.event_loop.event_loop import current_event_loop, current_task
 from flowno.core.event_loop.tasks import TaskCancelled, TaskHandle
 
-from ._clock import Timer, get_clock
+from ._clock import get_clock
 from ._errors import NetworkError, ReadError, TimeoutError
 from ._headers import Headers
 from ._http11 import encode_chunk
+from ._pubsub import Subscription
 from ._sse import ServerSentEvent, encode_comment
 from ._stream import wait_readable
 from ._wakeup import interrupt
@@ -62,6 +63,8 @@ DEFAULT_PING_INTERVAL = 15.0
 
 _EPOLL = getattr(select, "epoll", None)
 _WATCH_EVENTS = getattr(select, "EPOLLRDHUP", 0x2000) | getattr(select, "EPOLLHUP", 0x10)
+_GONE_EVENTS = _WATCH_EVENTS | getattr(select, "EPOLLERR", 0x8)
+_EPOLLOUT = getattr(select, "EPOLLOUT", 0x4)
 
 Body = AsyncIterable[Any] | Iterable[Any]
 
@@ -83,9 +86,11 @@ class _ActiveStream:
     """The state of one streaming response while it is being sent."""
 
     __slots__ = (
+        "due",
         "end_on_shutdown",
         "fd",
         "gone",
+        "heap_seq",
         "heartbeat",
         "in_producer",
         "interval",
@@ -109,7 +114,8 @@ class _ActiveStream:
         #: The task running the response (see ``StreamingResponse.send`` for why it is stable).
         self.task: Any = current_task()
         self.monitor: _StreamMonitor | None = None
-        #: True while the worker is parked in the producer (and only then may others write).
+        #: True while the worker is parked in the producer: only then may others write (heartbeats,
+        #: direct deliveries), and only then is the producer interrupted.
         self.in_producer = False
         self.gone = False
         self.shutdown = False
@@ -117,9 +123,14 @@ class _ActiveStream:
         self.heartbeat = None
         if heartbeat is not None and interval is not None and not writer.head_only:
             self.heartbeat = encode_chunk(heartbeat) if writer.chunked else heartbeat
-        self.pending = b""  # framed bytes of a heartbeat the kernel did not take at once
+        #: Framed bytes that a non-blocking send could not hand to the kernel yet; they go out
+        #: before anything else (the monitor flushes them when the socket is writable).
+        self.pending = b""
         self.pending_since = 0.0
         self.last_write = monotonic()
+        #: The monitor's live heap entry for this stream (its due time and sequence number).
+        self.due: float | None = None
+        self.heap_seq = -1
 
     def stop(self, reason: str) -> None:
         """Mark the response stopped; interrupt the producer if the worker is parked in it."""
@@ -140,11 +151,11 @@ class _ActiveStream:
             except OSError:
                 pass
 
-    def send_heartbeat(self, now: float, write_timeout: float) -> None:
-        """Send a heartbeat without blocking (the worker is parked in the producer)."""
-        if not self.in_producer or self.gone or self.shutdown or self.heartbeat is None:
-            return
-        data = self.pending or self.heartbeat
+    def send_nowait(self, data: bytes, now: float) -> None:
+        """Send framed ``data`` without blocking; what the kernel does not take becomes ``pending``.
+
+        Only while the worker is parked in the producer (``in_producer``), so writes never interleave.
+        """
         try:
             sent = self.sock.send(data)
         except BlockingIOError:
@@ -152,18 +163,37 @@ class _ActiveStream:
         except OSError:
             self.stop("disconnect")
             return
-        if sent < len(data):
-            if not self.pending:
-                self.pending_since = now
-            self.pending = data[sent:]
-            if now - self.pending_since > write_timeout:
-                self.stop("disconnect")  # not reading: treat as gone (the server closes it)
+        if sent == len(data):
+            self.pending = b""
             return
-        self.pending = b""
-        self.last_write = now
+        if not self.pending:
+            self.pending_since = now
+        self.pending = data[sent:]
+        if self.monitor is not None:
+            self.monitor.flush_later(self)
+
+    def send_heartbeat(self, now: float) -> None:
+        """Send a heartbeat (or what is pending) without blocking."""
+        if self.in_producer and not self.gone and not self.shutdown and self.heartbeat is not None:
+            self.send_nowait(self.pending or self.heartbeat, now)
+            self.last_write = now
+
+    def deliver(self, data: bytes) -> bool:
+        """Send a published piece straight from the publisher's task; False when the worker must.
+
+        Used for a :class:`~flowno_io.Subscription` body whose worker waits for its next item: a
+        fan-out to N subscribers then costs N ``send`` calls and no task switch per subscriber.
+        """
+        if not self.in_producer or self.pending or self.gone or self.shutdown:
+            return False
+        if data:
+            now = monotonic()
+            self.send_nowait(encode_chunk(data) if self.writer.chunked else data, now)
+            self.last_write = now
+        return True
 
     async def write(self, data: bytes) -> None:
-        """Send one piece of the body (after any heartbeat bytes still pending)."""
+        """Send one piece of the body (after any bytes still pending)."""
         writer = self.writer
         if self.pending:
             pending, self.pending = self.pending, b""
@@ -173,7 +203,7 @@ class _ActiveStream:
 
 
 class _StreamMonitor:
-    """Per-server task that watches streaming sockets for disconnects and sends heartbeats."""
+    """Per-server task: disconnects, heartbeats and pending-byte flushes of streaming responses."""
 
     def __init__(self, server: HttpServer) -> None:
         self.server = server
@@ -183,7 +213,6 @@ class _StreamMonitor:
         self._wake_w: _socket.socket | None = None
         self._heap: list[tuple[float, int, _ActiveStream]] = []
         self._seq = itertools.count()
-        self._timer: Timer | None = None
         self._running = False
         server._close_callbacks.add(self._on_server_close)
 
@@ -202,7 +231,6 @@ class _StreamMonitor:
                 self._epoll.modify(stream.fd, _WATCH_EVENTS)
         if stream.heartbeat is not None and stream.interval is not None:
             self._schedule(stream, stream.last_write + stream.interval)
-            self._poke()  # the monitor re-arms its timer
         if self.server.closing and stream.end_on_shutdown:
             stream.shutdown = True
         if not self._running:
@@ -214,6 +242,7 @@ class _StreamMonitor:
         if self.streams.get(stream.fd) is not stream:
             return
         del self.streams[stream.fd]
+        stream.heap_seq = -1  # its heap entry is now stale
         if self._epoll is not None:
             try:
                 self._epoll.unregister(stream.fd)
@@ -221,6 +250,16 @@ class _StreamMonitor:
                 pass
         if not self.streams and self.server.closing:
             self._poke()  # let the monitor exit
+
+    def flush_later(self, stream: _ActiveStream) -> None:
+        """Flush ``stream.pending`` once the socket is writable; drop the client after the write timeout."""
+        if self.streams.get(stream.fd) is not stream:
+            return
+        if self._epoll is not None:
+            self._epoll.modify(stream.fd, _WATCH_EVENTS | _EPOLLOUT)
+        deadline = stream.pending_since + self.server.write_timeout
+        if stream.due is None or stream.due > deadline:
+            self._schedule(stream, deadline)
 
     # -- the task --------------------------------------------------------------------------------
 
@@ -243,11 +282,17 @@ class _StreamMonitor:
         if self._wake_w is not None:
             try:
                 self._wake_w.send(b"\0")
-            except (BlockingIOError, OSError):
-                pass  # the buffer is full of wakeups already
+            except OSError:
+                pass  # the buffer is full of wake-ups already
 
-    def _schedule(self, stream: _ActiveStream, due: float) -> None:
-        heapq.heappush(self._heap, (due, next(self._seq), stream))
+    def _schedule(self, stream: _ActiveStream, due: float, poke: bool = True) -> None:
+        seq = next(self._seq)
+        stream.due = due
+        stream.heap_seq = seq
+        earliest = self._heap[0][0] if self._heap else None
+        heapq.heappush(self._heap, (due, seq, stream))
+        if poke and (earliest is None or due < earliest):
+            self._poke()  # the monitor re-arms its timer
 
     def _on_server_close(self) -> None:
         for stream in list(self.streams.values()):
@@ -257,7 +302,7 @@ class _StreamMonitor:
     async def _run(self) -> None:
         assert self._wake_r is not None
         handle = SocketHandle(self._epoll if self._epoll is not None else self._wake_r)
-        self._timer = timer = get_clock().timer(self._poke)
+        timer = get_clock().timer(self._poke)
         try:
             while self.streams or not self.server.closing:
                 await wait_readable(handle)
@@ -266,35 +311,57 @@ class _StreamMonitor:
                         pass
                 except BlockingIOError:
                     pass
+                now = monotonic()
                 if self._epoll is not None:
-                    for fd, _events in self._epoll.poll(0):
-                        stream = self.streams.get(fd)
-                        if stream is not None:
-                            stream.stop("disconnect")
-                await self._send_heartbeats(timer)
+                    self._on_socket_events(self._epoll.poll(0), now)
+                self._on_due(now)
+                if self._heap:
+                    await timer.arm_at(self._heap[0][0])
+                else:
+                    timer.disarm()
         finally:
             timer.disarm()
             self._running = False
             self._close()
 
-    async def _send_heartbeats(self, timer: Timer) -> None:
+    def _on_socket_events(self, events: list[tuple[int, int]], now: float) -> None:
+        for fd, mask in events:
+            stream = self.streams.get(fd)
+            if stream is None:
+                continue
+            if mask & _GONE_EVENTS:
+                stream.stop("disconnect")
+                continue
+            if stream.pending and stream.in_producer:
+                stream.send_nowait(stream.pending, now)
+            if not stream.pending:  # flushed here or by the worker: stop watching writability
+                self._epoll.modify(fd, _WATCH_EVENTS)
+
+    def _on_due(self, now: float) -> None:
         heap = self._heap
-        now = monotonic()
         write_timeout = self.server.write_timeout
         while heap and heap[0][0] <= now:
-            _, _, stream = heapq.heappop(heap)
-            if stream.gone or self.streams.get(stream.fd) is not stream or stream.interval is None:
+            _, seq, stream = heapq.heappop(heap)
+            if seq != stream.heap_seq:
+                continue  # stale: rescheduled or unwatched since
+            stream.due = None
+            if stream.pending:
+                if now - stream.pending_since > write_timeout:
+                    stream.stop("disconnect")  # not reading: treat as gone (the server closes it)
+                    continue
+                due = stream.pending_since + write_timeout
+                if stream.interval is not None:
+                    due = min(due, now + stream.interval)
+                self._schedule(stream, due, poke=False)
+                continue
+            if stream.interval is None:
                 continue
             due = stream.last_write + stream.interval
             if due <= now:
-                stream.send_heartbeat(now, write_timeout)
+                stream.send_heartbeat(now)
                 due = now + stream.interval
             if not stream.gone:
-                self._schedule(stream, due)
-        if heap:
-            await timer.arm_at(heap[0][0])
-        else:
-            timer.disarm()
+                self._schedule(stream, due, poke=False)
 
 
 _monitors: weakref.WeakKeyDictionary[HttpServer, _StreamMonitor] = weakref.WeakKeyDictionary()
@@ -407,9 +474,15 @@ class StreamingResponse:
             stream = _ActiveStream(writer, self._heartbeat, self._ping_interval, self._end_on_shutdown)
             monitor = _monitor_for(writer.server)
             await monitor.watch(stream)
+            subscription = body if isinstance(body, Subscription) else None
+            if subscription is not None:  # published items may be sent from the publisher's task
+                encode = self._encode
+                subscription._direct = lambda item: stream.deliver(encode(item))
             try:
                 await self._pump(iterator, stream)
             finally:
+                if subscription is not None:
+                    subscription._direct = None
                 monitor.unwatch(stream)
             if stream.gone:
                 writer.keep_alive = False
