@@ -9,6 +9,9 @@ import zlib
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from flowno_io._decoders import (
     DEFAULT_MAX_LINE_BYTES,
     ContentDecoder,
@@ -20,8 +23,6 @@ from flowno_io._decoders import (
     make_decoder,
 )
 from flowno_io._errors import RemoteProtocolError, TooLargeError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 TEXT = ("Lorem ipsum dolor sit amet, €😀 " * 200).encode()
 

@@ -93,7 +93,9 @@ def test_listener_rebinds_at_once_after_restart() -> None:
     server = make_server()
     with ServerThread(server) as url:
         # the server closes first, so its side of this connection sits in TIME_WAIT
-        assert exchange(url, b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").endswith(b"Hello")
+        assert exchange(url, b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").endswith(
+            b"Hello"
+        )
     again = make_server()
     again.port = server.port
     with ServerThread(again) as url:
@@ -273,12 +275,24 @@ def test_handler_exception_is_500_and_server_keeps_serving(serve, caplog) -> Non
 BAD_REQUESTS = {
     "garbage": (b"\x00\x01\x02 not http\r\n\r\n", 400),
     "bare_lf": (b"GET / HTTP/1.1\nHost: t\n\n", 400),
-    "cl_and_te": (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-    "duplicate_cl": (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc", 400),
+    "cl_and_te": (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        400,
+    ),
+    "duplicate_cl": (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+        400,
+    ),
     "negative_cl": (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", 400),
     "bad_chunk_size": (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-    "chunk_overflow": (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n", 400),
-    "te_not_chunked_last": (b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400),
+    "chunk_overflow": (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n",
+        400,
+    ),
+    "te_not_chunked_last": (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        400,
+    ),
     "missing_host": (b"GET /hello HTTP/1.1\r\n\r\n", 400),
     "http2_preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
     "space_in_header_name": (b"GET / HTTP/1.1\r\nHost: t\r\nBad Name: x\r\n\r\n", 400),

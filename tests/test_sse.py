@@ -9,6 +9,9 @@ from collections.abc import Callable
 import httpx_sse
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from flowno_io._errors import RemoteProtocolError, TooLargeError
 from flowno_io._sse import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -17,8 +20,6 @@ from flowno_io._sse import (
     encode_comment,
     encode_event,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 E = ServerSentEvent
 
