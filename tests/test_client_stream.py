@@ -151,6 +151,11 @@ def sse_route(server: StdlibServer, payload: bytes, *, pieces: int = 1, delay: f
     @server.route("/sse")
     def sse(handler: Any) -> None:
         handler.read_body()
+        if pieces == 1:  # the whole body, last chunk included, in one write
+            handler.start_chunked("text/event-stream; charset=utf-8")
+            handler.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload))
+            handler.wfile.flush()
+            return
         step = max(1, len(payload) // pieces)
         parts = [payload[i : i + step] for i in range(0, len(payload), step)]
         handler.send_chunked(parts, "text/event-stream; charset=utf-8", delay=delay)

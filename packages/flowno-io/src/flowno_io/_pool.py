@@ -207,7 +207,8 @@ class Connection:
             timer = self._timer
             if timer is None:
                 timer = self._timer = get_clock().timer(self._on_deadline)
-            await timer.arm_at(limit)
+            if not timer.set_deadline(limit):
+                await timer.arm_at(limit)  # starts the clock task
         try:
             reactor = self._pool._reactor
             while True:
