@@ -213,3 +213,70 @@ def test_fan_out_from_a_topic_and_unsubscribe_on_disconnect(start: Start) -> Non
 def test_ping_interval_must_be_positive() -> None:
     with pytest.raises(ValueError, match="ping_interval"):
         EventSourceResponse([], ping_interval=0)
+
+
+def _parse_sse(body: bytes) -> list[Any]:
+    """Events of a de-chunked body, parsed with httpx-sse's own decoders."""
+    from httpx_sse._decoders import SSEDecoder as ReferenceDecoder
+    from httpx_sse._decoders import SSELineDecoder
+
+    lines = SSELineDecoder().decode(body.decode("utf-8"))
+    decoder = ReferenceDecoder()
+    return [event for event in map(decoder.decode, lines) if event is not None]
+
+
+def test_a_slow_subscriber_skips_ahead_with_intact_framing(start: Start) -> None:
+    topic: Topic[bytes] = Topic(max_buffer=4, overflow="drop_oldest")
+    subscriptions: list[Any] = []
+
+    def events(request: Request) -> EventSourceResponse:
+        subscription = topic.subscribe()
+        subscriptions.append(subscription)
+        return EventSourceResponse(subscription, ping_interval=None)
+
+    thread = start({"/events": events})
+    payload = "y" * 16_000
+    published = 600  # 9.6 MB, more than the socket buffers hold, to a client that reads only at the end
+    with connect(thread, GET, rcvbuf=32_768) as sock:
+        _head, rest = read_head(sock)
+        wait_for(lambda: topic.subscribers == 1)
+        done = threading.Event()
+
+        async def publish() -> None:
+            for n in range(published):
+                topic.publish(ServerSentEvent(payload, id=str(n)).encode())
+                await sleep(0)
+            topic.close()
+            done.set()
+
+        thread.loop.create_task(publish())
+        assert done.wait(5)
+        chunks, ended = dechunk(read_until(sock, b"\r\n0\r\n\r\n", rest))
+    assert ended
+    received = _parse_sse(b"".join(chunks))
+    ids = [int(event.id) for event in received]
+    assert ids == sorted(set(ids)) and ids[0] == 0 and ids[-1] == published - 1  # in order, newest kept
+    assert all(event.data == payload for event in received)  # no event cut or spliced
+    assert len(ids) + subscriptions[0].dropped == published  # every event either sent or counted
+    assert subscriptions[0].dropped > 0
+
+
+def test_the_end_of_a_stream_waits_for_a_partly_sent_event(start: Start) -> None:
+    topic: Topic[bytes] = Topic()
+    thread = start({"/events": lambda request: EventSourceResponse(topic.subscribe(), ping_interval=None)})
+    big = "z" * 8_000_000  # more than the socket buffers: the publisher's send is partial
+    with connect(thread, GET, rcvbuf=32_768) as sock:
+        _head, rest = read_head(sock)
+        wait_for(lambda: topic.subscribers == 1)
+        done = threading.Event()
+
+        async def publish_and_close() -> None:
+            topic.publish(ServerSentEvent(big, id="last").encode())
+            topic.close()  # the response ends while most of the event is still pending
+            done.set()
+
+        thread.loop.create_task(publish_and_close())
+        assert done.wait(5)
+        chunks, ended = dechunk(read_until(sock, b"\r\n0\r\n\r\n", rest, timeout=10))
+    assert ended
+    assert [(event.id, len(event.data)) for event in _parse_sse(b"".join(chunks))] == [("last", len(big))]

@@ -192,13 +192,16 @@ class _ActiveStream:
             self.last_write = now
         return True
 
-    async def write(self, data: bytes) -> None:
-        """Send one piece of the body (after any bytes still pending)."""
-        writer = self.writer
+    async def flush(self) -> None:
+        """Send the bytes still pending (the worker's own writes go after them)."""
         if self.pending:
             pending, self.pending = self.pending, b""
-            await writer.stream.send_all(pending, timeout=writer.server.write_timeout)
-        await writer.write(data)
+            await self.writer.stream.send_all(pending, timeout=self.writer.server.write_timeout)
+
+    async def write(self, data: bytes) -> None:
+        """Send one piece of the body (after any bytes still pending)."""
+        await self.flush()
+        await self.writer.write(data)
         self.last_write = monotonic()
 
 
@@ -492,6 +495,7 @@ class StreamingResponse:
                 final = self._final_bytes()
                 if final:
                     await stream.write(final)
+            await stream.flush()
             await writer.end()
         finally:
             await _close_body(iterator)
