@@ -209,7 +209,8 @@ class _StreamMonitor:
     """Per-server task: disconnects, heartbeats and pending-byte flushes of streaming responses."""
 
     def __init__(self, server: HttpServer) -> None:
-        self.server = server
+        # A proxy: ``_monitors`` maps the server to this monitor, which must not keep it alive.
+        self.server: HttpServer = weakref.proxy(server)
         self.streams: dict[int, _ActiveStream] = {}
         self._epoll: Any = None
         self._wake_r: _socket.socket | None = None
