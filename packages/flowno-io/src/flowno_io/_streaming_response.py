@@ -3,9 +3,11 @@
 A handler returns :class:`StreamingResponse` or :class:`EventSourceResponse`; the server calls its
 ``send(writer)``. Design, around the limits of flowno 0.1.19's loop:
 
-* **No task per response, no buffer.** The connection's worker task pulls the producer itself,
-  one item at a time, and asks for the next item only after the kernel took the previous one; so
-  a slow reader holds the producer back by the socket buffer and nothing more (backpressure).
+* **No task of its own, no buffer.** The connection's worker task pulls the producer itself, one
+  item at a time, and asks for the next item only after the kernel took the previous one; so a
+  slow reader holds the producer back by the socket buffer and nothing more (backpressure). After
+  its first wait a response runs in one task until it ends (the server's worker), which is the
+  task the monitor interrupts.
 * **One monitor task per server** watches every streaming socket in a private ``epoll`` for
   ``EPOLLRDHUP``/``EPOLLHUP`` (the client closed or reset; incoming bytes do not wake it, so a
   pipelined request is left alone). That ``epoll``'s own fd is what the task waits on in flowno's
@@ -17,6 +19,12 @@ A handler returns :class:`StreamingResponse` or :class:`EventSourceResponse`; th
   throws flowno's ``TaskCancelled`` into it with :func:`~flowno_io._wakeup.interrupt`, which first
   removes the task's sleep/selector/waiter records: the producer's ``finally`` runs within
   milliseconds instead of at its next write, and the worker goes on serving other connections.
+* **Fan-out without task switches.** When the body is a :class:`~flowno_io.Subscription` and the
+  worker waits for its next item, ``Topic.publish()`` sends the item itself (non-blocking): N
+  subscribers cost N ``send`` calls in one task step, not N task switches. Bytes the kernel does
+  not take stay pending and go out first (the monitor flushes them when the socket turns
+  writable, or the worker before its next write); meanwhile new items queue in the subscription,
+  where its overflow policy applies.
 
 Disconnects are detected this way on Linux (``select.epoll``); elsewhere only when a write fails.
 """
