@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_SHUTDOWN_GRACE",
     "DEFAULT_WRITE_TIMEOUT",
     "Handler",
     "HttpServer",
@@ -82,6 +83,11 @@ DEFAULT_WRITE_TIMEOUT = 30.0
 #: Bytes of unread request body the server reads and drops to keep a connection alive; a larger
 #: leftover closes the connection instead.
 MAX_DRAIN_BYTES = 256 * 1024
+
+#: Seconds ``close()`` (and SIGTERM) gives in-flight requests before shutting their sockets down.
+DEFAULT_SHUTDOWN_GRACE = 10.0
+#: Seconds ``close()`` waits, after the grace period, for shut-down connections to be released.
+FORCE_CLOSE_WAIT = 1.0
 
 _SERVER_HEADER = b"Server: flowno-io\r\n"
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -247,6 +253,7 @@ class HttpServer:
             one closes (default: 10,000 or the fd limit minus 64, whichever is lower).
         backlog: the listen backlog.
         reuse_port: set ``SO_REUSEPORT`` (several processes serving one port).
+        shutdown_grace: seconds :meth:`close` (and SIGTERM) gives in-flight requests to finish.
 
     A server with no routes answers every request as ``flowno.io.HttpServer`` does (200,
     ``Hello, world!`` and the request line), so code written for the seed keeps working.
@@ -283,6 +290,7 @@ class HttpServer:
         max_connections: int | None = None,
         backlog: int = 1024,
         reuse_port: bool = False,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     ) -> None:
         self.host = host
         self.port = port
@@ -296,6 +304,7 @@ class HttpServer:
         self.max_connections = max_connections or _default_max_connections()
         self.backlog = backlog
         self.reuse_port = reuse_port
+        self.shutdown_grace = shutdown_grace
         self.router: Router[Handler] = Router()
         self._has_routes = False
         self._listener: _socket.socket | None = None
@@ -306,7 +315,7 @@ class HttpServer:
         self._wake_writer: _socket.socket | None = None
         self._accepting = False
         self._closing = False
-        self._grace = 10.0
+        self._grace = shutdown_grace
         #: Plain callbacks run when :meth:`close` begins (streaming responses end event streams).
         self._close_callbacks: set[Callable[[], object]] = set()
         self._closed: Event | None = None
@@ -423,13 +432,14 @@ class HttpServer:
             self._epoll = None
             await self._closed.set()
 
-    async def close(self, grace: float = 10.0) -> None:
+    async def close(self, grace: float | None = None) -> None:
         """Stop accepting, close idle connections, let in-flight requests finish, then return.
 
         Args:
-            grace: seconds in-flight requests get before their connections are shut down.
+            grace: seconds in-flight requests get before their connections are shut down
+                (default: the server's ``shutdown_grace``).
         """
-        self._grace = grace
+        self._grace = self.shutdown_grace if grace is None else grace
         if not self._closing:
             self._closing = True
             self._wake_driver()
@@ -456,8 +466,14 @@ class HttpServer:
             await sleep(0.02)
         for connection in list(self._connections):
             connection.stream.shutdown()  # wakes the worker that owns it, which then closes it
-        while self._connections:
+        deadline = monotonic() + FORCE_CLOSE_WAIT
+        while self._connections and monotonic() < deadline:
             await sleep(0.01)
+        for connection in list(self._connections):
+            # A handler parked on something other than its socket (a sleep, an event) cannot be
+            # woken: close its socket and stop waiting for it.
+            logger.warning("closing a connection whose handler did not finish after the grace period")
+            self._drop(connection)
         for worker in self._idle_workers:
             await worker.wakeup.set()
         self._idle_workers.clear()
