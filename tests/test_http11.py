@@ -143,3 +143,35 @@ def test_mutated_requests_parse_or_raise_our_error(position: int, noise: bytes) 
         collect(RequestParser(), [mutated])
     except RemoteProtocolError:
         pass
+
+
+def test_field_values_lose_surrounding_whitespace() -> None:
+    head = collect(
+        RequestParser(), [b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3 \r\nX-A:  v \r\n\r\nabc"]
+    )[0]
+    assert isinstance(head, RequestHead)
+    assert head.content_length == 3
+    assert head.headers.get("x-a") == "v"
+
+
+@pytest.mark.parametrize(
+    "host_lines",
+    [b"Host: a\r\nHost: b\r\n", b"Host: a b\r\n", b"Host: a/b\r\n", b"Host: [::1\r\n", b"Host: x:80x\r\n"],
+)
+def test_duplicate_or_invalid_host_is_400(host_lines: bytes) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        RequestParser().feed(b"GET / HTTP/1.1\r\n" + host_lines + b"\r\n")
+    assert info.value.status_hint == 400
+
+
+@pytest.mark.parametrize("host", [b"example.com", b"example.com:8080", b"127.0.0.1:1", b"[::1]:80", b""])
+def test_valid_hosts_are_accepted(host: bytes) -> None:
+    head = collect(RequestParser(), [b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"])[0]
+    assert isinstance(head, RequestHead)
+
+
+def test_http10_with_transfer_encoding_is_answered_then_closed() -> None:
+    raw = b"POST /a HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    head = collect(RequestParser(), [raw])[0]
+    assert isinstance(head, RequestHead)
+    assert head.keep_alive is False

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from email.utils import formatdate
 from time import time
 from urllib.parse import unquote
@@ -60,6 +61,8 @@ class _EndOfMessage:
 END_OF_MESSAGE = _EndOfMessage()
 
 
+# RFC 3986 host (reg-name, IPv4, or an IP-literal in brackets) with an optional port; may be empty.
+_HOST = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
 _NO_FIELDS: dict[str, list[str]] = {}  # never mutated: on_message_begin replaces it
 
 
@@ -213,6 +216,20 @@ class RequestParser:
         events = self._events
         return events.pop(0) if events else None
 
+    @property
+    def error(self) -> RemoteProtocolError | None:
+        """The error that stopped the parser, if one did (every later ``feed`` raises it)."""
+        return self._error
+
+    def body_complete(self) -> bool:
+        """True when the end of the current request's body is among the queued events."""
+        for event in self._events:
+            if event is END_OF_MESSAGE:
+                return True
+            if type(event) is RequestHead:
+                return False
+        return False
+
     def has_events(self) -> bool:
         """True when :meth:`next_event` would return an event."""
         return bool(self._events)
@@ -250,7 +267,7 @@ class RequestParser:
         if self._head_bytes > self.max_header_bytes:
             self._fail(TooLargeError("request headers too large", 431))
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
+        text = value.decode("latin-1").strip(" \t")  # RFC 9110 §5.5: OWS is not part of the value
         values = self._fields.get(key)
         if values is None:
             self._fields[key] = [text]
@@ -262,8 +279,19 @@ class RequestParser:
         parser = self._parser
         fields = self._fields
         version = parser.get_http_version()
-        if version == "1.1" and "host" not in fields:
-            self._fail(RemoteProtocolError("HTTP/1.1 request without Host header", 400))
+        host = fields.get("host")
+        if host is None:
+            if version == "1.1":
+                self._fail(RemoteProtocolError("HTTP/1.1 request without Host header", 400))
+        elif len(host) > 1:  # RFC 9112 §3.2: more than one Host is a 400
+            self._fail(RemoteProtocolError("more than one Host header", 400))
+        elif _HOST.fullmatch(host[0]) is None:
+            self._fail(RemoteProtocolError(f"invalid Host header {host[0][:100]!r}", 400))
+        keep_alive = parser.should_keep_alive()
+        if version == "1.0" and "transfer-encoding" in fields:
+            # RFC 9112 §6.1: framing of an HTTP/1.0 message with Transfer-Encoding is faulty:
+            # answer it, then close (whatever follows it on the connection is not trusted).
+            keep_alive = False
         length = fields.get("content-length")
         if length is not None:
             text = length[0]
@@ -276,7 +304,7 @@ class RequestParser:
             self._url,
             version,
             Headers._from_trusted(fields),
-            parser.should_keep_alive(),
+            keep_alive,
             parser.should_upgrade(),
         )
         self.messages_in_progress += 1

@@ -110,6 +110,8 @@ class Request:
         while True:
             event = parser.next_event()
             if event is None:
+                if parser.error is not None:
+                    raise parser.error
                 data = await connection.stream.receive_some(timeout=connection.server.body_timeout)
                 if not data:
                     raise ReadError("client closed the connection before the body was complete")

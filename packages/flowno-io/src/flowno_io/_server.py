@@ -608,17 +608,24 @@ class HttpServer:
     async def _exchange(self, connection: _Connection, data: bytes) -> bool:
         """Feed ``data`` and answer every complete request; True to keep the connection."""
         parser = connection.parser
+        error: ProtocolError | None = None
         try:
             parser.feed(data)
         except ProtocolError as exc:
-            await self._send_error(connection, exc.status_hint, str(exc))
-            return False
+            error = exc  # the requests parsed before the bad bytes are still answered, in order
         while True:
             event = parser.next_event()
             if event is None:
-                return True
-            if type(event) is RequestHead and not await self._handle(connection, event):
-                return False
+                break
+            if type(event) is RequestHead:
+                if error is not None and not parser.body_complete():
+                    break  # this request's own bytes are bad: answer it with the error
+                if not await self._handle(connection, event):
+                    return False
+        if error is not None:
+            await self._send_error(connection, error.status_hint, str(error))
+            return False
+        return True
 
     async def _worker(self, job: tuple[_Connection, _Exchange, Any] | None) -> None:
         while job is not None:
@@ -705,13 +712,13 @@ class HttpServer:
         try:
             result = await self._call_handler(request)
         except ProtocolError as exc:  # bad body framing, body too large, invalid JSON
-            await self._send_error(connection, exc.status_hint, str(exc))
+            await self._send_error(connection, exc.status_hint, str(exc), head_only=head.method == "HEAD")
             return False
         except (NetworkError, TimeoutError):
             return False
         except Exception:
             logger.exception("handler for %s %s raised", request.method, request.path)
-            await self._send_error(connection, 500, "internal server error")
+            await self._send_error(connection, 500, "internal server error", head_only=head.method == "HEAD")
             return False
         connection.requests_served += 1
         self.stats["requests_served"] += 1
@@ -729,7 +736,9 @@ class HttpServer:
                 except Exception:
                     logger.exception("streaming response for %s %s failed", request.method, request.path)
                     if not writer.head_sent:
-                        await self._send_error(connection, 500, "internal server error")
+                        await self._send_error(
+                            connection, 500, "internal server error", head_only=writer.head_only
+                        )
                     return False
                 keep_alive = writer.keep_alive
         except (NetworkError, TimeoutError):
@@ -797,7 +806,10 @@ class HttpServer:
             return False
         return True
 
-    async def _send_error(self, connection: _Connection, status: int, message: str) -> None:
+    async def _send_error(
+        self, connection: _Connection, status: int, message: str, *, head_only: bool = False
+    ) -> None:
+        """Answer ``status`` with a JSON error body (none for HEAD), then the connection closes."""
         body = orjson.dumps({"error": message})
         head = encode_response_head(
             status,
@@ -806,7 +818,7 @@ class HttpServer:
             % (len(body), _SERVER_HEADER, http_date()),
         )
         try:
-            await connection.stream.send_all(head + body, timeout=self.write_timeout)
+            await connection.stream.send_all(head if head_only else head + body, timeout=self.write_timeout)
         except (NetworkError, TimeoutError):
             pass
 
