@@ -296,7 +296,11 @@ def parser_properties() -> list[Property]:
         return seen, None
 
     def request_parser(data: bytes) -> None:
-        assert heads([data[i : i + 1] for i in range(len(data))]) == heads([data])
+        # The same requests, and an error in both or neither. (The status may differ: a long line
+        # with a bad byte is 431 when it arrives in pieces, 400 when llhttp sees the byte first.)
+        bytewise, whole = heads([data[i : i + 1] for i in range(len(data))]), heads([data])
+        assert bytewise[0] == whole[0]
+        assert (bytewise[1] is None) == (whole[1] is None), (bytewise[1], whole[1])
 
     def response_parser(data: bytes, cuts: st.DataObject, eof: bool) -> None:
         parser = ResponseParser(max_header_bytes=512)
@@ -322,7 +326,7 @@ def parser_properties() -> list[Property]:
         st.binary(max_size=800), server_fuzz.token_soup, server_fuzz.seeds.flatmap(server_fuzz.mutated)
     )
     return [
-        Property("parser: request whole = bytewise", {"data": requests}, request_parser),
+        Property("parser: request same whole or bytewise", {"data": requests}, request_parser),
         Property(
             "parser: response parses or raises",
             {"data": responses, "cuts": st.data(), "eof": st.booleans()},
