@@ -28,7 +28,7 @@ def _ratio(value: float | None) -> str:
 def targets_table(targets: list[dict[str, Any]]) -> list[str]:
     """The issue's targets, each with its measured ratio and whether it holds."""
     lines = [
-        "| target | measured (rate) | measured (CPU) | met |",
+        "| target | measured (rate) | same ratio by CPU µs per unit (peer ÷ ours) | met (by rate) |",
         "|---|---|---|---|",
     ]
     for target in targets:

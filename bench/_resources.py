@@ -141,9 +141,9 @@ def _churn(ctx: Context, name: str, target: int, warmup: int, time_limit: float)
         warm_point: tuple[int, int] | None = None
         started = time.monotonic()
         rate = 5_000.0
-        while total < target and time.monotonic() - started < time_limit:
+        while total < target and (left := time_limit - (time.monotonic() - started)) >= 1.0:
             goal = warmup if warm_point is None else target
-            seconds = min(10.0, max(1.0, (goal - total) / rate))
+            seconds = min(10.0, left, max(1.0, (goal - total) / rate))
             result = run_wrk(url, connections=50, duration=seconds, headers={"Connection": "close"})
             total += result.requests
             rate = max(result.rate, 100.0)
@@ -181,9 +181,13 @@ def memory_churn(ctx: Context) -> dict[str, Any]:
     """RSS growth over many short connections (``Connection: close``), after a warm-up."""
     settings = ctx.settings
     systems: dict[str, Any] = {}
+    # Keep the whole run within its budget: the peer gets at most 15% of what is left.
+    left = settings.seconds_left()
+    peer_limit = min(settings.memory_peer_time_limit, max(5.0, 0.15 * left))
+    our_limit = min(settings.memory_time_limit, max(10.0, left - peer_limit - 20.0))
     plan = [
-        (OURS, settings.memory_connections, settings.memory_time_limit),
-        ("aiohttp", settings.memory_peer_connections, settings.memory_peer_time_limit),
+        (OURS, settings.memory_connections, our_limit),
+        ("aiohttp", settings.memory_peer_connections, peer_limit),
     ]
     for name, target, limit in plan:
         warmup = min(settings.memory_warmup_connections, target // 5)

@@ -64,10 +64,17 @@ class Settings:
     quick: bool = False
     idle_connections: int = 10_000
     memory_connections: int = 1_000_000
-    memory_peer_connections: int = 200_000
+    memory_peer_connections: int = 100_000
     memory_warmup_connections: int = 100_000
-    memory_time_limit: float = 150.0
-    memory_peer_time_limit: float = 45.0
+    memory_time_limit: float = 180.0
+    memory_peer_time_limit: float = 25.0
+    #: Seconds the whole run may take: the memory scenario (last) shortens itself to fit.
+    run_budget: float = 14 * 60.0
+    started: float = field(default_factory=time.monotonic)
+
+    def seconds_left(self) -> float:
+        """Seconds left of :attr:`run_budget`."""
+        return self.started + self.run_budget - time.monotonic()
 
 
 @dataclass

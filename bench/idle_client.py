@@ -23,12 +23,12 @@ import time
 def _read_response(sock: socket.socket, deadline: float) -> bool:
     """Read one small response with a Content-Length body; True when it is a 200."""
     data = b""
-    while time.monotonic() < deadline:
+    while (remaining := deadline - time.monotonic()) > 0:
+        sock.settimeout(remaining)
         try:
             chunk = sock.recv(65536)
-        except BlockingIOError:
-            select.select([sock], [], [], 0.05)
-            continue
+        except TimeoutError:
+            return False
         if not chunk:
             return False
         data += chunk
@@ -61,11 +61,11 @@ def open_idle(port: int, count: int, wave: int) -> tuple[list[socket.socket], in
                 sock.close()
                 failed += 1
                 continue
-            sock.setblocking(False)
             batch.append(sock)
         deadline = time.monotonic() + 10.0
         for sock in batch:
             if _read_response(sock, deadline):
+                sock.setblocking(False)
                 sockets.append(sock)
             else:
                 sock.close()
