@@ -605,7 +605,7 @@ def soak(args: argparse.Namespace) -> Report:
             tasks_finished_warm=warm["tasks_finished"],
             tasks_finished_end=idle["tasks_finished"],
             event_records_warm=warm["event_waiter_entries"],
-            event_records_end=idle["event_waiter_entries"],
+            event_records_end=end["event_waiter_entries"],  # before the clients leave (interrupt() prunes)
             loop_exceptions=idle["loop_exceptions"],
             rss_samples_kb=rss_samples,
         )
