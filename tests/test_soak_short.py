@@ -61,14 +61,6 @@ def test_soak_reports_a_failed_check() -> None:
     assert b"under --min-rate" in result.stdout
 
 
-@pytest.mark.xfail(
-    reason=(
-        "each exchange handed to a worker parks it on a new flowno Event, and flowno keeps every "
-        "Event in loop.event_waiters forever (a defaultdict never pruned): ~0.5 KiB per exchange"
-    ),
-    raises=AssertionError,
-    strict=True,
-)
 def test_exchanges_handed_to_workers_leave_no_loop_records() -> None:
     server = HttpServer("127.0.0.1", 0)
 

@@ -151,6 +151,7 @@ class RequestParser:
         "max_body_bytes",
         "max_header_bytes",
         "max_headers",
+        "message_method",
         "messages_in_progress",
     )
 
@@ -174,6 +175,8 @@ class RequestParser:
         self._body_bytes = 0
         self._error: RemoteProtocolError | None = None
         self._finished = False
+        #: Method of the request being parsed, once its headers end (None before).
+        self.message_method: str | None = None
         #: Requests whose head has been parsed but whose end has not.
         self.messages_in_progress = 0
 
@@ -246,6 +249,7 @@ class RequestParser:
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.message_method = None
         self._in_head = True
         self._head_bytes = 0
         self._url = b""
@@ -279,6 +283,7 @@ class RequestParser:
         parser = self._parser
         fields = self._fields
         version = parser.get_http_version()
+        method = self.message_method = parser.get_method().decode("ascii")
         host = fields.get("host")
         if host is None:
             if version == "1.1":
@@ -300,7 +305,7 @@ class RequestParser:
             if int(text) > self.max_body_bytes:
                 self._fail(TooLargeError(f"body larger than {self.max_body_bytes} bytes", 413))
         head = RequestHead(
-            parser.get_method().decode("ascii"),
+            method,
             self._url,
             version,
             Headers._from_trusted(fields),

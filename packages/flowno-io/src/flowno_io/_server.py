@@ -56,6 +56,7 @@ from ._request import Request
 from ._routing import MethodNotAllowed, NotFound, Router
 from ._shutdown import ShutdownSignals
 from ._stream import SocketStream, wait_readable
+from ._wakeup import Wakeup
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -142,7 +143,7 @@ class _Worker:
     __slots__ = ("job", "wakeup")
 
     def __init__(self) -> None:
-        self.wakeup = Event()
+        self.wakeup = Wakeup()  # reusable; a flowno Event per wait would stay in the loop forever
         self.job: tuple[_Connection, _Exchange, Any] | None = None
 
 
@@ -475,7 +476,7 @@ class HttpServer:
             logger.warning("closing a connection whose handler did not finish after the grace period")
             self._drop(connection)
         for worker in self._idle_workers:
-            await worker.wakeup.set()
+            worker.wakeup.set()
         self._idle_workers.clear()
 
     # -- the driver -------------------------------------------------------------------------
@@ -600,7 +601,7 @@ class HttpServer:
         if self._idle_workers:
             worker = self._idle_workers.pop()
             worker.job = job
-            await worker.wakeup.set()
+            worker.wakeup.set()
         else:
             self.stats["workers"] += 1
             await spawn(self._worker(job))
@@ -613,6 +614,8 @@ class HttpServer:
             parser.feed(data)
         except ProtocolError as exc:
             error = exc  # the requests parsed before the bad bytes are still answered, in order
+        # The error answers the request being parsed when it failed: no body if that was a HEAD.
+        head_only = parser.message_method == "HEAD"
         while True:
             event = parser.next_event()
             if event is None:
@@ -623,11 +626,12 @@ class HttpServer:
                 if not await self._handle(connection, event):
                     return False
         if error is not None:
-            await self._send_error(connection, error.status_hint, str(error))
+            await self._send_error(connection, error.status_hint, str(error), head_only=head_only)
             return False
         return True
 
     async def _worker(self, job: tuple[_Connection, _Exchange, Any] | None) -> None:
+        worker = _Worker()
         while job is not None:
             connection, exchange, command = job
             try:
@@ -641,7 +645,7 @@ class HttpServer:
                 self._drop(connection)
             if self._closing:
                 return
-            worker = _Worker()
+            worker.job = None
             self._idle_workers.append(worker)
             await worker.wakeup.wait()
             job = worker.job
