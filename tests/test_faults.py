@@ -316,15 +316,6 @@ def test_peer_that_stops_reading_a_stream_is_dropped_after_write_timeout() -> No
         sock.close()
 
 
-@pytest.mark.xfail(
-    reason=(
-        "heartbeats of an idle event stream fit the send buffer (up to MiBs), so a peer that takes "
-        "nothing (stopped reading, or vanished without FIN/RST) is never found by heartbeat or "
-        "write timeout; only TCP's retransmission timeout (~15 min) ends it"
-    ),
-    raises=AssertionError,
-    strict=True,
-)
 def test_idle_stream_to_a_peer_that_takes_nothing_is_found_by_heartbeats() -> None:
     server = HttpServer("127.0.0.1", 0, write_timeout=0.3)
     cleanups: list[str] = []

@@ -31,11 +31,14 @@ Disconnects are detected this way on Linux (``select.epoll``); elsewhere only wh
 
 from __future__ import annotations
 
+import fcntl
 import heapq
 import itertools
 import logging
 import select
 import socket as _socket
+import struct
+import termios
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from time import monotonic
@@ -108,7 +111,9 @@ class _ActiveStream:
         "pending_since",
         "shutdown",
         "sock",
+        "stalled_since",
         "task",
+        "unacked",
         "writer",
     )
 
@@ -136,6 +141,11 @@ class _ActiveStream:
         self.pending = b""
         self.pending_since = 0.0
         self.last_write = monotonic()
+        #: Bytes the peer had not acknowledged at the last heartbeat, and since when that queue
+        #: has not shrunk: a peer that takes nothing (stopped reading, or vanished without a FIN)
+        #: is found this way, as heartbeats alone fit in the send buffer and never block.
+        self.unacked = 0
+        self.stalled_since: float | None = None
         #: The monitor's live heap entry for this stream (its due time and sequence number).
         self.due: float | None = None
         self.heap_seq = -1
@@ -183,7 +193,13 @@ class _ActiveStream:
     def send_heartbeat(self, now: float) -> None:
         """Send a heartbeat (or what is pending) without blocking."""
         if self.in_producer and not self.gone and not self.shutdown and self.heartbeat is not None:
+            queued = _unacked_bytes(self.sock)
+            if queued == 0 or queued < self.unacked:
+                self.stalled_since = None  # the peer took something since the last heartbeat
+            elif self.stalled_since is None:
+                self.stalled_since = now
             self.send_nowait(self.pending or self.heartbeat, now)
+            self.unacked = _unacked_bytes(self.sock)
             self.last_write = now
 
     def deliver(self, data: bytes) -> bool:
@@ -368,12 +384,23 @@ class _StreamMonitor:
                 continue
             if stream.interval is None:
                 continue
+            if stream.stalled_since is not None and now - stream.stalled_since > write_timeout:
+                stream.stop("disconnect")  # heartbeats have not moved the peer's window: gone
+                continue
             due = stream.last_write + stream.interval
             if due <= now:
                 stream.send_heartbeat(now)
                 due = now + stream.interval
             if not stream.gone:
                 self._schedule(stream, due, poke=False)
+
+
+def _unacked_bytes(sock: _socket.socket) -> int:
+    """Bytes in the socket's send queue the peer has not acknowledged (Linux ``SIOCOUTQ``)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
+    except OSError:
+        return 0
 
 
 _monitors: weakref.WeakKeyDictionary[HttpServer, _StreamMonitor] = weakref.WeakKeyDictionary()
