@@ -526,16 +526,18 @@ class Report:
 def wait_until_idle(server: ServerProcess, timeout: float = 15.0) -> dict[str, Any]:
     """Wait until the server holds no connection but the /health one asking; that health.
 
-    Then wait for the server to close the /health connection too, so ``/proc`` counts its fds
-    at rest.
+    Then wait until its open fds stay the same for 0.3 s (the /health connection closed too), so
+    ``/proc`` counts them at rest.
     """
     deadline = time.monotonic() + timeout
     health = server.health()
     while health["open_connections"] > 1 and time.monotonic() < deadline:
         time.sleep(0.05)
         health = server.health()
-    while server.fds() >= health["fds"] and time.monotonic() < deadline:  # /health still open
-        time.sleep(0.02)
+    readings = [server.fds()]
+    while time.monotonic() < deadline and (len(readings) < 4 or len(set(readings[-4:])) > 1):
+        time.sleep(0.1)
+        readings.append(server.fds())
     return health
 
 
