@@ -213,11 +213,8 @@ class Received:
 def read_with_h11(data: bytes, methods: Sequence[str] = ()) -> list[Received]:
     """Every response in ``data`` (everything the server sent before closing), read by h11.
 
-    ``methods`` are the requests' methods (HEAD responses have no body), ``GET`` beyond them. An
-    error response is read as the answer to a GET whatever the method: the server cannot know the
-    method of bytes it could not parse, and it still sends an error body to a HEAD whose own body
-    is malformed (a bug: ``test_error_for_a_malformed_head_request_has_no_body``; once fixed, read
-    errors for HEAD without a body here).
+    ``methods`` are the methods of the requests the responses answer, in order (a HEAD response
+    has no body); ``GET`` beyond them.
 
     Raises:
         AssertionError: the bytes are not a sequence of well-formed responses (a cut-short chunked
@@ -227,10 +224,8 @@ def read_with_h11(data: bytes, methods: Sequence[str] = ()) -> list[Received]:
     connection.receive_data(data)
     connection.receive_data(b"")
     received: list[Received] = []
-    while pending := connection.trailing_data[0]:  # a response begins (no close between two)
+    while connection.trailing_data[0]:  # a response begins (the server did not close between two)
         method = methods[len(received)] if len(received) < len(methods) else "GET"
-        if pending[9:12].isdigit() and int(pending[9:12]) in ERROR_STATUSES:
-            method = "GET"
         connection.send(h11.Request(method=method, target="/", headers=[("Host", "t")]))
         connection.send(h11.EndOfMessage())
         head: h11.Response | None = None
@@ -280,16 +275,23 @@ def check_allowed_outcome(responses: list[Received]) -> None:
 
 
 def request_methods(data: bytes) -> list[str]:
-    """The methods of the requests in ``data`` as the server's parser reads them (for HEAD)."""
+    """The methods of the requests the server answers for ``data``, as its parser reads them.
+
+    Only HEAD matters (its responses have no body). A request whose head fails once its method is
+    known (a limit, a bad Host) gets an error response too, so its method is listed.
+    """
     parser = RequestParser(**LIMITS)
     methods: list[str] = []
+    failed = False
     try:
         parser.feed(data)
     except RemoteProtocolError:
-        pass
+        failed = True
     while (event := parser.next_event()) is not None:
         if isinstance(event, RequestHead):
             methods.append(event.method)
+    if failed and parser.message_method is not None and parser.messages_in_progress == 0:
+        methods.append(parser.message_method)  # its head failed after the method was read
     return methods
 
 
