@@ -24,12 +24,16 @@ from time import monotonic
 
 from flowno import Event, current_event_loop, sleep, spawn
 
-__all__ = ["LINGER", "TICK", "Clock", "Timer", "get_clock"]
+__all__ = ["COMPACT_SLACK", "LINGER", "TICK", "Clock", "Timer", "get_clock"]
 
 logger = logging.getLogger("flowno_io")
 
 #: Longest the clock task sleeps between checks; timers fire up to this late.
 TICK = 0.05
+#: Heap entries allowed beyond twice the armed timers before the heap drops its dead entries, so
+#: timers disarmed long before their deadline (a connection closed after one request) do not pile
+#: up — nor keep what their callbacks reference alive — until that deadline.
+COMPACT_SLACK = 1024
 #: How long the clock task stays alive with nothing armed before it exits.
 LINGER = 0.25
 
@@ -85,10 +89,13 @@ class Timer:
         return clock._running
 
     def disarm(self) -> None:
-        """Stop the timer if armed (its heap entry is dropped lazily)."""
+        """Stop the timer if armed (its heap entry is dropped lazily, or by a compaction)."""
         if self.deadline is not None:
             self.deadline = None
-            self._clock._armed -= 1
+            clock = self._clock
+            clock._armed -= 1
+            if len(clock._heap) > 2 * clock._armed + COMPACT_SLACK:
+                clock._compact()
 
 
 class Clock:
@@ -105,6 +112,20 @@ class Clock:
         timer._entry_time = deadline
         timer._entry_seq = seq
         heapq.heappush(self._heap, (deadline, seq, timer))
+
+    def _compact(self) -> None:
+        """Drop stale and disarmed entries (amortized O(1) per disarm)."""
+        live = []
+        for entry in self._heap:
+            timer = entry[2]
+            if entry[1] != timer._entry_seq:
+                continue
+            if timer.deadline is None:
+                timer._entry_time = None
+                continue
+            live.append(entry)
+        heapq.heapify(live)
+        self._heap[:] = live  # in place: _fire_due may be iterating over this very list
 
     def timer(self, callback: Callable[[], object]) -> Timer:
         """A new, disarmed timer that runs ``callback()`` when it expires.
