@@ -472,15 +472,19 @@ class Load:
                 sent += due
             if now >= next_stall_check:
                 next_stall_check = now + 1.0
-                for connection in [*self.hellos, *self.streams]:
+                for connection in self.connections():
                     connection.check_stalled(now)
             if now - started >= next_second:
                 on_second(now - started)
                 next_second += 1.0
 
+    def connections(self) -> list[HelloConnection | StreamConnection]:
+        """Every client connection (a copy: failing ones replace themselves while iterated)."""
+        return [*self.hellos, *self.streams]
+
     def close(self) -> None:
         """Close every client connection."""
-        for connection in [*self.hellos, *self.streams]:
+        for connection in self.connections():
             connection.close()
         self.selector.close()
 
