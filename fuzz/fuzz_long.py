@@ -285,7 +285,7 @@ def parser_properties() -> list[Property]:
     """Request parser (whole = bytewise), response parser and SSE decoder (parse or raise)."""
 
     def heads(chunks: list[bytes]) -> tuple[list[tuple[str, bytes]], int | None]:
-        parser = RequestParser(**server_fuzz.LIMITS)
+        parser = server_fuzz.request_parser()
         seen: list[tuple[str, bytes]] = []
         for chunk in chunks:
             try:

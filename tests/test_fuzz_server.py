@@ -53,7 +53,7 @@ ERROR_STATUSES = frozenset({400, 413, 431, 500, 505})
 # -- the server under test -------------------------------------------------------------------------
 
 #: Small limits, so that fuzzing reaches them.
-LIMITS = {"max_header_bytes": 2048, "max_headers": 16, "max_body_bytes": 4096}
+MAX_HEADER_BYTES, MAX_HEADERS, MAX_BODY_BYTES = 2048, 16, 4096
 
 STREAM_BODY = b"onetwothree"
 SSE_BODY = b'id: 1\ndata: first\n\nevent: second\ndata: {"n":2}\n\n'
@@ -74,7 +74,9 @@ def fuzz_server() -> HttpServer:
     server = HttpServer(
         "127.0.0.1",
         0,
-        **LIMITS,
+        max_header_bytes=MAX_HEADER_BYTES,
+        max_headers=MAX_HEADERS,
+        max_body_bytes=MAX_BODY_BYTES,
         header_timeout=2.0,
         body_timeout=2.0,
         keepalive_timeout=2.0,
@@ -236,7 +238,7 @@ def read_with_h11(data: bytes, methods: Sequence[str] = ()) -> list[Received]:
                 event = connection.next_event()
             except h11.RemoteProtocolError as exc:
                 chunked = head is not None and b"chunked" in dict(head.headers).get(b"transfer-encoding", b"")
-                assert chunked, f"malformed response bytes ({exc}): {data[:600]!r}"
+                assert head is not None and chunked, f"malformed response bytes ({exc}): {data[:600]!r}"
                 received.append(
                     Received(head.status_code, dict(head.headers), b"".join(body), False, interim)
                 )
@@ -274,13 +276,18 @@ def check_allowed_outcome(responses: list[Received]) -> None:
             assert last  # read_with_h11 allows it only for a chunked body cut at the end
 
 
+def request_parser() -> RequestParser:
+    """A request parser with the fuzz server's limits."""
+    return RequestParser(MAX_HEADER_BYTES, MAX_HEADERS, MAX_BODY_BYTES)
+
+
 def request_methods(data: bytes) -> list[str]:
     """The methods of the requests the server answers for ``data``, as its parser reads them.
 
     Only HEAD matters (its responses have no body). A request whose head fails once its method is
     known (a limit, a bad Host) gets an error response too, so its method is listed.
     """
-    parser = RequestParser(**LIMITS)
+    parser = request_parser()
     methods: list[str] = []
     failed = False
     try:
