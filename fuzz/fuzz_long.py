@@ -105,7 +105,8 @@ def run_rounds(properties: list[Property], budget: Budget) -> None:
         for prop in properties:
             if budget.spent(run_so_far()):
                 break
-            prop.run_round(min(ROUND, budget.examples - run_so_far()))
+            share = (budget.examples - run_so_far()) // len(properties)  # each property gets a turn
+            prop.run_round(max(1, min(ROUND, share)))
 
 
 # -- phase 1: the server ---------------------------------------------------------------------------
