@@ -410,8 +410,16 @@ class HttpServer:
         logger.info("serving on http://%s:%s", self.host, self.port)
         try:
             while not self._closing:
-                await wait_readable(handle)
-                for fd, _ in epoll.poll(0, 256):
+                events = epoll.poll(0, 256)
+                if events:
+                    # Ready work: yield to the loop's other tasks without a selector round trip.
+                    # (Registering this epoll with the loop's selector costs O(its connections):
+                    # the kernel checks nested epolls for loops, ~2 ms with 10,000 connections.)
+                    await sleep(0)
+                else:
+                    await wait_readable(handle)
+                    events = epoll.poll(0, 256)
+                for fd, _ in events:
                     if fd == listener_fd:
                         await self._accept_ready(listener)
                     elif fd == wake_fd:
