@@ -8,7 +8,7 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install test lint run-services loadtest
+.PHONY: help install test lint run-services loadtest fuzz soak
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
@@ -33,3 +33,12 @@ run-services: install ## Start the echo (:8080) and stream (:8081) services; Ctr
 DURATION ?= 5
 loadtest: install ## Load-test the services: orchestrator sweeps + headless Locust, reports in loadtest/reports/ (DURATION=5 s per phase, ~90 s)
 	DURATION=$(DURATION) PY=$(PY) bash scripts/loadtest.sh
+
+FUZZ_EXAMPLES ?= 20000
+FUZZ_SECONDS ?= 300
+fuzz: install ## Long fuzz: server over sockets, HttpClient vs hostile servers, sans-IO parsers (FUZZ_SECONDS=300)
+	$(PY) fuzz/fuzz_long.py --examples $(FUZZ_EXAMPLES) --seconds $(FUZZ_SECONDS)
+
+SOAK_SECONDS ?= 60
+soak: install ## Bounded soak: keep-alive at 10k req/s + 1,000 churning SSE streams, leak checks (SOAK_SECONDS=60)
+	$(PY) soak/soak.py --duration $(SOAK_SECONDS)
