@@ -60,6 +60,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def cpu_busy_seconds(cpu: int) -> float:
+    """Seconds CPU ``cpu`` spent not idle since boot, for every process (``/proc/stat``).
+
+    Compared with one process's :func:`cpu_seconds` over the same interval, it tells how much
+    of the core other programs took: the noise of a shared machine.
+    """
+    prefix = f"cpu{cpu} "
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(prefix):
+            # user nice system idle iowait irq softirq steal: all but idle and iowait are busy
+            # (steal is time the hypervisor gave this core to another machine).
+            fields = [int(value) for value in line.split()[1:9]]
+            return (sum(fields) - fields[3] - fields[4]) / _CLOCK_TICKS
+    raise ValueError(f"no cpu{cpu} in /proc/stat")
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of a process in KiB (``/proc/<pid>/statm``)."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_KIB

@@ -21,6 +21,10 @@ def _percent(value: float | None) -> str:
     return DASH if value is None else f"{value:+.2f}%"
 
 
+def _share(value: float | None) -> str:
+    return DASH if value is None else f"{value * 100:.0f}%"
+
+
 def _ratio(value: float | None) -> str:
     return DASH if value is None else f"{value:.2f}{TIMES}"
 
@@ -41,8 +45,8 @@ def throughput_table(scenarios: dict[str, Any]) -> list[str]:
     """One row per scenario and system: median rate, spread, CPU per unit, ratios against ours."""
     lines = [
         f"| scenario | system | median | min{DASH}max | CPU µs/unit "
-        "| ours ÷ this (rate) | this ÷ ours (CPU) |",
-        "|---|---|---|---|---|---|---|",
+        "| ours ÷ this (rate) | this ÷ ours (CPU) | others on CPU 0 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for record in scenarios.values():
         if record.get("kind") != "throughput":
@@ -55,7 +59,7 @@ def throughput_table(scenarios: dict[str, Any]) -> list[str]:
                 f"| {record['title']} | {label} | {_num(system['median_rate'])} {record['unit']} | "
                 f"{_num(system['min_rate'])}{DASH}{_num(system['max_rate'])} | "
                 f"{_num(system['median_cpu_us'], 1)} | "
-                f"{ratio} | {cpu_ratio} |"
+                f"{ratio} | {cpu_ratio} | {_share(system.get('median_foreign_cpu0'))} |"
             )
     return lines
 
@@ -120,7 +124,9 @@ def render_markdown(document: dict[str, Any], chart_name: str | None) -> str:
             "## Throughput",
             "",
             "CPU µs/unit is the measured process's `utime+stime` per request or event: the server's, "
-            "except in the client rows, where it is the client's.",
+            "except in the client rows, where it is the client's. *Others on CPU 0* is the share of "
+            "the server's core that other programs of this shared machine used during the "
+            "measurement (median): the noise.",
             "",
             *throughput_table(scenarios),
             "",

@@ -25,6 +25,7 @@ from _procs import (
     SERVER_CPU,
     Managed,
     ProcessRegistry,
+    cpu_busy_seconds,
     cpu_seconds,
     free_port,
     pinned,
@@ -159,6 +160,23 @@ def probe_closes(server: Server, timeout: float = 2.0) -> str | None:
     return "no response within the probe's timeout"
 
 
+class NoiseMeter:
+    """A server's CPU time over a measurement, and the share of CPU 0 other programs took."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.started = time.monotonic()
+        self.own = cpu_seconds(pid)
+        self.busy = cpu_busy_seconds(SERVER_CPU)
+
+    def stop(self) -> tuple[float, float]:
+        """(server CPU seconds, share of CPU 0's time used by anything else) since the start."""
+        own = cpu_seconds(self.pid) - self.own
+        busy = cpu_busy_seconds(SERVER_CPU) - self.busy
+        elapsed = time.monotonic() - self.started
+        return own, round(max(0.0, busy - own) / elapsed, 3) if elapsed else 0.0
+
+
 def wrk_sample(
     server: Server,
     path: str,
@@ -170,7 +188,7 @@ def wrk_sample(
     headers: dict[str, str] | None = None,
 ) -> Sample:
     """Drive ``server`` with wrk; the rate is requests/s, the CPU is the server's µs per request."""
-    before = cpu_seconds(server.process.pid)
+    noise = NoiseMeter(server.process.pid)
     result = run_wrk(
         server.url(path),
         connections=connections,
@@ -179,7 +197,7 @@ def wrk_sample(
         body=body,
         headers=headers,
     )
-    spent = cpu_seconds(server.process.pid) - before
+    spent, foreign = noise.stop()
     errors = {key: value for key, value in result.errors.items() if value}
     return Sample(
         rate=result.rate,
@@ -189,13 +207,14 @@ def wrk_sample(
             "p50_ms": result.p50_ms,
             "p99_ms": result.p99_ms,
             "errors": errors,
+            "foreign_cpu0": foreign,
         },
     )
 
 
 def sse_sample(ctx: Context, server: Server, clients: int, duration: float, events: int = 1000) -> Sample:
     """Run the raw-socket SSE client; the rate is events/s, the CPU the server's µs per event."""
-    before = cpu_seconds(server.process.pid)
+    noise = NoiseMeter(server.process.pid)
     argv = [
         ctx.python,
         str(BENCH_DIR / "sse_client.py"),
@@ -209,7 +228,7 @@ def sse_sample(ctx: Context, server: Server, clients: int, duration: float, even
         str(duration),
     ]
     result = _run_json(pinned(LOAD_CPU, argv), timeout=duration + 60)
-    spent = cpu_seconds(server.process.pid) - before
+    spent, foreign = noise.stop()
     return Sample(
         rate=result["events"] / result["seconds"],
         cpu_us=spent * 1e6 / max(result["events"], 1),
@@ -218,13 +237,14 @@ def sse_sample(ctx: Context, server: Server, clients: int, duration: float, even
             "streams": result["streams"],
             "short_streams": result["short_streams"],
             "load_cpu_share": round(result["cpu_seconds"] / result["seconds"], 3),
+            "foreign_cpu0": foreign,
         },
     )
 
 
 def client_sample(ctx: Context, server: Server, kind: str, tasks: int, duration: float) -> Sample:
     """Run one client against ``server``; the rate is requests/s, the CPU the client's µs/request."""
-    before = cpu_seconds(server.process.pid)
+    noise = NoiseMeter(server.process.pid)
     argv = [
         ctx.python,
         str(APPS_DIR / "client_bench.py"),
@@ -240,7 +260,7 @@ def client_sample(ctx: Context, server: Server, kind: str, tasks: int, duration:
         str(duration),
     ]
     result = _run_json(pinned(LOAD_CPU, argv), timeout=duration + 60)
-    spent = cpu_seconds(server.process.pid) - before
+    spent, foreign = noise.stop()
     requests = max(result["requests"], 1)
     return Sample(
         rate=result["requests"] / result["seconds"],
@@ -249,6 +269,7 @@ def client_sample(ctx: Context, server: Server, kind: str, tasks: int, duration:
             "requests": result["requests"],
             "errors": result["errors"],
             "server_cpu_us": round(spent * 1e6 / requests, 2),
+            "foreign_cpu0": foreign,
         },
     )
 
@@ -294,6 +315,7 @@ def summarize(samples: dict[str, list[Sample]], unit: str, title: str, note: str
             "min_rate": min(s.rate for s in runs),
             "max_rate": max(s.rate for s in runs),
             "median_cpu_us": statistics.median(s.cpu_us for s in runs),
+            "median_foreign_cpu0": statistics.median(s.details.get("foreign_cpu0", 0.0) for s in runs),
             "samples": [asdict(s) for s in runs],
         }
     ours = systems.get(OURS)

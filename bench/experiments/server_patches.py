@@ -1,6 +1,7 @@
 """Two candidate fixes for HttpServer, tried by monkeypatching private internals (experiment only).
 
-* ``--patch timer-compaction``: ``Timer.disarm`` rebuilds the clock's heap once stale entries
+* ``--patch timer-compaction`` (the library does this itself since commit 942858c):
+  ``Timer.disarm`` rebuilds the clock's heap once stale entries
   outnumber live ones (by 2x + 1,024). Today a disarmed timer stays in the heap until its old
   deadline (10 s for a new connection's header timer) and keeps its connection alive through its
   callback, so memory grows with connections/s x 10 s.
@@ -8,10 +9,13 @@
   parking on the loop and, when something is ready, only yields (``sleep(0)``) instead of having
   flowno register the epoll descriptor again (which costs O(descriptors in it) in the kernel:
   see ``kernel_costs.py``).
+* ``--patch defer-accept``: ``TCP_DEFER_ACCEPT`` on the listener, so a connection is accepted
+  with its request already readable (``Connection: close`` load: fewer syscalls per connection).
 * ``--patch keep-registered``: flowno's selector keeps an epoll descriptor registered between
   waits (its mask set to 0 and back, O(1)), as a fix of flowno's limit #3 would.
 
-Modes: ``memory`` (short connections, RSS after each 4 s wrk segment) and ``idle`` (server CPU µs
+Modes: ``memory`` (short connections: RSS and server CPU µs per connection for each 4 s wrk
+segment) and ``idle`` (server CPU µs
 per keep-alive request without and with 10,000 idle connections). Compare with ``--patch none``::
 
     .venv/bin/python bench/experiments/server_patches.py memory --patch none
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -89,6 +94,17 @@ def apply_patch(name: str) -> None:
             await original_wait(handle)
 
         _server.wait_readable = wait_readable
+    elif name == "defer-accept":
+        original_bind = _server.HttpServer.bind
+
+        def bind(self: Any) -> Any:
+            listener = original_bind(self)
+            # The kernel completes accept() only once the request's first bytes are in: no park,
+            # timer or epoll registration for a connection whose request is not there yet.
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+            return listener
+
+        _server.HttpServer.bind = bind  # type: ignore[method-assign]
     elif name == "keep-registered":
         import flowno.core.event_loop.event_loop as flowno_loop
 
@@ -144,7 +160,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("mode", choices=["memory", "idle", "serve"])
-    patches = ["none", "timer-compaction", "driver-poll-first", "keep-registered"]
+    patches = ["none", "timer-compaction", "driver-poll-first", "keep-registered", "defer-accept"]
     parser.add_argument("--patch", default="none", choices=patches)
     parser.add_argument("--port", type=int)
     args = parser.parse_args()
@@ -161,9 +177,15 @@ def main() -> None:
         if args.mode == "memory":
             total = 0
             for _ in range(8):
+                before = cpu_seconds(server.pid)
                 result = run_wrk(url, connections=50, duration=4, headers={"Connection": "close"})
+                cpu_us = (cpu_seconds(server.pid) - before) * 1e6 / result.requests
                 total += result.requests
-                print(f"{args.patch}: {total:>9,} connections, RSS {rss_kib(server.pid):>8,} KiB", flush=True)
+                print(
+                    f"{args.patch}: {total:>9,} connections, RSS {rss_kib(server.pid):>8,} KiB, "
+                    f"{cpu_us:.1f} CPU µs/connection",
+                    flush=True,
+                )
             return
         run_wrk(url, connections=50, duration=1)
 
