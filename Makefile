@@ -8,7 +8,7 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install test lint run-services loadtest fuzz soak
+.PHONY: help install test lint run-services loadtest fuzz soak bench
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
@@ -42,3 +42,9 @@ fuzz: install ## Long fuzz: server over sockets, HttpClient vs hostile servers, 
 SOAK_SECONDS ?= 60
 soak: install ## Bounded soak: keep-alive at 10k req/s + 1,000 churning SSE streams, leak checks (SOAK_SECONDS=60)
 	$(PY) soak/soak.py --duration $(SOAK_SECONDS)
+
+BENCH_ARGS ?=
+bench: install ## Benchmarks vs aiohttp, uvicorn+starlette, sse-starlette, httpx (~12 min); writes bench/results/
+	$(UV) sync --all-packages --locked --inexact --group bench
+	bash bench/ensure_wrk.sh
+	$(PY) bench/run.py $(BENCH_ARGS)
