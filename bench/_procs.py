@@ -76,6 +76,31 @@ def cpu_busy_seconds(cpu: int) -> float:
     raise ValueError(f"no cpu{cpu} in /proc/stat")
 
 
+def wait_until_quiet(
+    pids: Sequence[int], *, window: float = 0.1, busy_below: float = 0.05, timeout: float = 3.0
+) -> float:
+    """Wait until the processes ``pids`` together use less than ``busy_below`` of a core.
+
+    A server may go on working after its load stopped (a producer finishing the events of streams
+    whose clients left); measuring the next system meanwhile would charge that work to it.
+    Returns the seconds waited (at most ``timeout``).
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = sum(_cpu_or_zero(pid) for pid in pids)
+        time.sleep(window)
+        if sum(_cpu_or_zero(pid) for pid in pids) - before < busy_below * window:
+            break
+    return time.monotonic() - started
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def rss_kib(pid: int) -> int:
     """Resident set size of a process in KiB (``/proc/<pid>/statm``)."""
     return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE_KIB

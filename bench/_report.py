@@ -45,7 +45,7 @@ def throughput_table(scenarios: dict[str, Any]) -> list[str]:
     """One row per scenario and system: median rate, spread, CPU per unit, ratios against ours."""
     lines = [
         f"| scenario | system | median | min{DASH}max | CPU µs/unit "
-        "| ours ÷ this (rate) | this ÷ ours (CPU) | others on CPU 0 |",
+        "| ours ÷ this (rate) | this ÷ ours (CPU) | CPU 0 used outside the server |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for record in scenarios.values():
@@ -124,9 +124,10 @@ def render_markdown(document: dict[str, Any], chart_name: str | None) -> str:
             "## Throughput",
             "",
             "CPU µs/unit is the measured process's `utime+stime` per request or event: the server's, "
-            "except in the client rows, where it is the client's. *Others on CPU 0* is the share of "
-            "the server's core that other programs of this shared machine used during the "
-            "measurement (median): the noise.",
+            "except in the client rows, where it is the client's. *CPU 0 used outside the server* "
+            "is the share of the server's core that the server process itself did not use while it "
+            "was measured (median): other programs of this shared machine, and kernel network work "
+            "done while the server slept. A high share means the rate is not to be trusted.",
             "",
             *throughput_table(scenarios),
             "",

@@ -30,6 +30,7 @@ from _procs import (
     free_port,
     pinned,
     wait_for_port,
+    wait_until_quiet,
 )
 from _wrk import run_wrk
 
@@ -291,8 +292,13 @@ def interleaved(
     ctx: Context,
     systems: Sequence[str],
     measure: Callable[[str, float], Sample],
+    quiet_pids: Sequence[int] = (),
 ) -> dict[str, list[Sample]]:
-    """Warm every system up, then measure each once per round, rotating the order every round."""
+    """Warm every system up, then measure each once per round, rotating the order every round.
+
+    Before each measurement the processes ``quiet_pids`` (the servers) must have gone quiet, so
+    that work left over from the previous measurement is not charged to the next system.
+    """
     settings = ctx.settings
     for name in systems:
         measure(name, settings.warmup)
@@ -300,7 +306,9 @@ def interleaved(
     for round_index in range(settings.rounds):
         shift = round_index % len(systems)
         for name in [*systems[shift:], *systems[:shift]]:
+            waited = wait_until_quiet(quiet_pids) if quiet_pids else 0.0
             sample = measure(name, settings.duration)
+            sample.details["waited_for_quiet_s"] = round(waited, 2)
             samples[name].append(sample)
             ctx.log(f"  round {round_index + 1} {name}: {sample.rate:,.0f}/s, {sample.cpu_us:.1f} CPU-µs")
     return samples
@@ -328,6 +336,10 @@ def summarize(samples: dict[str, list[Sample]], unit: str, title: str, note: str
                 record["median_cpu_us"] / ours["median_cpu_us"] if ours["median_cpu_us"] else None
             )
     return {"kind": "throughput", "title": title, "unit": unit, "note": note, "systems": systems}
+
+
+def _pids(servers: dict[str, Server]) -> list[int]:
+    return [server.process.pid for server in servers.values()]
 
 
 def with_servers(
@@ -365,7 +377,10 @@ def _hello(ctx: Context, title: str, headers: dict[str, str] | None) -> dict[str
     def body(servers: dict[str, Server]) -> dict[str, Any]:
         names, skipped = _measurable(ctx, servers)
         samples = interleaved(
-            ctx, names, lambda name, seconds: wrk_sample(servers[name], "/", seconds, headers=headers)
+            ctx,
+            names,
+            lambda name, seconds: wrk_sample(servers[name], "/", seconds, headers=headers),
+            _pids(servers),
         )
         record = summarize(samples, "req/s", title)
         record["skipped"] = skipped
@@ -396,6 +411,7 @@ def echo(ctx: Context) -> dict[str, Any]:
             lambda name, seconds: wrk_sample(
                 servers[name], "/echo", seconds, method="POST", body=ECHO_BODY, headers=headers
             ),
+            _pids(servers),
         )
         return summarize(
             samples,
@@ -412,7 +428,7 @@ def _sse(ctx: Context, clients: int) -> dict[str, Any]:
 
     def body(servers: dict[str, Server]) -> dict[str, Any]:
         samples = interleaved(
-            ctx, names, lambda name, seconds: sse_sample(ctx, servers[name], clients, seconds)
+            ctx, names, lambda name, seconds: sse_sample(ctx, servers[name], clients, seconds), _pids(servers)
         )
         renamed = {
             ("uvicorn+sse-starlette" if name == STARLETTE else name): runs for name, runs in samples.items()
@@ -444,7 +460,10 @@ def _clients(ctx: Context, tasks: int) -> dict[str, Any]:
         server = servers[OURS]
         wrk_sample(server, "/", ctx.settings.warmup)
         samples = interleaved(
-            ctx, names, lambda name, seconds: client_sample(ctx, server, CLIENT_KINDS[name], tasks, seconds)
+            ctx,
+            names,
+            lambda name, seconds: client_sample(ctx, server, CLIENT_KINDS[name], tasks, seconds),
+            [server.process.pid],
         )
         return summarize(
             samples,
