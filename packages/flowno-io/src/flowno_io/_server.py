@@ -30,15 +30,15 @@ import logging
 import resource
 import select
 import socket as _socket
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from time import monotonic
-from types import coroutine
 from typing import Any, TypeAlias
 
 import orjson
 from flowno import Event, SocketHandle, sleep, spawn
 
 from ._clock import Timer, get_clock
+from ._coroutines import resume as _resume
 from ._errors import HttpError, NetworkError, ProtocolError, TimeoutError
 from ._headers import Headers
 from ._http11 import (
@@ -145,31 +145,6 @@ class _Worker:
     def __init__(self) -> None:
         self.wakeup = Wakeup()  # reusable; a flowno Event per wait would stay in the loop forever
         self.job: tuple[_Connection, _Exchange, Any] | None = None
-
-
-@coroutine
-def _resume(exchange: _Exchange, command: Any) -> Generator[Any, Any, bool]:
-    """Go on running ``exchange`` in the current task; it has just yielded ``command``.
-
-    The driver started the coroutine; when it had to wait, its pending loop command is passed
-    here, and from now on this task relays commands to the loop and results back, as
-    ``yield from`` would.
-    """
-    while True:
-        try:
-            value = yield command
-        except BaseException as exc:
-            try:
-                command = exchange.throw(exc)
-            except StopIteration as stop:
-                result: bool = stop.value
-                return result
-        else:
-            try:
-                command = exchange.send(value)
-            except StopIteration as stop:
-                result = stop.value
-                return result
 
 
 class ResponseWriter:
