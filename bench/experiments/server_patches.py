@@ -1,27 +1,28 @@
-"""Two candidate fixes for HttpServer, tried by monkeypatching private internals (experiment only).
+"""Candidate fixes for HttpServer, tried by monkeypatching private internals (experiment only).
 
 * ``--patch timer-compaction`` (the library does this itself since commit 942858c):
-  ``Timer.disarm`` rebuilds the clock's heap once stale entries
-  outnumber live ones (by 2x + 1,024). Today a disarmed timer stays in the heap until its old
-  deadline (10 s for a new connection's header timer) and keeps its connection alive through its
-  callback, so memory grows with connections/s x 10 s.
-* ``--patch driver-poll-first``: the driver checks its private epoll with ``poll(0)`` before
-  parking on the loop and, when something is ready, only yields (``sleep(0)``) instead of having
-  flowno register the epoll descriptor again (which costs O(descriptors in it) in the kernel:
-  see ``kernel_costs.py``).
+  ``Timer.disarm`` rebuilds the clock's heap once stale entries outnumber live ones (by 2x +
+  1,024). Before, a disarmed timer stayed in the heap until its old deadline (10 s for a new
+  connection's header timer) and kept its connection alive through its callback, so memory grew
+  with connections/s x 10 s.
+* ``--patch driver-poll-first`` (the library does this itself since commit e39d4f4): the driver
+  checks its private epoll with ``poll(0)`` before parking on the loop and, when something is
+  ready, only yields (``sleep(0)``) instead of having flowno register the epoll descriptor again
+  (which costs O(descriptors in it) in the kernel: see ``kernel_costs.py``).
 * ``--patch defer-accept``: ``TCP_DEFER_ACCEPT`` on the listener, so a connection is accepted
   with its request already readable (``Connection: close`` load: fewer syscalls per connection).
 * ``--patch keep-registered``: flowno's selector keeps an epoll descriptor registered between
   waits (its mask set to 0 and back, O(1)), as a fix of flowno's limit #3 would.
 
 Modes: ``memory`` (short connections: RSS and server CPU µs per connection for each 4 s wrk
-segment) and ``idle`` (server CPU µs
-per keep-alive request without and with 10,000 idle connections). Compare with ``--patch none``::
+segment) and ``idle`` (server CPU µs per keep-alive request without and with 10,000 idle
+connections). Compare with ``--patch none``::
 
     .venv/bin/python bench/experiments/server_patches.py memory --patch none
     .venv/bin/python bench/experiments/server_patches.py memory --patch timer-compaction
     .venv/bin/python bench/experiments/server_patches.py idle --patch none
-    .venv/bin/python bench/experiments/server_patches.py idle --patch driver-poll-first
+    .venv/bin/python bench/experiments/server_patches.py idle --patch keep-registered
+    .venv/bin/python bench/experiments/server_patches.py memory --patch defer-accept
 
 Written against the library as of this commit: the patches name private attributes and break
 when those change. They are evidence for the suggestions in the benchmark notes, not fixes.
@@ -84,7 +85,7 @@ def apply_patch(name: str) -> None:
 
         _clock.Timer.disarm = disarm  # type: ignore[method-assign]
     elif name == "driver-poll-first":
-        original_wait = _server.wait_readable
+        original_wait = _server.wait_readable  # type: ignore[attr-defined]
 
         async def wait_readable(handle: Any) -> None:
             inner = handle.socket
@@ -93,7 +94,7 @@ def apply_patch(name: str) -> None:
                 return
             await original_wait(handle)
 
-        _server.wait_readable = wait_readable
+        _server.wait_readable = wait_readable  # type: ignore[attr-defined,assignment]
     elif name == "defer-accept":
         original_bind = _server.HttpServer.bind
 

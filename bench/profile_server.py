@@ -3,9 +3,9 @@
 Usage::
 
     uv pip install --python .venv/bin/python py-spy      # once; not a project dependency
-    python bench/profile.py --server flowno-io --load sse:100
-    python bench/profile.py --server flowno-io --load idle:10000   # hello keep-alive + idle conns
-    python bench/profile.py --server aiohttp --load close --seconds 10
+    python bench/profile_server.py --server flowno-io --load sse:100
+    python bench/profile_server.py --server flowno-io --load idle:10000   # hello keep-alive + idle conns
+    python bench/profile_server.py --server aiohttp --load close --seconds 10
 
 Loads: ``keepalive`` and ``close`` (wrk on ``GET /``), ``echo`` (wrk ``POST /echo``), ``sse:N``
 (the SSE client with N streams), ``idle:N`` (N idle keep-alive connections, then keep-alive
