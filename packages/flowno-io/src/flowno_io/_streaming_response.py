@@ -633,6 +633,8 @@ class EventSourceResponse(StreamingResponse):
             return bytes(item)
         if item is None:
             return b""
+        if type(item) is str and "\n" not in item and "\r" not in item:
+            return b"data: " + item.encode() + b"\n\n"  # the common one-line event, encoded directly
         return ServerSentEvent(item).encode()
 
     def _final_bytes(self) -> bytes:
