@@ -340,7 +340,7 @@ def test_bad_command_line_exits_non_zero(tmp_path: Path) -> None:
 
 
 def test_handler_crash_is_a_500_json_logged_with_its_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    from echo_service._routes import RouteTable
+    from flowno_io.service import RouteTable
 
     table = RouteTable("crash_test", access_log=True)
 

@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from flowno_io import HttpServer
+from flowno_io.service import ServiceOptions, add_service_arguments, options_from, run_service
 
-from ._runner import ServiceOptions, add_service_arguments, options_from, run_service
 from .app import build_server
 
 __all__ = ["main"]

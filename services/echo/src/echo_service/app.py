@@ -33,8 +33,7 @@ from typing import Any
 from flowno import sleep
 
 from flowno_io import HttpServer, Request, Response
-
-from ._routes import RouteTable, json_error
+from flowno_io.service import RouteTable, json_error
 
 __all__ = ["MAX_BYTES", "MAX_DELAY_MS", "build_server", "pattern_bytes", "seeded_bytes"]
 

@@ -12,8 +12,8 @@ import os
 import sys
 
 from flowno_io import HttpServer
+from flowno_io.service import ServiceOptions, add_service_arguments, options_from, run_service
 
-from ._runner import ServiceOptions, add_service_arguments, options_from, run_service
 from .app import DEFAULT_TICKER_INTERVAL, DEFAULT_TOKENS_PER_SECOND, build_server
 
 __all__ = ["main"]

@@ -51,6 +51,7 @@ from flowno_io import (
     ServerSentEvent,
     StreamingResponse,
 )
+from flowno_io.service import RouteTable, json_error
 
 from ._chat import (
     DEFAULT_MODEL,
@@ -62,7 +63,6 @@ from ._chat import (
     parse_request,
     reply_tokens,
 )
-from ._routes import RouteTable, json_error
 from ._ticker import Ticker
 
 __all__ = [

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flowno_io import HttpServer, run
+from .. import HttpServer, run
 
 __all__ = ["ServiceOptions", "add_service_arguments", "options_from", "run_service"]
 

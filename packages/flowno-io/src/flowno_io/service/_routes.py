@@ -9,8 +9,8 @@ unknown paths (404) and wrong methods (405) in the same JSON shape, so they are 
 Requests the server rejects before any handler runs (malformed framing, a body over the limit
 announced in ``Content-Length``, headers too large) are answered by the server and not logged.
 
-This module is the same in ``echo_service`` and ``stream_service`` (``HttpServer`` has no
-middleware or access-log hook yet; when it gets one, this shrinks to the route list).
+``echo_service`` and ``stream_service`` share it (``HttpServer`` has no middleware or
+access-log hook of its own).
 
 Example:
     >>> table = RouteTable("demo", access_log=False)
@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any, TypeAlias
 
-from flowno_io import Headers, HttpServer, NetworkError, ProtocolError, Request, Response, TimeoutError
+from .. import Headers, HttpServer, NetworkError, ProtocolError, Request, Response, TimeoutError
 
 __all__ = ["Handler", "RouteTable", "json_error"]
 
