@@ -51,8 +51,8 @@ from flowno_io import (
     Timeout,
     streaming_response_is_ok,
 )
-from flowno_io._http11 import RequestHead, RequestParser
-from flowno_io._http11_client import ResponseParser
+from flowno_io.protocol.http11_client import ResponseParser
+from flowno_io.protocol.http11_server import RequestHead, RequestParser
 
 #: Examples per hypothesis run; a property runs as many rounds as its budget allows.
 ROUND = 100

@@ -17,7 +17,6 @@ from client_servers import RawServer, StdlibServer, read_request, response_bytes
 from flowno import sleep, spawn
 
 from flowno_io import Headers
-from flowno_io._client import HttpClient, Timeout
 from flowno_io._errors import (
     ClosedResourceError,
     ConnectError,
@@ -26,6 +25,7 @@ from flowno_io._errors import (
     RemoteProtocolError,
     TooManyRedirects,
 )
+from flowno_io.client.client import HttpClient, Timeout
 from flowno_io.testing import run
 
 StartRaw = Callable[..., RawServer]

@@ -115,7 +115,7 @@ def test_head_and_errors_from_our_server() -> None:
 
 
 def test_event_stream_from_our_server() -> None:
-    streaming = pytest.importorskip("flowno_io._streaming_response")
+    streaming = pytest.importorskip("flowno_io.server.streaming")
     server = HttpServer("127.0.0.1", 0)
 
     @server.route("/events")

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from client_servers import RawServer, StdlibServer, read_request, response_bytes, wait_for_close
 
-from flowno_io._client import HttpClient, Timeout
 from flowno_io._errors import (
     ConnectTimeout,
     PoolTimeout,
@@ -22,7 +21,8 @@ from flowno_io._errors import (
     TotalTimeout,
     WriteTimeout,
 )
-from flowno_io._streaming import streaming_response_is_ok
+from flowno_io.client.client import HttpClient, Timeout
+from flowno_io.client.response_stream import streaming_response_is_ok
 from flowno_io.testing import run
 
 StartRaw = Callable[..., RawServer]

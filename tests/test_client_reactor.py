@@ -17,8 +17,8 @@ from flowno import sleep, spawn
 from flowno.core.event_loop.tasks import TaskCancelled
 
 from flowno_io import ClosedResourceError, HttpClient
-from flowno_io._reactor import Reactor
-from flowno_io._wakeup import interrupt
+from flowno_io.client.reactor import Reactor
+from flowno_io.io.wakeup import interrupt
 from flowno_io.testing import run
 
 

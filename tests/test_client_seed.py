@@ -20,8 +20,8 @@ from client_servers import StdlibServer
 from flowno import EventLoop
 
 from flowno_io import Headers
-from flowno_io._client import HttpClient
-from flowno_io._streaming import streaming_response_is_ok
+from flowno_io.client.client import HttpClient
+from flowno_io.client.response_stream import streaming_response_is_ok
 
 SEED_TESTS = [test for test in doctest.DocTestFinder().find(seed) if test.examples]
 

@@ -21,11 +21,9 @@ from client_servers import RawServer, StdlibServer, read_request, sse_chunked_pi
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowno_io._client import HttpClient, Timeout
 from flowno_io._errors import HTTPStatusError, ReadError, RemoteProtocolError
-from flowno_io._headers import Headers
-from flowno_io._sse import ServerSentEvent
-from flowno_io._streaming import (
+from flowno_io.client.client import HttpClient, Timeout
+from flowno_io.client.response_stream import (
     ErrStreamingResponse,
     HTTPException,
     OkStreamingResponse,
@@ -34,6 +32,8 @@ from flowno_io._streaming import (
     _SSEEvents,
     streaming_response_is_ok,
 )
+from flowno_io.protocol.headers import Headers
+from flowno_io.protocol.sse import ServerSentEvent
 from flowno_io.testing import run
 
 StartRaw = Callable[..., RawServer]

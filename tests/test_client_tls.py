@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from client_servers import StdlibServer
 
-from flowno_io._client import HttpClient
 from flowno_io._errors import ConnectError
-from flowno_io._streaming import streaming_response_is_ok
+from flowno_io.client.client import HttpClient
+from flowno_io.client.response_stream import streaming_response_is_ok
 from flowno_io.testing import run
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")

@@ -6,7 +6,7 @@ import time
 
 from flowno import Event, EventLoop, sleep
 
-from flowno_io._clock import COMPACT_SLACK, LINGER, TICK, get_clock
+from flowno_io.io.clock import COMPACT_SLACK, LINGER, TICK, get_clock
 
 
 def run(coro) -> object:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from rawhttp import read_response, read_responses, read_until_closed, status_of
 
 from flowno_io import HttpServer, Request, Response
 from flowno_io._errors import RemoteProtocolError
-from flowno_io._http11 import RequestHead, RequestParser
+from flowno_io.protocol.http11_server import RequestHead, RequestParser
 from flowno_io.testing import ServerThread
 
 CORPUS = Path(__file__).parent / "corpus" / "requests"

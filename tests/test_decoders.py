@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowno_io._decoders import (
+from flowno_io._errors import RemoteProtocolError, TooLargeError
+from flowno_io.protocol.decoders import (
     DEFAULT_MAX_LINE_BYTES,
     ContentDecoder,
     DeflateDecoder,
@@ -22,7 +23,6 @@ from flowno_io._decoders import (
     MultiDecoder,
     make_decoder,
 )
-from flowno_io._errors import RemoteProtocolError, TooLargeError
 
 TEXT = ("Lorem ipsum dolor sit amet, €😀 " * 200).encode()
 

@@ -35,7 +35,7 @@ from rawhttp import read_response
 
 from flowno_io import EventSourceResponse, HttpServer, Request, Response, ServerSentEvent, StreamingResponse
 from flowno_io._errors import RemoteProtocolError
-from flowno_io._http11 import RequestHead, RequestParser
+from flowno_io.protocol.http11_server import RequestHead, RequestParser
 from flowno_io.testing import ServerThread
 
 #: Examples per property in ``make test``; ``fuzz/fuzz_long.py`` runs many more.

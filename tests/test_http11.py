@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowno_io._errors import RemoteProtocolError, TooLargeError
-from flowno_io._http11 import END_OF_MESSAGE, RequestHead, RequestParser, encode_chunk
+from flowno_io.protocol.http11_server import END_OF_MESSAGE, RequestHead, RequestParser, encode_chunk
 
 PIPELINE = (
     b"POST /upload?x=1&y=%20 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nX-Multi: 1\r\nX-Multi: 2\r\n\r\nhello"

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowno_io._errors import LocalProtocolError, RemoteProtocolError, TooLargeError
-from flowno_io._http11_client import CHUNKED_END, ResponseParser, encode_chunk, encode_request_head
+from flowno_io.protocol.http11_client import CHUNKED_END, ResponseParser, encode_chunk, encode_request_head
 
 CONTENT_LENGTH = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nhello world"
 CHUNKED = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowno_io._routing import MethodNotAllowed, NotFound, Router
+from flowno_io.server.routing import MethodNotAllowed, NotFound, Router
 
 
 def make_router() -> Router[str]:

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowno_io._errors import RemoteProtocolError, TooLargeError
-from flowno_io._sse import (
+from flowno_io.protocol.sse import (
     DEFAULT_MAX_EVENT_BYTES,
     ServerSentEvent,
     SSEDecoder,

@@ -14,8 +14,8 @@ import pytest
 from flowno import Condition, Event, EventLoop, Lock, SocketHandle, sleep, spawn
 from flowno.core.event_loop.selectors import sel
 
-from flowno_io._stream import wait_readable
-from flowno_io._wakeup import Wakeup, interrupt
+from flowno_io.io.socket_stream import wait_readable
+from flowno_io.io.wakeup import Wakeup, interrupt
 
 
 class Stop(Exception):

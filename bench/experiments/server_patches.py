@@ -61,7 +61,8 @@ def apply_patch(name: str) -> None:
     """Monkeypatch the library in this (server) process."""
     from flowno import sleep
 
-    from flowno_io import _clock, _server
+    from flowno_io.io import clock as _clock
+    from flowno_io.server import server as _server
 
     if name == "timer-compaction":
         original_disarm = _clock.Timer.disarm

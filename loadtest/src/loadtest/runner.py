@@ -23,9 +23,9 @@ from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any
 
-from flowno import Event, EventLoop, sleep, spawn
+from flowno import Event, spawn
 
-from flowno_io import HttpClient, Timeout, streaming_response_is_ok
+from flowno_io import EventLoop, HttpClient, Timeout, sleep, streaming_response_is_ok
 
 from .scenario import RequestPicker, RequestSpec, Scenario
 from .schedule import ArrivalSchedule

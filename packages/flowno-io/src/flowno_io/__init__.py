@@ -4,14 +4,6 @@ The public API of ``flowno.io`` (``Headers``, ``HttpClient``, ``HttpServer``, ``
 streaming response types) is kept, so code ports by changing the import.
 """
 
-from ._client import (
-    ErrStreamingResponse,
-    HttpClient,
-    HTTPException,
-    OkStreamingResponse,
-    Timeout,
-    streaming_response_is_ok,
-)
 from ._errors import (
     ClosedResourceError,
     ConnectError,
@@ -32,21 +24,31 @@ from ._errors import (
     WriteError,
     WriteTimeout,
 )
-from ._headers import Headers
-from ._models import Response
-from ._pubsub import Subscription, Topic
-from ._request import Request
-from ._server import HttpServer, ResponseWriter
-from ._sse import ServerSentEvent, SSEDecoder
-from ._stream import SocketStream, open_tcp_stream
-from ._streaming_response import EventSourceResponse, StreamingResponse, StreamInterrupted
-from ._workers import run
+from .client.client import (
+    ErrStreamingResponse,
+    HttpClient,
+    HTTPException,
+    OkStreamingResponse,
+    Timeout,
+    streaming_response_is_ok,
+)
+from .io.flowno_compat import EventLoop, cancel, sleep
+from .io.socket_stream import SocketStream, open_tcp_stream
+from .protocol.headers import Headers
+from .protocol.models import Response
+from .protocol.sse import ServerSentEvent, SSEDecoder
+from .server.pubsub import Subscription, Topic
+from .server.request import Request
+from .server.server import HttpServer, ResponseWriter
+from .server.streaming import EventSourceResponse, StreamingResponse, StreamInterrupted
+from .server.workers import run
 
 __all__ = [
     "ClosedResourceError",
     "ConnectError",
     "ConnectTimeout",
     "ErrStreamingResponse",
+    "EventLoop",
     "EventSourceResponse",
     "HTTPException",
     "HTTPStatusError",
@@ -79,7 +81,9 @@ __all__ = [
     "TotalTimeout",
     "WriteError",
     "WriteTimeout",
+    "cancel",
     "open_tcp_stream",
     "run",
+    "sleep",
     "streaming_response_is_ok",
 ]

@@ -7,6 +7,6 @@ Example:
     [('tick', '{"n":1}', '7')]
 """
 
-from ._sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder, encode_comment, encode_event
+from .protocol.sse import DEFAULT_MAX_EVENT_BYTES, ServerSentEvent, SSEDecoder, encode_comment, encode_event
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "SSEDecoder", "ServerSentEvent", "encode_comment", "encode_event"]

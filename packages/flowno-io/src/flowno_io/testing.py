@@ -21,9 +21,8 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
-from flowno import EventLoop
-
-from ._server import HttpServer
+from .io.flowno_compat import EventLoop
+from .server.server import HttpServer
 
 __all__ = ["ServerThread", "run"]
 

@@ -30,9 +30,7 @@ import random
 import time
 from typing import Any
 
-from flowno import sleep
-
-from flowno_io import HttpServer, Request, Response
+from flowno_io import HttpServer, Request, Response, sleep
 from flowno_io.service import RouteTable, json_error
 
 __all__ = ["MAX_BYTES", "MAX_DELAY_MS", "build_server", "pattern_bytes", "seeded_bytes"]

@@ -20,9 +20,9 @@ from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from time import monotonic, time
 
-from flowno import sleep, spawn
+from flowno import spawn
 
-from flowno_io import ServerSentEvent, Topic
+from flowno_io import ServerSentEvent, Topic, sleep
 
 __all__ = ["TICKER_BUFFER", "Ticker"]
 

@@ -40,8 +40,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from flowno import sleep
-
 from flowno_io import (
     EventSourceResponse,
     HttpServer,
@@ -50,6 +48,7 @@ from flowno_io import (
     Response,
     ServerSentEvent,
     StreamingResponse,
+    sleep,
 )
 from flowno_io.service import RouteTable, json_error
 

@@ -25,9 +25,9 @@ from urllib.parse import unquote
 
 import httptools
 
-from ._errors import RemoteProtocolError, TooLargeError
-from ._headers import Headers
-from ._models import reason_phrase
+from .._errors import RemoteProtocolError, TooLargeError
+from .headers import Headers
+from .models import reason_phrase
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

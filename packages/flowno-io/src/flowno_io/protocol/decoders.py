@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ._errors import RemoteProtocolError, TooLargeError
+from .._errors import RemoteProtocolError, TooLargeError
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",

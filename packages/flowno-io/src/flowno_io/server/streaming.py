@@ -44,21 +44,19 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from flowno import SocketHandle, sleep, spawn
-from flowno.core.event_loop.event_loop import current_event_loop, current_task
-from flowno.core.event_loop.tasks import TaskCancelled, TaskHandle
+from flowno import SocketHandle, spawn
 
-from ._clock import get_clock
-from ._errors import NetworkError, ReadError, TimeoutError
-from ._headers import Headers
-from ._http11 import encode_chunk
-from ._pubsub import Subscription
-from ._sse import ServerSentEvent, encode_comment
-from ._stream import wait_readable
-from ._wakeup import interrupt
+from .._errors import NetworkError, ReadError, TimeoutError
+from ..io.clock import get_clock
+from ..io.flowno_compat import TaskCancelled, TaskHandle, current_loop, current_task, interrupt, sleep
+from ..io.socket_stream import wait_readable
+from ..protocol.headers import Headers
+from ..protocol.http11_server import encode_chunk
+from ..protocol.sse import ServerSentEvent, encode_comment
+from .pubsub import Subscription
 
 if TYPE_CHECKING:
-    from ._server import HttpServer, ResponseWriter
+    from .server import HttpServer, ResponseWriter
 
 __all__ = [
     "DEFAULT_PING_INTERVAL",
@@ -161,7 +159,7 @@ class _ActiveStream:
         else:
             return  # runs to its end; the server force-closes it after the grace period
         if self.in_producer:
-            loop = current_event_loop()
+            loop = current_loop()
             interrupt(self.task, StreamInterrupted(TaskHandle(loop, self.task), reason))
         elif reason == "disconnect":
             try:  # a worker blocked in send_all wakes up with an error

@@ -32,10 +32,11 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from flowno import EventLoop, SocketHandle, spawn
+from flowno import SocketHandle, spawn
 
-from ._server import HttpServer
-from ._stream import wait_readable
+from ..io.flowno_compat import EventLoop, reset_selector_after_fork
+from ..io.socket_stream import wait_readable
+from .server import HttpServer
 
 __all__ = ["DEFAULT_STOP_TIMEOUT", "run"]
 
@@ -109,11 +110,7 @@ def _make_server(app: App, host: str, port: int, *, reuse_port: bool) -> HttpSer
 
 def _reset_flowno_selector() -> None:
     """Give this (forked) process its own flowno selector instead of the parent's ``epoll``."""
-    from flowno.core.event_loop import selectors as flowno_selectors
-
-    sel = flowno_selectors.sel
-    sel.close()  # closes only this process's descriptor of the shared epoll
-    sel.__init__()  # a fresh epoll, same object (flowno's modules hold references to it)
+    reset_selector_after_fork()
 
 
 class _Supervisor:

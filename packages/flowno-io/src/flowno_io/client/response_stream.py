@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 import orjson
 
-from ._decoders import ContentDecoder, LineDecoder, make_decoder
-from ._errors import HttpError, HTTPStatusError, TooLargeError
-from ._headers import Headers
-from ._http11_client import ResponseParser
-from ._models import _is_json_type
-from ._pool import Connection
-from ._sse import ServerSentEvent, SSEDecoder
+from .._errors import HttpError, HTTPStatusError, TooLargeError
+from ..protocol.decoders import ContentDecoder, LineDecoder, make_decoder
+from ..protocol.headers import Headers
+from ..protocol.http11_client import ResponseParser
+from ..protocol.models import _is_json_type
+from ..protocol.sse import ServerSentEvent, SSEDecoder
+from .pool import Connection
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs  # typing.TypeIs is Python 3.13+
 
-    from ._client import HttpClient
+    from .client import HttpClient
 
 __all__ = [
     "BodyReader",

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from ._errors import TooLargeError
+from .._errors import TooLargeError
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",

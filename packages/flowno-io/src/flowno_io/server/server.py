@@ -35,13 +35,16 @@ from time import monotonic
 from typing import Any, TypeAlias
 
 import orjson
-from flowno import Event, SocketHandle, sleep, spawn
+from flowno import Event, SocketHandle, spawn
 
-from ._clock import Timer, get_clock
-from ._coroutines import resume as _resume
-from ._errors import HttpError, NetworkError, ProtocolError, TimeoutError
-from ._headers import Headers
-from ._http11 import (
+from .._errors import HttpError, NetworkError, ProtocolError, TimeoutError
+from ..io.clock import Timer, get_clock
+from ..io.coroutines import resume as _resume
+from ..io.flowno_compat import sleep
+from ..io.socket_stream import SocketStream, wait_readable
+from ..io.wakeup import Wakeup
+from ..protocol.headers import Headers
+from ..protocol.http11_server import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_HEADERS,
@@ -51,12 +54,10 @@ from ._http11 import (
     encode_response_head,
     http_date,
 )
-from ._models import Response
-from ._request import Request
-from ._routing import MethodNotAllowed, NotFound, Router
-from ._shutdown import ShutdownSignals
-from ._stream import SocketStream, wait_readable
-from ._wakeup import Wakeup
+from ..protocol.models import Response
+from .request import Request
+from .routing import MethodNotAllowed, NotFound, Router
+from .signals import ShutdownSignals
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Generic, Literal, TypeVar
 
-from ._wakeup import Wakeup
+from ..io.wakeup import Wakeup
 
 __all__ = ["DEFAULT_SUBSCRIBER_BUFFER", "OverflowPolicy", "Subscription", "Topic"]
 

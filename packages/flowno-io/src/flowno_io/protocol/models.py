@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from ._errors import HTTPStatusError
-from ._headers import Headers
+from .._errors import HTTPStatusError
+from .headers import Headers
 
 __all__ = ["Response", "reason_phrase"]
 

@@ -23,8 +23,7 @@ from collections.abc import AsyncIterable
 from time import monotonic
 from typing import TypeAlias
 
-from ._clock import Timer, get_clock
-from ._errors import (
+from .._errors import (
     ClosedResourceError,
     ConnectTimeout,
     HttpError,
@@ -34,11 +33,12 @@ from ._errors import (
     TotalTimeout,
     WriteTimeout,
 )
-from ._http11_client import CHUNKED_END, ResponseParser, encode_chunk
-from ._reactor import Reactor, ReadWaiter
-from ._stream import SocketStream, open_tcp_stream
-from ._tls import TlsStream
-from ._wakeup import Wakeup
+from ..io.clock import Timer, get_clock
+from ..io.socket_stream import SocketStream, open_tcp_stream
+from ..io.tls_stream import TlsStream
+from ..io.wakeup import Wakeup
+from ..protocol.http11_client import CHUNKED_END, ResponseParser, encode_chunk
+from .reactor import Reactor, ReadWaiter
 
 __all__ = [
     "DEFAULT_KEEPALIVE_EXPIRY",

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from flowno import SocketHandle, spawn
 
-from ._stream import wait_readable
+from ..io.socket_stream import wait_readable
 
 if TYPE_CHECKING:
-    from ._server import HttpServer
+    from .server import HttpServer
 
 __all__ = ["SHUTDOWN_SIGNALS", "ShutdownSignals"]
 

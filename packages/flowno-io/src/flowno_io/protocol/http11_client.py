@@ -25,9 +25,9 @@ from collections.abc import Iterable
 
 import httptools
 
-from ._errors import LocalProtocolError, RemoteProtocolError, TooLargeError
-from ._headers import Headers
-from ._http11 import encode_chunk
+from .._errors import LocalProtocolError, RemoteProtocolError, TooLargeError
+from .headers import Headers
+from .http11_server import encode_chunk
 
 __all__ = [
     "CHUNKED_END",

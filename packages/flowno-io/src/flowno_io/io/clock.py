@@ -22,7 +22,9 @@ import weakref
 from collections.abc import Callable
 from time import monotonic
 
-from flowno import Event, current_event_loop, sleep, spawn
+from flowno import Event, spawn
+
+from .flowno_compat import running_loop, sleep
 
 __all__ = ["COMPACT_SLACK", "LINGER", "TICK", "Clock", "Timer", "get_clock"]
 
@@ -204,9 +206,7 @@ def get_clock() -> Clock:
     Raises:
         RuntimeError: when called outside a running flowno ``EventLoop``.
     """
-    loop = current_event_loop()
-    if loop is None:
-        raise RuntimeError("flowno_io needs a running flowno EventLoop")
+    loop = running_loop("flowno_io's clock")
     clock = _clocks.get(loop)
     if clock is None:
         clock = _clocks[loop] = Clock()

@@ -8,12 +8,12 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from ._errors import ReadError, RemoteProtocolError
-from ._headers import Headers
-from ._http11 import END_OF_MESSAGE, RequestHead
+from .._errors import ReadError, RemoteProtocolError
+from ..protocol.headers import Headers
+from ..protocol.http11_server import END_OF_MESSAGE, RequestHead
 
 if TYPE_CHECKING:
-    from ._server import _Connection
+    from .server import _Connection
 
 __all__ = ["Request"]
 

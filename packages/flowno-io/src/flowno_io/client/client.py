@@ -30,7 +30,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 import orjson
 
-from ._errors import (
+from .._errors import (
     LocalProtocolError,
     ReadError,
     RemoteProtocolError,
@@ -38,10 +38,10 @@ from ._errors import (
     TooManyRedirects,
     WriteError,
 )
-from ._headers import Headers
-from ._http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
-from ._models import Response
-from ._pool import (
+from ..protocol.headers import Headers
+from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
+from ..protocol.models import Response
+from .pool import (
     DEFAULT_KEEPALIVE_EXPIRY,
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
     Connection,
@@ -49,7 +49,7 @@ from ._pool import (
     Origin,
     RequestBody,
 )
-from ._streaming import (
+from .response_stream import (
     BodyReader,
     ErrStreamingResponse,
     HTTPException,

@@ -21,9 +21,9 @@ import select
 
 from flowno import SocketHandle
 
-from ._errors import ClosedResourceError
-from ._stream import wait_readable
-from ._wakeup import Wakeup
+from .._errors import ClosedResourceError
+from ..io.socket_stream import wait_readable
+from ..io.wakeup import Wakeup
 
 __all__ = ["Reactor", "ReadWaiter"]
 

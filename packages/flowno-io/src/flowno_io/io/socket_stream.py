@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import errno
 import socket as _socket
-from collections.abc import Generator
 from time import monotonic
-from types import coroutine
 
 from flowno import SocketHandle
-from flowno.core.event_loop.commands import SocketRecvCommand, SocketSendCommand
 
-from ._clock import Timer, get_clock
-from ._errors import (
+from .._errors import (
     ClosedResourceError,
     ConnectError,
     ConnectTimeout,
@@ -31,23 +27,13 @@ from ._errors import (
     WriteError,
     WriteTimeout,
 )
+from .clock import Timer, get_clock
+from .flowno_compat import wait_readable, wait_writable
 
 __all__ = ["DEFAULT_RECEIVE_SIZE", "SocketStream", "open_tcp_stream", "wait_readable", "wait_writable"]
 
 #: Bytes asked of the kernel per ``recv`` when the caller does not say.
 DEFAULT_RECEIVE_SIZE = 64 * 1024
-
-
-@coroutine
-def wait_readable(handle: SocketHandle) -> Generator[SocketRecvCommand, None, None]:
-    """Park the current task until ``handle`` is readable (or has an error or EOF)."""
-    yield SocketRecvCommand(handle)
-
-
-@coroutine
-def wait_writable(handle: SocketHandle) -> Generator[SocketSendCommand, None, None]:
-    """Park the current task until ``handle`` is writable (or has an error)."""
-    yield SocketSendCommand(handle)
 
 
 class SocketStream:

@@ -24,8 +24,8 @@ import ssl
 from collections.abc import Callable
 from typing import TypeVar
 
-from ._errors import ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError, WriteTimeout
-from ._stream import DEFAULT_RECEIVE_SIZE, SocketStream
+from .._errors import ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError, WriteTimeout
+from .socket_stream import DEFAULT_RECEIVE_SIZE, SocketStream
 
 __all__ = ["TlsStream"]
 

@@ -1,0 +1,386 @@
+"""Every use of flowno's internals, in one place, checked at import time.
+
+flowno-io runs on the stock ``flowno.EventLoop`` (never patched). Its public API (``spawn``,
+``sleep``, ``Event``, ``SocketHandle``, ``EventLoop``) is not enough for an HTTP library: waiting
+for a socket without flowno's blocking ``recv``, waking a task from a plain callback, interrupting a
+parked task, and sleeping without the equal-deadline crash all need its commands and its
+bookkeeping. Those uses live here and nowhere else; ``docs/flowno-upstream.md`` says why each is
+needed, with a reproducer, and ``tests/test_flowno_limits.py`` asserts each limit still holds.
+
+**Cancel-safe waits.** flowno's ``TaskHandle.cancel()`` throws ``TaskCancelled`` into a task but
+leaves its records behind: its selector registration (the next wait on that fd raises
+``KeyError: ... is already registered``, which kills the loop), its place in
+``waiting_on_network``, its sleep-heap entry (which later resumes it spuriously) and its place in a
+waiter set (which keeps ``run_until_complete`` from ever returning). Every wait below removes its
+own records when anything is thrown into it, so cancelling a task at any flowno-io await point
+leaves the loop consistent.
+
+**Sleeps that never tie.** flowno pushes ``(end_time, task)`` on a heap with no tie-breaker; two
+equal deadlines make the heap compare two coroutines (``TypeError: '<' not supported between
+instances of 'coroutine' and 'coroutine'``), which kills the loop. :func:`sleep` gives every
+deadline it pushes a value no other pending flowno-io sleep has; :class:`EventLoop` (a subclass,
+not a patch) breaks ties for every sleep, including plain ``flowno.sleep``.
+
+Call everything here on the loop's thread only.
+"""
+
+from __future__ import annotations
+
+import heapq
+import importlib.metadata
+import itertools
+import math
+from collections.abc import Generator
+from timeit import default_timer as _flowno_clock
+from types import coroutine
+from typing import Any
+
+import flowno
+from flowno import SocketHandle
+from flowno.core.event_loop.commands import (
+    EventWaitCommand,
+    SleepCommand,
+    SocketRecvCommand,
+    SocketSendCommand,
+)
+from flowno.core.event_loop.event_loop import current_task
+from flowno.core.event_loop.selectors import sel
+from flowno.core.event_loop.tasks import TaskCancelled, TaskHandle
+
+__all__ = [
+    "FLOWNO_VERSION",
+    "TESTED_FLOWNO_VERSIONS",
+    "EventLoop",
+    "TaskCancelled",
+    "TaskHandle",
+    "cancel",
+    "current_loop",
+    "current_task",
+    "handle_of",
+    "interrupt",
+    "park",
+    "reset_selector_after_fork",
+    "running_loop",
+    "sleep",
+    "sleep_until",
+    "wait_readable",
+    "wait_writable",
+    "wake",
+]
+
+#: flowno releases this module was written against and tested with (the dependency is ``<0.2``).
+TESTED_FLOWNO_VERSIONS = ("0.1.19",)
+FLOWNO_VERSION = importlib.metadata.version("flowno")
+
+
+def _check_structure() -> None:
+    """Fail at import, naming what changed, if flowno's loop no longer looks as this module assumes."""
+    loop = flowno.EventLoop()
+    try:
+        expected = {
+            "tasks": "deque",
+            "sleeping": "list",
+            "waiting_on_network": "list",
+            "event_waiters": "defaultdict",
+            "condition_waiters": "defaultdict",
+            "lock_waiters": "defaultdict",
+            "watching_task": "defaultdict",
+            "finished": "dict",
+            "exceptions": "dict",
+        }
+        missing = [
+            f"EventLoop.{name} ({kind})"
+            for name, kind in expected.items()
+            if type(getattr(loop, name, None)).__name__ != kind
+        ]
+        for name in ("_handle_command", "cancel"):
+            if not callable(getattr(loop, name, None)):
+                missing.append(f"EventLoop.{name}()")
+        for name in ("get_map", "unregister", "register"):
+            if not callable(getattr(sel, name, None)):
+                missing.append(f"selectors.sel.{name}()")
+        if not hasattr(SleepCommand(0.0), "end_time"):
+            missing.append("SleepCommand.end_time")
+        if missing:
+            raise ImportError(
+                f"flowno_io cannot run on flowno {FLOWNO_VERSION}: its event loop changed "
+                f"({', '.join(missing)}); flowno_io is tested with flowno {', '.join(TESTED_FLOWNO_VERSIONS)}"
+            )
+    finally:
+        loop._wakeup_reader.close()
+        loop._wakeup_writer.close()
+
+
+_check_structure()
+
+
+def current_loop() -> Any:
+    """The running flowno ``EventLoop``, or ``None`` outside one."""
+    return flowno.current_event_loop()
+
+
+def running_loop(what: str) -> Any:
+    """The running flowno ``EventLoop``; a clear ``RuntimeError`` naming ``what`` outside one."""
+    loop = flowno.current_event_loop()
+    if loop is None:
+        raise RuntimeError(
+            f"{what} must run inside a flowno event loop: start it with "
+            "flowno.EventLoop().run_until_complete(main()) (asyncio and other loops cannot run it)"
+        )
+    return loop
+
+
+def handle_of(fileobj: Any) -> SocketHandle:
+    """A flowno handle for anything with a ``fileno()`` (a socket, or an ``epoll`` object)."""
+    return SocketHandle(fileobj)
+
+
+# -- cancel-safe waits --------------------------------------------------------------------------
+
+
+def _forget_network_wait(loop: Any, task: Any) -> None:
+    """Remove ``task``'s selector registration and its ``waiting_on_network`` entry, if any."""
+    if loop is None:
+        return
+    waiting = loop.waiting_on_network
+    if any(entry is task for entry in waiting):
+        waiting[:] = [entry for entry in waiting if entry is not task]
+        for key in list(sel.get_map().values()):
+            if getattr(key.data, "_task", None) is task:
+                sel.unregister(key.fileobj)
+
+
+@coroutine
+def wait_readable(handle: SocketHandle) -> Generator[Any, None, None]:
+    """Park the current task until ``handle`` is readable (or has an error or EOF); cancel-safe."""
+    try:
+        yield SocketRecvCommand(handle)
+    except BaseException:
+        _forget_network_wait(flowno.current_event_loop(), current_task())
+        raise
+
+
+@coroutine
+def wait_writable(handle: SocketHandle) -> Generator[Any, None, None]:
+    """Park the current task until ``handle`` is writable (or has an error); cancel-safe."""
+    try:
+        yield SocketSendCommand(handle)
+    except BaseException:
+        _forget_network_wait(flowno.current_event_loop(), current_task())
+        raise
+
+
+@coroutine
+def park(flag: Any) -> Generator[Any, None, None]:
+    """Park the current task until :func:`wake` is called on ``flag`` (an object with ``_set``).
+
+    The loop treats any object with a ``_set`` attribute as an event: it parks the task in
+    ``loop.event_waiters[flag]`` unless the flag is already set. Cancel-safe.
+    """
+    try:
+        yield EventWaitCommand(event=flag)
+    except BaseException:
+        loop = flowno.current_event_loop()
+        if loop is not None:
+            waiters = loop.event_waiters.get(flag)
+            if waiters is not None:
+                waiters.discard(current_task())
+                if not waiters:
+                    del loop.event_waiters[flag]
+        raise
+
+
+def wake(flag: Any) -> None:
+    """Make every task parked on ``flag`` runnable, without awaiting (what ``Event.set`` does).
+
+    flowno's own ``Condition.notify_all_nowait`` edits the waiter table the same way. The entry is
+    removed, not left empty, so a reusable flag leaves nothing behind in the loop.
+    """
+    loop = flowno.current_event_loop()
+    if loop is None:
+        return
+    waiters = loop.event_waiters.pop(flag, None)
+    if waiters:
+        loop.tasks.extend((task, None, None) for task in waiters)
+
+
+# -- sleeping -------------------------------------------------------------------------------------
+
+#: Deadlines of flowno-io sleeps now on the loop's sleep heap (flowno's clock, seconds).
+_pending_deadlines: set[float] = set()
+
+
+@coroutine
+def sleep_until(end_time: float) -> Generator[Any, None, None]:
+    """Sleep until ``end_time`` on flowno's clock (``timeit.default_timer``); cancel-safe.
+
+    A deadline another flowno-io sleep already has is moved to the next representable float (a
+    fraction of a nanosecond later), so two of these sleeps never tie on flowno's heap.
+    """
+    if end_time <= _flowno_clock():
+        yield SleepCommand(end_time)  # runs again at once: never reaches the heap
+        return
+    pending = _pending_deadlines
+    while end_time in pending:
+        end_time = math.nextafter(end_time, math.inf)
+    pending.add(end_time)
+    try:
+        yield SleepCommand(end_time)
+    except BaseException:
+        loop = flowno.current_event_loop()
+        task = current_task()
+        if loop is not None and any(entry[1] is task for entry in loop.sleeping):
+            loop.sleeping[:] = [entry for entry in loop.sleeping if entry[1] is not task]
+            heapq.heapify(loop.sleeping)
+        raise
+    finally:
+        pending.discard(end_time)
+
+
+async def sleep(seconds: float) -> None:
+    """Sleep ``seconds`` without the equal-deadline crash of ``flowno.sleep``; cancel-safe.
+
+    ``sleep(0)`` yields to the other ready tasks. Use it instead of ``flowno.sleep`` in handlers
+    that pace output, delay, or poll: see the module docstring for the crash it avoids.
+
+    Example:
+        >>> from flowno import EventLoop
+        >>> async def main():
+        ...     await sleep(0.01)
+        ...     return "rested"
+        >>> EventLoop().run_until_complete(main(), join=True)
+        'rested'
+    """
+    await sleep_until(_flowno_clock() + seconds)
+
+
+class _Deadline(float):
+    """A sleep-heap time that never compares equal to another (ties broken by arrival order)."""
+
+    __slots__ = ("seq",)
+    seq: int
+
+    def __new__(cls, value: float, seq: int) -> _Deadline:
+        self = super().__new__(cls, value)
+        self.seq = seq
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __lt__(self, other: object) -> bool:
+        if isinstance(other, _Deadline):
+            a, b = float(self), float(other)
+            return a < b or (a == b and self.seq < other.seq)
+        return float(self) < other  # type: ignore[operator]
+
+
+class EventLoop(flowno.EventLoop):  # type: ignore[misc]
+    """flowno's ``EventLoop`` whose sleep heap never compares two tasks.
+
+    A subclass, not a patch: it handles ``SleepCommand`` itself, pushing a time that breaks ties by
+    arrival order, and leaves every other command to flowno. Use it where code you do not control
+    calls ``flowno.sleep`` at high rates; :func:`flowno_io.run` uses it.
+
+    Example:
+        >>> from flowno import sleep as flowno_sleep, spawn
+        >>> async def pacer():
+        ...     for _ in range(100):
+        ...         await flowno_sleep(0.0001)
+        >>> async def main():
+        ...     tasks = [await spawn(pacer()) for _ in range(20)]
+        ...     for task in tasks:
+        ...         await task.join()
+        ...     return "no crash"
+        >>> EventLoop().run_until_complete(main(), join=True)
+        'no crash'
+    """
+
+    _sleep_seq = itertools.count()
+
+    def _handle_command(self, current_task_packet: Any, command: Any) -> bool:
+        if type(command) is SleepCommand and command.end_time > _flowno_clock():
+            deadline = _Deadline(command.end_time, next(self._sleep_seq))
+            heapq.heappush(self.sleeping, (deadline, current_task_packet[0]))
+            return True
+        return bool(super()._handle_command(current_task_packet, command))
+
+
+def reset_selector_after_fork() -> None:
+    """Give a forked process its own flowno selector instead of the parent's ``epoll``.
+
+    flowno keeps one module-global selector; after ``fork()`` parent and child would share the
+    kernel object, each seeing the other's registrations (``docs/flowno-upstream.md`` §10).
+    """
+    sel.close()  # closes only this process's descriptor of the shared epoll
+    sel.__init__()  # a fresh epoll, same object (flowno's modules hold it)
+
+
+# -- interrupting ---------------------------------------------------------------------------------
+
+
+def interrupt(task: Any, exception: BaseException) -> bool:
+    """Throw ``exception`` into the parked ``task`` after removing every record that would resume it.
+
+    The task resumes with ``exception`` raised at its ``await`` (its ``finally`` blocks run), and
+    nothing left in the loop resumes it again later, so it may go on to wait for other things.
+
+    Args:
+        task: the raw coroutine of a flowno task (``TaskHandle.raw_task``, or ``current_task()``
+            captured inside it).
+        exception: what to raise in it (flowno's ``TaskCancelled`` or a subclass suits cleanup code).
+
+    Returns:
+        False (doing nothing) when no loop runs, when ``task`` is the running task itself, or when
+        it has already finished.
+
+    Example:
+        >>> from flowno import EventLoop, spawn
+        >>> async def sleeper():
+        ...     try:
+        ...         await sleep(3600)
+        ...     except LookupError:
+        ...         return "interrupted"
+        >>> async def main():
+        ...     task = await spawn(sleeper())
+        ...     await sleep(0)
+        ...     interrupt(task.raw_task, LookupError())
+        ...     return await task.join()
+        >>> EventLoop().run_until_complete(main(), join=True)  # returns at once, not in an hour
+        'interrupted'
+    """
+    loop = flowno.current_event_loop()
+    if loop is None or task is current_task() or task in loop.finished or task in loop.exceptions:
+        return False
+    if any(entry[0] is task for entry in loop.tasks):
+        kept = [entry for entry in loop.tasks if entry[0] is not task]
+        loop.tasks.clear()
+        loop.tasks.extend(kept)
+    sleeping = loop.sleeping
+    if any(entry[1] is task for entry in sleeping):
+        sleeping[:] = [entry for entry in sleeping if entry[1] is not task]
+        heapq.heapify(sleeping)
+    _forget_network_wait(loop, task)
+    for table in (loop.event_waiters, loop.condition_waiters, loop.lock_waiters, loop.watching_task):
+        for key, waiters in list(table.items()):
+            if task in waiters:
+                waiters.remove(task)
+            if not waiters:
+                del table[key]  # also drops the empty entries flowno leaves behind
+    loop.tasks.append((task, None, exception))
+    return True
+
+
+def cancel(task: TaskHandle[Any] | Any) -> bool:
+    """Cancel a flowno task safely: :func:`interrupt` with flowno's ``TaskCancelled``.
+
+    Equivalent to ``TaskHandle.cancel()`` but leaves no record behind even when the task is parked
+    on something other than a flowno-io wait (a plain ``flowno.sleep``, a ``flowno.Event``).
+    Returns False when the task has already finished (or is the running task).
+    """
+    raw = task.raw_task if isinstance(task, TaskHandle) else task
+    loop = flowno.current_event_loop()
+    return interrupt(raw, TaskCancelled(TaskHandle(loop, raw)))
