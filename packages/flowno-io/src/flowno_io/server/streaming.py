@@ -44,12 +44,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from flowno import SocketHandle, spawn
+from flowno import spawn
 
 from .._errors import NetworkError, ReadError, TimeoutError
 from ..io.clock import get_clock
 from ..io.flowno_compat import TaskCancelled, TaskHandle, current_loop, current_task, interrupt, sleep
-from ..io.socket_stream import wait_readable
+from ..io.poller import HANGUP, WRITABLE, Poller
 from ..protocol.headers import Headers
 from ..protocol.http11_server import encode_chunk
 from ..protocol.sse import ServerSentEvent, encode_comment
@@ -70,10 +70,8 @@ logger = logging.getLogger("flowno_io.server")
 #: proxies commonly drop connections idle for 30-60 s).
 DEFAULT_PING_INTERVAL = 15.0
 
-_EPOLL = getattr(select, "epoll", None)
-_WATCH_EVENTS = getattr(select, "EPOLLRDHUP", 0x2000) | getattr(select, "EPOLLHUP", 0x10)
-_GONE_EVENTS = _WATCH_EVENTS | getattr(select, "EPOLLERR", 0x8)
-_EPOLLOUT = getattr(select, "EPOLLOUT", 0x4)
+_WATCH_EVENTS = HANGUP
+_GONE_EVENTS = HANGUP | select.EPOLLERR
 
 Body = AsyncIterable[Any] | Iterable[Any]
 
@@ -234,9 +232,7 @@ class _StreamMonitor:
         # A proxy: ``_monitors`` maps the server to this monitor, which must not keep it alive.
         self.server: HttpServer = weakref.proxy(server)
         self.streams: dict[int, _ActiveStream] = {}
-        self._epoll: Any = None
-        self._wake_r: _socket.socket | None = None
-        self._wake_w: _socket.socket | None = None
+        self._poller: Poller | None = None
         self._heap: list[tuple[float, int, _ActiveStream]] = []
         self._seq = itertools.count()
         self._running = False
@@ -246,15 +242,11 @@ class _StreamMonitor:
 
     async def watch(self, stream: _ActiveStream) -> None:
         """Start watching ``stream`` (spawning the monitor task if needed)."""
-        if self._wake_w is None:
-            self._open()
+        if self._poller is None:
+            self._poller = Poller(wakeable=True)
         stream.monitor = self
         self.streams[stream.fd] = stream
-        if self._epoll is not None:
-            try:
-                self._epoll.register(stream.fd, _WATCH_EVENTS)
-            except FileExistsError:
-                self._epoll.modify(stream.fd, _WATCH_EVENTS)
+        self._poller.register(stream.fd, _WATCH_EVENTS)
         if stream.heartbeat is not None and stream.interval is not None:
             self._schedule(stream, stream.last_write + stream.interval)
         if self.server.closing and stream.end_on_shutdown:
@@ -269,11 +261,8 @@ class _StreamMonitor:
             return
         del self.streams[stream.fd]
         stream.heap_seq = -1  # its heap entry is now stale
-        if self._epoll is not None:
-            try:
-                self._epoll.unregister(stream.fd)
-            except OSError:
-                pass
+        if self._poller is not None:
+            self._poller.unregister(stream.fd)
         if not self.streams and self.server.closing:
             self._poke()  # let the monitor exit
 
@@ -281,35 +270,23 @@ class _StreamMonitor:
         """Flush ``stream.pending`` once the socket is writable; drop the client after the write timeout."""
         if self.streams.get(stream.fd) is not stream:
             return
-        if self._epoll is not None:
-            self._epoll.modify(stream.fd, _WATCH_EVENTS | _EPOLLOUT)
+        if self._poller is not None:
+            self._poller.modify(stream.fd, _WATCH_EVENTS | WRITABLE)
         deadline = stream.pending_since + self.server.write_timeout
         if stream.due is None or stream.due > deadline:
             self._schedule(stream, deadline)
 
     # -- the task --------------------------------------------------------------------------------
 
-    def _open(self) -> None:
-        self._wake_r, self._wake_w = _socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        if _EPOLL is not None:
-            self._epoll = _EPOLL()
-            self._epoll.register(self._wake_r.fileno(), select.EPOLLIN)
-
     def _close(self) -> None:
-        for resource in (self._epoll, self._wake_r, self._wake_w):
-            if resource is not None:
-                resource.close()
-        self._epoll = self._wake_r = self._wake_w = None
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
         self._heap.clear()
 
     def _poke(self) -> None:
-        if self._wake_w is not None:
-            try:
-                self._wake_w.send(b"\0")
-            except OSError:
-                pass  # the buffer is full of wake-ups already
+        if self._poller is not None:
+            self._poller.poke()
 
     def _schedule(self, stream: _ActiveStream, due: float, poke: bool = True) -> None:
         seq = next(self._seq)
@@ -326,20 +303,14 @@ class _StreamMonitor:
         self._poke()
 
     async def _run(self) -> None:
-        assert self._wake_r is not None
-        handle = SocketHandle(self._epoll if self._epoll is not None else self._wake_r)
+        poller = self._poller
+        assert poller is not None
         timer = get_clock().timer(self._poke)
         try:
             while self.streams or not self.server.closing:
-                await wait_readable(handle)
-                try:
-                    while self._wake_r.recv(4096):
-                        pass
-                except BlockingIOError:
-                    pass
+                await poller.wait()
                 now = monotonic()
-                if self._epoll is not None:
-                    self._on_socket_events(self._epoll.poll(0), now)
+                self._on_socket_events(poller.ready(), now)
                 self._on_due(now)
                 if self._heap:
                     await timer.arm_at(self._heap[0][0])
@@ -360,8 +331,8 @@ class _StreamMonitor:
                 continue
             if stream.pending and stream.in_producer:
                 stream.send_nowait(stream.pending, now)
-            if not stream.pending:  # flushed here or by the worker: stop watching writability
-                self._epoll.modify(fd, _WATCH_EVENTS)
+            if not stream.pending and self._poller is not None:  # flushed: stop watching writability
+                self._poller.modify(fd, _WATCH_EVENTS)
 
     def _on_due(self, now: float) -> None:
         heap = self._heap
