@@ -19,7 +19,7 @@ from flowno_io import HttpServer, Response, StreamingResponse
 from flowno_io.io.wakeup import Wakeup
 from flowno_io.protocol.framing import frame_response
 from flowno_io.protocol.headers import Headers
-from flowno_io.server.server import FEED_SLICE, MAX_DRAIN_BYTES
+from flowno_io.server.server import FEED_SLICE
 from flowno_io.testing import ServerThread
 
 
@@ -79,11 +79,15 @@ def test_streaming_response_asking_to_close_announces_it_and_closes(served: tupl
     assert data.endswith(b"1\r\na\r\n1\r\nb\r\n0\r\n\r\n")
 
 
-def test_unread_chunked_body_is_announced_as_close_not_kept_then_dropped(served: tuple[HttpServer, str]) -> None:
+def test_unread_chunked_body_is_announced_as_close_not_kept_then_dropped(
+    served: tuple[HttpServer, str],
+) -> None:
     """A body the server cannot drain cheaply: the response says ``close``, and the server closes."""
     server, _ = served
     with _connect(server) as sock:
-        sock.sendall(b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        sock.sendall(
+            b"POST /ignore-body HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
         response = read_response(sock)
         assert status_of(response) == 200
         assert b"connection: close" in _head_lines(response)
@@ -155,7 +159,9 @@ def test_framing_rule_for_each_kind_of_response(
 
 
 def test_framing_rule_replaces_the_applications_framing_fields() -> None:
-    app = Headers({"Content-Length": "999", "Transfer-Encoding": "chunked", "Connection": "keep-alive", "X": "1"})
+    app = Headers(
+        {"Content-Length": "999", "Transfer-Encoding": "chunked", "Connection": "keep-alive", "X": "1"}
+    )
     framing = frame_response(200, app, body_length=2, server_keep_alive=False)
     assert framing.header_lines == b"Content-Length: 2\r\nConnection: close\r\n"
     assert dict(framing.headers.items()) == {"x": "1"}
@@ -198,7 +204,9 @@ def test_100_continue_still_sent_to_http11_clients(served: tuple[HttpServer, str
 # -- bug 7: lingering close ----------------------------------------------------------------------
 
 
-def test_client_that_writes_its_whole_body_before_reading_gets_the_413(served: tuple[HttpServer, str]) -> None:
+def test_client_that_writes_its_whole_body_before_reading_gets_the_413(
+    served: tuple[HttpServer, str],
+) -> None:
     """As Python's http.client does: the whole request is written, then the answer read."""
     server, _ = served
     body = b"x" * 4_000_000
@@ -212,7 +220,9 @@ def test_client_that_writes_its_whole_body_before_reading_gets_the_413(served: t
 # -- bugs 2 and 9: pipelining with backpressure, bounded parsing ahead ---------------------------
 
 
-def test_ten_thousand_pipelined_requests_in_one_write_are_all_answered(served: tuple[HttpServer, str]) -> None:
+def test_ten_thousand_pipelined_requests_in_one_write_are_all_answered(
+    served: tuple[HttpServer, str],
+) -> None:
     server, _ = served
     count = 10_000
     request = b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -230,7 +240,9 @@ def test_ten_thousand_pipelined_requests_in_one_write_are_all_answered(served: t
     assert received.count(b"HTTP/1.1 200 OK") == count
 
 
-def test_a_client_that_pipelines_and_stops_reading_holds_little_parsed(served: tuple[HttpServer, str]) -> None:
+def test_a_client_that_pipelines_and_stops_reading_holds_little_parsed(
+    served: tuple[HttpServer, str],
+) -> None:
     server, _ = served
     request = b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n"
     with _connect(server) as sock:
@@ -247,4 +259,3 @@ def test_a_client_that_pipelines_and_stops_reading_holds_little_parsed(served: t
         assert queued is not None, "the server never blocked writing to the stalled client"
         # At most one slice parsed ahead of the response being written (plus that request's own end).
         assert queued <= 2 * (FEED_SLICE // len(request) + 1)
-

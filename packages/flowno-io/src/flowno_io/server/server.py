@@ -14,9 +14,9 @@ Design, around the limits of flowno 0.1.19's loop (see ``docs/flowno-upstream.md
   handler, a full socket buffer, a streaming response) the driver hands the suspended coroutine
   to a worker task, which resumes it on the loop and then returns the connection to the driver.
   Workers are pooled and reused, because flowno keeps every finished task forever.
-* **Try the syscall first.** All I/O is non-blocking and waits only on ``EAGAIN`` (``_stream.py``).
+* **Try the syscall first.** All I/O is non-blocking and waits only on ``EAGAIN`` (``io/socket_stream.py``).
 * **Timeouts by timer.** A parked connection's keep-alive or header deadline closes it from the
-  clock task; a worker's waits time out by socket shutdown (``_clock.py``).
+  clock task; a worker's waits time out by socket shutdown (``io/clock.py``).
 
 Error policy (as uvicorn's): malformed request → its 4xx (400, 413, 431, 505) and close; a
 handler that raises → 500 if nothing was sent yet, else close; the server keeps serving.
