@@ -48,6 +48,7 @@ from flowno import spawn
 
 from .._errors import NetworkError, ReadError, TimeoutError
 from ..io.clock import get_clock
+from ..io.coroutines import resume as _resume
 from ..io.flowno_compat import TaskCancelled, TaskHandle, current_loop, current_task, interrupt, sleep
 from ..io.poller import HANGUP, WRITABLE, Poller
 from ..protocol.headers import Headers
@@ -66,6 +67,8 @@ __all__ = [
 
 logger = logging.getLogger("flowno_io.server")
 
+#: Bytes of pieces a producer yields without waiting that are written together at most.
+BATCH_BYTES = 64 * 1024
 #: Seconds of silence after which an event stream sends a heartbeat comment (as sse-starlette;
 #: proxies commonly drop connections idle for 30-60 s).
 DEFAULT_PING_INTERVAL = 15.0
@@ -382,6 +385,22 @@ def _monitor_for(server: HttpServer) -> _StreamMonitor:
     return monitor
 
 
+def _abandon(step: Any) -> None:
+    """End a producer step suspended in an ``await`` (its ``finally`` blocks run).
+
+    ``close()`` on an ``__anext__()`` awaitable leaves the generator marked running, so a later
+    ``aclose()`` would fail: ``GeneratorExit`` is thrown into it instead.
+    """
+    try:
+        step.throw(GeneratorExit())
+    except (GeneratorExit, StopIteration, StopAsyncIteration, RuntimeError):
+        return
+    except Exception:
+        logger.exception("a streaming producer raised while being closed")
+        return
+    step.close()  # it awaited again while closing: give up on it
+
+
 async def _close_body(iterator: Any) -> None:
     aclose = getattr(iterator, "aclose", None)
     try:
@@ -506,30 +525,70 @@ class StreamingResponse:
             await _close_body(iterator)
 
     async def _pump(self, iterator: AsyncIterator[Any] | Iterator[Any], stream: _ActiveStream) -> None:
+        """Send what the producer yields; pieces it yields without waiting go out in one write.
+
+        Each ``__anext__()`` is started inline: when it finishes without waiting, its piece joins
+        a batch; when it must wait, the batch is written first (so nothing ready is held back),
+        then the producer waits. A producer that never waits is written every ``BATCH_BYTES``, so
+        a slow reader still holds it back by the socket buffer.
+        """
         is_async = isinstance(iterator, AsyncIterator)
+        batch: list[bytes] = []
+        batched = 0
         while not stream.gone and not stream.shutdown:
             stream.in_producer = True
             try:
                 if is_async:
-                    item = await iterator.__anext__()  # type: ignore[union-attr]
+                    step: Any = iterator.__anext__()  # type: ignore[union-attr]
+                    try:
+                        command = step.send(None)
+                    except StopIteration as done:
+                        item = done.value  # produced without waiting
+                    else:
+                        if batch:  # about to wait: send what is ready first
+                            stream.in_producer = False
+                            try:
+                                await self._write_batch(stream, batch)
+                            except BaseException:
+                                _abandon(step)
+                                raise
+                            batch, batched = [], 0
+                            stream.in_producer = True
+                        item = await _resume(step, command)
                 else:
                     item = next(iterator)  # type: ignore[arg-type]
             except (StopAsyncIteration, StopIteration):
+                stream.in_producer = False
+                if batch:
+                    await self._write_batch(stream, batch)
                 return
             except Exception:
                 if stream.gone or stream.shutdown:
                     return  # the producer reacted to being interrupted
+                stream.in_producer = False
+                if batch:  # what it yielded before failing still goes out
+                    await self._write_batch(stream, batch)
                 raise
             finally:
                 stream.in_producer = False
             data = self._encode(item)
             if not data:
                 continue
-            try:
-                await stream.write(data)
-            except (NetworkError, TimeoutError):
-                stream.gone = True
-                raise
+            batch.append(data)
+            batched += len(data)
+            if batched >= BATCH_BYTES:
+                await self._write_batch(stream, batch)
+                batch, batched = [], 0
+        if batch and not stream.gone:
+            await self._write_batch(stream, batch)
+
+    @staticmethod
+    async def _write_batch(stream: _ActiveStream, batch: list[bytes]) -> None:
+        try:
+            await stream.write(batch[0] if len(batch) == 1 else b"".join(batch))
+        except (NetworkError, TimeoutError):
+            stream.gone = True
+            raise
 
 
 class EventSourceResponse(StreamingResponse):
