@@ -99,6 +99,7 @@ def test_pieces_yielded_without_waiting_go_out_in_one_chunk(start: Start) -> Non
     thread = start({"/stream": lambda request: StreamingResponse(Producer().pieces(PIECES))})
     with connect(thread, GET) as sock:
         head, rest = read_head(sock)
+        assert head.startswith(b"HTTP/1.1 200")
         body = b"hello" + "w\u00f6rld".encode() + b"x" * 300
         expected = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
         assert read_exactly(sock, len(expected), rest) == expected
