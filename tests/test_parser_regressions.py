@@ -33,15 +33,20 @@ def regression_server(**options: float) -> HttpServer:
     return server
 
 
-@pytest.fixture
-def served() -> Iterator[ServerThread]:
-    thread = ServerThread(regression_server(header_timeout=5.0, keepalive_timeout=5.0))
+def serve_thread(**options: float) -> Iterator[ServerThread]:
+    """A regression server in a thread; afterwards no exception escaped into its loop."""
+    thread = ServerThread(regression_server(**options))
     thread.start()
     try:
         yield thread
     finally:
         thread.stop()
     assert thread.loop.exceptions == {}, f"exceptions escaped into the loop: {thread.loop.exceptions}"
+
+
+@pytest.fixture
+def served() -> Iterator[ServerThread]:
+    yield from serve_thread(header_timeout=5.0, keepalive_timeout=5.0)
 
 
 def connect(thread: ServerThread) -> socket.socket:
@@ -194,12 +199,7 @@ def test_fragment_is_dropped_from_the_target(served: ServerThread) -> None:
 
 @pytest.fixture
 def short_header_timeout() -> Iterator[ServerThread]:
-    thread = ServerThread(regression_server(header_timeout=1.0, keepalive_timeout=5.0))
-    thread.start()
-    try:
-        yield thread
-    finally:
-        thread.stop()
+    yield from serve_thread(header_timeout=1.0, keepalive_timeout=5.0)
 
 
 def closed_while_dripping(sock: socket.socket, drip: bytes, every: float, bound: float) -> float | None:
