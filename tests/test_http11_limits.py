@@ -33,8 +33,9 @@ HELLO = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
 
 @dataclass
 class Outcome:
-    """The complete requests a parser saw (head fields, body), and the status of its error."""
+    """The heads a parser saw, its complete requests (head fields, body), and its error's status."""
 
+    heads: list[tuple[str, bytes, str]]
     requests: list[tuple[str, bytes, str, bool, tuple[tuple[str, str], ...], bytes]]
     error: int | None
     body_bytes: int
@@ -43,6 +44,7 @@ class Outcome:
 def parse(chunks: list[bytes], parser: RequestParser | None = None) -> Outcome:
     """Feed ``chunks`` one by one; collect the requests that ended, and stop at an error."""
     parser = parser or RequestParser()
+    heads = []
     requests = []
     head: RequestHead | None = None
     body: list[bytes] = []
@@ -56,6 +58,7 @@ def parse(chunks: list[bytes], parser: RequestParser | None = None) -> Outcome:
         while (event := parser.next_event()) is not None:
             if isinstance(event, RequestHead):
                 head, body = event, []
+                heads.append((head.method, head.target, head.http_version))
             elif event is END_OF_MESSAGE:
                 assert head is not None
                 fields = tuple(
@@ -71,7 +74,7 @@ def parse(chunks: list[bytes], parser: RequestParser | None = None) -> Outcome:
                 body_bytes += len(event)
         if error is not None:
             break
-    return Outcome(requests, error, body_bytes)
+    return Outcome(heads, requests, error, body_bytes)
 
 
 def byte_at_a_time(data: bytes) -> list[bytes]:
@@ -353,6 +356,6 @@ def test_any_split_gives_the_same_events(data: bytes, cuts: st.DataObject) -> No
     pieces = [data[start:end] for start, end in zip([0, *points], [*points, len(data)], strict=True)]
     for chunks in (byte_at_a_time(data), pieces):
         outcome = parse(chunks, RequestParser(**LIMITS))
-        assert (outcome.requests, outcome.error) == (whole.requests, whole.error)
+        assert (outcome.heads, outcome.requests, outcome.error) == (whole.heads, whole.requests, whole.error)
         assert outcome.body_bytes <= len(data)
     assert whole.body_bytes <= len(data)
