@@ -42,6 +42,7 @@ class Expectation:
     then: Literal["close", "open"]
     why: str
     xfail: str | None = None
+    body: bytes | None = None
 
 
 def load_expectations() -> dict[str, Expectation]:
@@ -50,8 +51,13 @@ def load_expectations() -> dict[str, Expectation]:
     expectations = {}
     for name, entry in table.items():
         assert entry["then"] in ("close", "open"), name
+        body = entry.get("body")
         expectations[name] = Expectation(
-            tuple(entry["statuses"]), entry["then"], entry["why"], entry.get("xfail")
+            tuple(entry["statuses"]),
+            entry["then"],
+            entry["why"],
+            entry.get("xfail"),
+            None if body is None else body.encode("latin-1"),
         )
     return expectations
 
@@ -159,6 +165,8 @@ def send_and_check(url: str, name: str, parts: list[bytes]) -> None:
         for response in responses:
             check_response_rules(response)
         assert tuple(status_of(r) for r in responses) == expected.statuses, expected.why
+        if expected.body is not None:
+            assert responses[-1].partition(b"\r\n\r\n")[2] == expected.body, expected.why
         if expected.then == "open":
             sock.sendall(GET_HELLO)
             assert read_response(sock).endswith(b"\r\n\r\nHello"), "the connection was not kept usable"
