@@ -90,8 +90,6 @@ _NO_FIELDS: dict[str, list[str]] = {}  # never mutated: on_message_begin replace
 
 def _trailing_crlf(data: bytes) -> int:
     """How many CR and LF bytes ``data`` ends with."""
-    if data[-1] not in _CRLF_BYTES:
-        return 0
     tail = data[-64:]
     run = len(tail) - len(tail.rstrip(b"\r\n"))
     if run == len(tail):
@@ -101,8 +99,6 @@ def _trailing_crlf(data: bytes) -> int:
 
 def _leading_crlf(data: bytes) -> int:
     """How many CR and LF bytes ``data`` begins with."""
-    if data[0] not in _CRLF_BYTES:
-        return 0
     head = data[:64]
     run = len(head) - len(head.lstrip(b"\r\n"))
     if run == len(head):
@@ -195,7 +191,6 @@ class RequestParser:
 
     __slots__ = (
         "_after_chunk_header",
-        "_begun_in_feed",
         "_body_bytes",
         "_body_crlf",
         "_crlf_run",
@@ -248,8 +243,6 @@ class RequestParser:
         self._head_bytes = 0
         #: Between on_message_begin and on_headers_complete.
         self._in_message_head = False
-        #: The current message began during the current feed (its first bytes may be anywhere in it).
-        self._begun_in_feed = False
         #: CR/LF bytes received before the next request line (empty lines), while between requests.
         self._leading_bytes = 0
         #: CR/LF bytes at the start of the current feed, when it began between requests.
@@ -283,9 +276,10 @@ class RequestParser:
             raise self._error
         if self._finished or not data:
             return  # after a request that closes the connection, what follows is ignored
-        between = not self._in_message_head and not self.messages_in_progress
-        self._read_leading = _leading_crlf(data) if between else 0
-        self._begun_in_feed = False
+        if data[0] in _CRLF_BYTES and not self._in_message_head and not self.messages_in_progress:
+            self._read_leading = _leading_crlf(data)  # empty lines before the next request line
+        else:
+            self._read_leading = 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError:
@@ -311,16 +305,25 @@ class RequestParser:
             status = 505 if "PRI" in message else 400
             self._error = RemoteProtocolError(f"malformed request: {message}", status)
             raise self._error from None
-        self._after_feed(data)
+        if data[-1] in _CRLF_BYTES:
+            run = _trailing_crlf(data)
+            self._crlf_run = self._crlf_run + run if run == len(data) else run
+        else:
+            self._crlf_run = 0
+        if self._in_message_head or self.messages_in_progress or self._crlf_run != self._message_crlf:
+            self._after_feed(data)
+        else:  # between requests, and nothing after the last one (the usual case)
+            self._line_bytes = None
+            self._leading_bytes = 0
 
     def _after_feed(self, data: bytes) -> None:
         """Bound what httptools buffers, and note empty lines that began the next request."""
         if self._finished:
             return
-        run = _trailing_crlf(data)
-        self._crlf_run = self._crlf_run + run if run == len(data) else run
         if self._in_message_head:
-            self._line_bytes = self._unfinished_line(data, self._begun_in_feed and self._field_count > 0)
+            # ``_line_bytes`` is None when the head began in this read: its last LF is in the head
+            # when one of its fields ended here.
+            self._line_bytes = self._unfinished_line(data, self._field_count > 0)
             if self._line_bytes > self.max_header_bytes:
                 self._fail(TooLargeError("request line or header field too long", 431))
         elif self.messages_in_progress:
@@ -407,7 +410,6 @@ class RequestParser:
             self._check_leading(leading)
         self.message_method = None
         self._in_message_head = True
-        self._begun_in_feed = True
         self._line_bytes = None
         self._head_bytes = leading + _REQUEST_LINE_OVERHEAD
         self._url = b""
@@ -498,8 +500,11 @@ class RequestParser:
         self._body_bytes += len(body)
         if self._body_bytes > self.max_body_bytes:
             self._fail(TooLargeError(f"body larger than {self.max_body_bytes} bytes", 413))
-        run = _trailing_crlf(body)
-        self._body_crlf = self._body_crlf + run if run == len(body) else run
+        if body[-1] in _CRLF_BYTES:
+            run = _trailing_crlf(body)
+            self._body_crlf = self._body_crlf + run if run == len(body) else run
+        else:
+            self._body_crlf = 0
         self._events.append(body)
 
     def on_chunk_header(self) -> None:
