@@ -249,6 +249,15 @@ def test_empty_lines_alone_are_capped() -> None:
     assert raised.value.status_hint == 400
 
 
+def test_empty_lines_after_a_head_request_are_not_answered_as_a_head_request() -> None:
+    parser = RequestParser()
+    parser.feed(b"HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert parser.message_method == "HEAD"
+    with pytest.raises(RemoteProtocolError):
+        parser.feed(b"\r\n" * (MAX_LEADING_BLANK_LINES + 1))
+    assert parser.message_method is None  # the server answers the error with its body
+
+
 def test_empty_lines_count_towards_the_head_limit() -> None:
     head = head_of_size(DEFAULT_MAX_HEADER_BYTES - 2)
     assert parse([b"\r\n" + head]).error is None

@@ -355,6 +355,7 @@ class RequestParser:
         return len(data) - newline - 1
 
     def _check_leading(self, leading_bytes: int) -> None:
+        self.message_method = None  # a new request has begun (an error must not answer as to a HEAD)
         if (leading_bytes + 1) // 2 > MAX_LEADING_BLANK_LINES:
             message = f"more than {MAX_LEADING_BLANK_LINES} empty lines before a request"
             self._fail(RemoteProtocolError(message, 400))
