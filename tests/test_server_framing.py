@@ -76,7 +76,7 @@ def test_streaming_response_asking_to_close_announces_it_and_closes(served: tupl
         data = read_until_closed(sock, timeout=10)
     lines = _head_lines(data)
     assert b"connection: close" in lines
-    assert data.endswith(b"1\r\na\r\n1\r\nb\r\n0\r\n\r\n")
+    assert data.endswith(b"\r\n\r\n2\r\nab\r\n0\r\n\r\n")  # both pieces were ready: one chunk
 
 
 def test_unread_chunked_body_is_announced_as_close_not_kept_then_dropped(
