@@ -110,7 +110,9 @@ orchestrate() {
 
 status=0
 orchestrate closed echo-mix.toml "$echo_url" -c "$CONCURRENCY" || status=1
-orchestrate open echo-open.toml "$echo_url" -r "$RATES" -c "$OPEN_CONCURRENCY" || status=1
+# The rate sweep looks for the generator's and the server's limit, so falling behind schedule is a
+# finding (reported in the summary), not a failure of the script.
+orchestrate open echo-open.toml "$echo_url" -r "$RATES" -c "$OPEN_CONCURRENCY" --no-schedule-check || status=1
 orchestrate sse sse-events.toml "$stream_url" -c "$SSE_CONCURRENCY" || status=1
 orchestrate llm llm-stream.toml "$stream_url" -c "$LLM_CONCURRENCY" || status=1
 

@@ -15,6 +15,7 @@ MODULES = [
     "loadtest.report",
     "loadtest.html_report",
     "loadtest.locust_report",
+    "loadtest.thresholds",
 ]
 
 

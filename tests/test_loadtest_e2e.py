@@ -131,7 +131,21 @@ def test_closed_loop_sweep_against_echo(services: dict[str, str], tmp_path: Path
 def test_open_loop_against_echo(services: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "open"
     url = services["echo"] + "/echo"
-    done = run_cli("open", url, "--json", '{"a": 1}', "-r", "200", "-c", "16", "-d", "1", "-o", str(out))
+    done = run_cli(
+        "open",
+        url,
+        "--json",
+        '{"a": 1}',
+        "-r",
+        "200",
+        "-c",
+        "16",
+        "-d",
+        "1",
+        "-o",
+        str(out),
+        "--no-schedule-check",  # a busy machine may fall behind; counted below either way
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     (phase,) = read_results(out)["phases"]
     assert phase["schedule"]["planned"] == 200

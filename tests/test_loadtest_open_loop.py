@@ -15,6 +15,7 @@ bounds (the stall is *at least* this long) or loose upper ones.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,7 @@ def run_against_stalling_server(mode: Mode, **scenario_options: Any) -> RunResul
 def test_open_loop_latency_includes_the_queueing_delay_of_a_stall() -> None:
     result = run_against_stalling_server("open", rates=(RATE,), duration=DURATION)
     (phase,) = result.phases
+    assert [outcome.passed for outcome in result.check()] == [True, True]  # the schedule was kept
     stats = phase.stats
     assert isinstance(stats, RequestStats)
     assert phase.planned == round(RATE * DURATION)
@@ -147,3 +149,10 @@ def test_open_loop_that_cannot_keep_up_reports_unsent_requests() -> None:
     assert 50 <= phase.unsent <= 95
     assert phase.behind >= 0.2
     assert "never sent" in summary_table(result)
+    # An open loop that did not keep its schedule fails its checks by default ...
+    failed = [outcome.threshold.text for outcome in result.check() if not outcome.passed]
+    assert failed == ["unsent==0"]
+    assert "FAILED" in summary_table(result) and "unsent==0 failed in phase 0" in summary_table(result)
+    # ... unless told otherwise.
+    result.scenario = dataclasses.replace(result.scenario, schedule_check=False)
+    assert result.check() == []

@@ -17,8 +17,13 @@ Examples::
     # a table from a Locust run's --csv output
     python -m loadtest locust-summary reports/locust_stats.csv
 
+    # a CI gate: exit 99 unless p99 stays under 50 ms and fewer than 1 % of requests fail
+    python -m loadtest closed http://127.0.0.1:8080/echo -c 10 -d 5 \
+        --threshold 'p99<50ms' --threshold 'error_rate<0.01'
+
 Exit status: 0 done, 1 failures with ``--fail-on-error``, 2 bad arguments or scenario,
-130 interrupted (results so far are still written).
+99 a threshold failed (open loop: also when the schedule was not kept; ``--strict``: also when
+the generator was saturated), 130 interrupted (results so far are still written).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from .scenario import (
     ScenarioError,
     load_scenario,
 )
+from .thresholds import THRESHOLD_EXIT_STATUS, ThresholdError, parse_threshold
 
 __all__ = ["ProgressLine", "build_parser", "main"]
 
@@ -147,6 +153,49 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _threshold(text: str) -> str:
+    try:
+        parse_threshold(text)
+    except ThresholdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_checks(parser: argparse.ArgumentParser, mode: str | None) -> None:
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        type=_threshold,
+        default=[],
+        metavar="EXPR",
+        help="a pass/fail check on every phase, k6-style (repeatable): 'p99<50ms', "
+        "'error_rate<0.01', 'rps>1000', 'unsent==0', 'p99{GET /bytes/1024}<20ms' for one request; "
+        f"a failed one exits {THRESHOLD_EXIT_STATUS}",
+    )
+    if mode in ("open", None):
+        parser.add_argument(
+            "--no-schedule-check",
+            dest="schedule_check",
+            action="store_false",
+            default=None,
+            help="open loop: do not fail when the schedule was not kept (by default unsent > 0 or "
+            "behind > 1 s fails the run)",
+        )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="fail the run when a phase was generator-bound (the load generator saturated)",
+    )
+    if mode in ("sse", None):
+        parser.add_argument(
+            "--reconnect",
+            action="store_true",
+            default=None,
+            help="sse: when the server closes a stream, reconnect with Last-Event-ID (as a browser does)",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (sub-commands ``closed``, ``open``, ``sse``, ``run``)."""
     parser = argparse.ArgumentParser(
@@ -186,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="arrivals per second; a list runs one phase each",
             )
         _add_limits(sub, scenario_file=False)
+        _add_checks(sub, mode)
         _add_output(sub)
     locust = commands.add_parser(
         "locust-summary",
@@ -203,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-r", "--rate", type=_float_list, help="arrivals per second (open mode; overrides the scenario)"
     )
     _add_limits(run, scenario_file=True)
+    _add_checks(run, None)
     _add_output(run)
     return parser
 
@@ -243,6 +294,10 @@ def _scenario_from_url(args: argparse.Namespace) -> Scenario:
         count=args.count,
         timeout=args.timeout if args.timeout is not None else DEFAULT_TIMEOUT,
         think_time=args.think or 0.0,
+        thresholds=tuple(args.threshold),
+        schedule_check=getattr(args, "schedule_check", None) is not False,
+        strict=bool(args.strict),
+        reconnect=bool(getattr(args, "reconnect", False)),
     )
 
 
@@ -264,6 +319,14 @@ def _scenario_from_file(args: argparse.Namespace) -> Scenario:
         changes["timeout"] = args.timeout
     if args.think is not None:
         changes["think_time"] = args.think
+    if args.threshold:
+        changes["thresholds"] = (*scenario.thresholds, *args.threshold)
+    if args.schedule_check is not None:
+        changes["schedule_check"] = args.schedule_check
+    if args.strict is not None:
+        changes["strict"] = args.strict
+    if args.reconnect is not None:
+        changes["reconnect"] = args.reconnect
     return dataclasses.replace(scenario, **changes) if changes else scenario
 
 
@@ -322,14 +385,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{scenario.mode} loop on {scenario.target}: {phases}", file=sys.stderr, flush=True)
     result = run_scenario(scenario, progress if progress.enabled else None)
+    return _finish(result, args)
+
+
+def _finish(result: RunResult, args: argparse.Namespace) -> int:
+    """Check the thresholds, print the summary and the failed checks, write the files; the exit status."""
+    result.check()
     if not args.quiet:
         print(summary_table(result))
     if not args.no_files:
         paths = write_reports(result, args.out or _default_out(), args.stem)
         for kind, path in paths.items():
             print(f"{kind:>8}: {path}")
+    failed = result.failed_checks
+    for outcome in failed:
+        print(f"threshold failed: {outcome.message()}", file=sys.stderr)
     if result.interrupted:
         return 130
+    if failed:
+        print(
+            f"{len(failed)} of {len(result.checks)} checks failed: exit status {THRESHOLD_EXIT_STATUS}",
+            file=sys.stderr,
+        )
+        return THRESHOLD_EXIT_STATUS
     if args.fail_on_error and _unexpected_failures(result):
         return 1
     return 0

@@ -16,11 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .runner import RunResult
+from .runner import STALL_NOTE_FACTOR, PhaseResult, RunResult
+from .stats import RequestStats
 
 __all__ = [
     "SUMMARY_COLUMNS",
     "format_table",
+    "stall_notes",
     "summary_table",
     "write_csv",
     "write_json",
@@ -40,6 +42,7 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("p99_ms", "p99 ms"),
         ("p99.9_ms", "p99.9 ms"),
         ("max_ms", "max ms"),
+        ("co_p99_ms", "co p99 ms"),
     ),
     "open": (
         ("rate", "rate/s"),
@@ -135,10 +138,37 @@ def summary_table(result: RunResult) -> str:
                 f"phase {phase.index} ({phase.label}): fell {phase.behind:.2f} s behind schedule; "
                 f"{phase.unsent} planned requests were never sent and are not in the percentiles"
             )
+        if phase.generator.bound:
+            notes.append(f"phase {phase.index} ({phase.label}): {phase.generator.reason()}")
+        notes.extend(f"phase {phase.index} ({phase.label}): {note}" for note in stall_notes(phase))
         stats = phase.stats
         for kind, count in stats.errors.most_common(3):
             notes.append(f"phase {phase.index} ({phase.label}): {count} x {kind}")
+    failed = [outcome for outcome in result.checks if not outcome.passed]
+    if result.checks:
+        held = len(result.checks) - len(failed)
+        notes.append(f"checks: {held} of {len(result.checks)} held" + (", FAILED:" if failed else ""))
+        notes.extend(f"  {outcome.message()}" for outcome in failed)
     return "\n".join([title, table, *notes])
+
+
+def stall_notes(phase: PhaseResult) -> list[str]:
+    """Closed loop: a warning when the slowest response took many times the median, with the
+    coordinated-omission corrected p99 beside the measured one."""
+    stats = phase.stats
+    if phase.mode != "closed" or not isinstance(stats, RequestStats) or not stats.completed:
+        return []
+    median = stats.latency.value_at_percentile(50)
+    if stats.latency.max < STALL_NOTE_FACTOR * max(median, 1):
+        return []
+    corrected = phase.corrected_latency().value_at_percentile(99) / 1000
+    measured = stats.latency.value_at_percentile(99) / 1000
+    return [
+        f"the slowest response took {stats.latency.max / 1000:,.1f} ms, "
+        f"{stats.latency.max / max(median, 1):,.0f}x the median: a closed loop stops sending while "
+        f"the server stalls, so p99 {measured:,.1f} ms understates it; corrected for coordinated "
+        f"omission p99 is {corrected:,.1f} ms (co_p99_ms)"
+    ]
 
 
 def write_json(result: RunResult, path: Path) -> Path:

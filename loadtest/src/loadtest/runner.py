@@ -20,16 +20,18 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from time import perf_counter
+from time import perf_counter, thread_time
 from typing import Any
 
 from flowno import Event, spawn
 
 from flowno_io import EventLoop, HttpClient, Timeout, sleep, streaming_response_is_ok
 
+from .histogram import LogLinearHistogram
 from .scenario import RequestPicker, RequestSpec, Scenario
 from .schedule import ArrivalSchedule
 from .stats import RequestStats, StreamStats, latency_summary
+from .thresholds import ThresholdOutcome, outcome_dict, run_checks
 
 __all__ = ["PhaseResult", "RunResult", "run_scenario", "run_scenario_async"]
 
@@ -37,6 +39,72 @@ __all__ = ["PhaseResult", "RunResult", "run_scenario", "run_scenario_async"]
 PROGRESS_INTERVAL = 0.5
 #: Idle keep-alive connections are kept this long by the client (longer than any gap in a phase).
 KEEPALIVE_EXPIRY = 30.0
+#: Seconds between the generator self-check's samples of its own event-loop lag.
+GENERATOR_SAMPLE_INTERVAL = 0.05
+#: A phase is generator-bound when the loop's thread used at least this share of one core ...
+GENERATOR_CPU_LIMIT = 0.9
+#: ... or when the loop woke the self-check this late (milliseconds, 90th percentile): the
+#: generator's own tasks (or the machine) kept it from sending and reading on time.
+GENERATOR_LAG_LIMIT_MS = 25.0
+#: The closed-loop note appears when the slowest response took this many times the median.
+STALL_NOTE_FACTOR = 10.0
+
+
+@dataclass
+class GeneratorLoad:
+    """The load generator's own load during a phase (its self-check).
+
+    Attributes:
+        cpu: CPU seconds of the event loop's thread / phase wall seconds (1.0: one core busy).
+        lag: microseconds the self-check's timer fired late, sampled every
+            :data:`GENERATOR_SAMPLE_INTERVAL` seconds: how long ready work kept the loop busy.
+        processes: generator processes merged into this one (``--processes``).
+        bound_processes: how many of them were saturated.
+    """
+
+    cpu: float = 0.0
+    lag: LogLinearHistogram = field(default_factory=LogLinearHistogram)
+    processes: int = 1
+    bound_processes: int = 0
+
+    @property
+    def lag_p90_ms(self) -> float:
+        """The 90th percentile of the loop lag, in milliseconds."""
+        return self.lag.value_at_percentile(90) / 1000
+
+    @property
+    def bound(self) -> bool:
+        """True when the generator was saturated (its results understate the server)."""
+        if self.bound_processes:
+            return True
+        return self.cpu >= GENERATOR_CPU_LIMIT or self.lag_p90_ms >= GENERATOR_LAG_LIMIT_MS
+
+    def reason(self) -> str:
+        """Why the phase is generator-bound (empty when it is not)."""
+        if not self.bound:
+            return ""
+        text = (
+            f"generator-bound: results understate the server (loop thread at {self.cpu:.0%} of a core, "
+            f"event-loop lag p90 {self.lag_p90_ms:.1f} ms; limits {GENERATOR_CPU_LIMIT:.0%}, "
+            f"{GENERATOR_LAG_LIMIT_MS:g} ms)"
+        )
+        if self.processes > 1:
+            text += f"; {self.bound_processes} of {self.processes} processes saturated"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the lag histogram in sparse form)."""
+        return {
+            "cpu": round(self.cpu, 4),
+            "lag_ms": latency_summary(self.lag),
+            "bound": self.bound,
+            "reason": self.reason(),
+            "processes": self.processes,
+            "bound_processes": self.bound_processes,
+            "cpu_limit": GENERATOR_CPU_LIMIT,
+            "lag_p90_limit_ms": GENERATOR_LAG_LIMIT_MS,
+            "lag_histogram_us": self.lag.to_dict(),
+        }
 
 
 @dataclass
@@ -73,6 +141,25 @@ class PhaseResult:
     users_started: int = 0
     ramp_up: float = 0.0
     finished: bool = False
+    generator: GeneratorLoad = field(default_factory=GeneratorLoad)
+    _corrected: tuple[int, LogLinearHistogram] | None = field(default=None, repr=False, compare=False)
+
+    def expected_interval_us(self) -> int:
+        """Closed loop: microseconds between a user's requests when nothing stalls (wrk's rule:
+        wall time x users / requests)."""
+        stats = self.stats
+        if not isinstance(stats, RequestStats) or not stats.completed or self.elapsed <= 0:
+            return 0
+        return max(1, round(self.elapsed * 1e6 * self.concurrency / stats.completed))
+
+    def corrected_latency(self) -> LogLinearHistogram:
+        """Closed loop: the latency histogram back-filled for coordinated omission
+        (:meth:`LogLinearHistogram.corrected` with :meth:`expected_interval_us`)."""
+        stats = self.stats
+        assert isinstance(stats, RequestStats)
+        if self._corrected is None or self._corrected[0] != stats.latency.count:
+            self._corrected = (stats.latency.count, stats.latency.corrected(self.expected_interval_us()))
+        return self._corrected[1]
 
     @property
     def label(self) -> str:
@@ -106,6 +193,10 @@ class PhaseResult:
                 }
             )
             row.update({f"{key}_ms": value for key, value in latency.items()})
+            row["error_rate"] = round(stats.failed / stats.completed, 6) if stats.completed else 0.0
+            if self.mode == "closed":
+                corrected = latency_summary(self.corrected_latency())
+                row.update({f"co_{key}_ms": corrected[key] for key in ("p50", "p90", "p99", "p99.9", "max")})
             if self.mode == "open":
                 lag = latency_summary(stats.send_lag)
                 row.update(
@@ -136,9 +227,13 @@ class PhaseResult:
                     "gap_p50_ms": gap["p50"],
                     "gap_p99_ms": gap["p99"],
                     "gap_max_ms": gap["max"],
+                    "error_rate": round(stats.failed / stats.started, 6) if stats.started else 0.0,
                 }
             )
         row["errors"] = sum(stats.errors.values())
+        row["gen_cpu"] = round(self.generator.cpu, 3)
+        row["gen_lag_p90_ms"] = round(self.generator.lag_p90_ms, 3)
+        row["generator_bound"] = int(self.generator.bound)
         return row
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,9 +256,19 @@ class PhaseResult:
             "statuses": {str(code): n for code, n in sorted(stats.statuses.items())},
             "timeline_interval_s": stats.timeline.interval,
             "timeline": stats.timeline.rows(end=self.elapsed or None),
+            "generator": self.generator.to_dict(),
         }
         if isinstance(stats, RequestStats):
             data["latency_ms"] = latency_summary(stats.latency)
+            if self.mode == "closed":
+                data["corrected_latency_ms"] = latency_summary(self.corrected_latency())
+                data["corrected_note"] = (
+                    "latency_ms: from each request's actual send (what the users saw; a stall holds "
+                    "only one sample per user). corrected_latency_ms: back-filled for coordinated "
+                    "omission as wrk does, from the expected interval "
+                    f"{self.expected_interval_us() / 1000:.3f} ms (wall time x users / requests): "
+                    "what requests sent on schedule during a stall would have waited."
+                )
             data["service_time_ms"] = latency_summary(stats.service_time)
             data["endpoints"] = {name: ep.summary(self.elapsed or 1e-9) for name, ep in stats.by_name.items()}
             data["histograms_us"] = {
@@ -203,6 +308,26 @@ class RunResult:
     started_at: str = ""
     finished_at: str = ""
     interrupted: bool = False
+    checks: list[ThresholdOutcome] = field(default_factory=list)
+    processes: int = 1
+
+    def check(self, extra_thresholds: tuple[str, ...] = ()) -> list[ThresholdOutcome]:
+        """Check the scenario's thresholds (and ``extra_thresholds``) on every phase; kept in
+        :attr:`checks` and returned."""
+        scenario = self.scenario
+        self.checks = run_checks(
+            [phase.to_dict() for phase in self.phases],
+            scenario.mode,
+            (*scenario.thresholds, *extra_thresholds),
+            schedule_check=scenario.schedule_check,
+            strict=scenario.strict,
+        )
+        return self.checks
+
+    @property
+    def failed_checks(self) -> list[ThresholdOutcome]:
+        """The checks that did not hold."""
+        return [outcome for outcome in self.checks if not outcome.passed]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the run."""
@@ -217,6 +342,8 @@ class RunResult:
                 "argv": sys.argv,
             },
             "scenario": self.scenario.describe(),
+            "processes": self.processes,
+            "checks": [outcome_dict(outcome) for outcome in self.checks],
             "phases": [phase.to_dict() for phase in self.phases],
         }
 
@@ -244,6 +371,8 @@ class _Phase:
         self.gate = Event()
         self.start = math.inf
         self.deadline = math.inf
+        self.cpu_start = 0.0
+        self.users_done: float | None = None
         self.count = scenario.count
         self.issued = 0
         self.schedule: ArrivalSchedule | None = None
@@ -253,6 +382,7 @@ class _Phase:
     async def begin(self) -> None:
         """Start the clock (and the arrival schedule) and release the waiting users."""
         self.start = start = perf_counter()
+        self.cpu_start = thread_time()
         duration = self.scenario.duration
         self.deadline = math.inf if duration is None else start + duration
         rate = self.result.rate
@@ -369,8 +499,11 @@ class LoadRunner:
                 phase.active_users += 1
                 handles.append(await spawn(user(phase, number)))
             await phase.begin()
+            watcher = await spawn(self._watch_generator(phase))
             for handle in handles:
                 await handle.join()
+            phase.users_done = perf_counter()
+            await watcher.join()
         finally:
             self._close_phase(phase)
         result.finished = True
@@ -379,7 +512,10 @@ class LoadRunner:
     def _close_phase(self, phase: _Phase) -> None:
         """Fill in the phase's elapsed time and schedule outcome, and close its client."""
         result = phase.result
-        result.elapsed = perf_counter() - phase.start if phase.start != math.inf else 0.0
+        end = phase.users_done if phase.users_done is not None else perf_counter()
+        result.elapsed = end - phase.start if phase.start != math.inf else 0.0
+        if result.elapsed > 0:
+            result.generator.cpu = (thread_time() - phase.cpu_start) / result.elapsed
         if phase.schedule is not None:
             result.unsent = phase.schedule.unsent
             result.behind = phase.schedule.behind()
@@ -519,6 +655,18 @@ class LoadRunner:
         finally:
             await response.aclose()
         stats.record_end(perf_counter() - sent, cut=cut)
+
+    async def _watch_generator(self, phase: _Phase) -> None:
+        """The self-check: how late the loop wakes a timer, every GENERATOR_SAMPLE_INTERVAL s.
+
+        A loop busy with its own ready tasks (or starved of CPU) fires timers late; the same
+        delay holds back every send and every read of the phase.
+        """
+        lag = phase.result.generator.lag
+        while phase.active_users > 0:
+            due = perf_counter() + GENERATOR_SAMPLE_INTERVAL
+            await sleep(GENERATOR_SAMPLE_INTERVAL)
+            lag.record_seconds(perf_counter() - due)
 
     # -- progress -------------------------------------------------------------------------------
 
