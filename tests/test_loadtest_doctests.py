@@ -16,6 +16,7 @@ MODULES = [
     "loadtest.html_report",
     "loadtest.locust_report",
     "loadtest.thresholds",
+    "loadtest.testing",
 ]
 
 

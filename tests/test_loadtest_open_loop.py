@@ -116,6 +116,16 @@ def test_closed_loop_shows_the_coordinated_omission_the_open_loop_corrects() -> 
     assert count_at_least(stats.latency, round(STALL * 1e6 * 0.95)) >= 1
     assert 1 <= count_at_least(stats.latency, 100_000) <= 3
 
+    # The wrk-style correction back-fills what requests sent on schedule would have waited: the
+    # stall holds dozens of corrected samples over 100 ms, and the summary says so.
+    corrected = phase.corrected_latency()
+    assert corrected.max == stats.latency.max
+    assert count_at_least(corrected, 100_000) >= QUEUED_BEHIND_STALL
+    assert corrected.value_at_percentile(99) > 10 * stats.latency.value_at_percentile(50)
+    summary = phase.summary()
+    assert summary["co_p99_ms"] > summary["p99_ms"]
+    assert "understates it; corrected for coordinated omission p99 is" in summary_table(result)
+
 
 def test_open_loop_that_cannot_keep_up_reports_unsent_requests() -> None:
     server = HttpServer("127.0.0.1", 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 import xml.etree.ElementTree as ElementTree
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.html_report import Series, line_chart, render_html
+from loadtest.histogram import LogLinearHistogram
+from loadtest.html_report import Series, line_chart, nice_ticks, percentile_spectrum, render_html
 from loadtest.locust_report import locust_table, read_locust_stats, total_failures
 from loadtest.report import format_table, summary_table, write_reports
 from loadtest.runner import PhaseResult, RunResult
@@ -147,7 +149,10 @@ def test_html_is_self_contained_with_valid_svg_charts(mode: Mode) -> None:
     assert "@import" not in html and "url(" not in html
     assert "demo &lt;&amp;&gt;" in html  # the scenario name is escaped
     svgs = re.findall(r"<svg.*?</svg>", html, re.S)
-    assert len(svgs) == 4  # two sweep charts, two timelines
+    phases = len(make_run(mode).phases)
+    assert len(svgs) == 4 + phases  # two sweep charts, two timelines, a percentile chart per phase
+    assert html.count('<text x="64" y="18" class="title">') == 4 + phases  # every chart titled
+    assert len(re.findall(r"class=\"title\">[^<]* by percentile, phase ", html)) == phases
     for svg in svgs:
         ElementTree.fromstring(svg)  # well-formed XML
     # The open-loop run sweeps two rates at one concurrency; the others sweep concurrency.
@@ -161,3 +166,50 @@ def test_line_chart_handles_empty_and_single_points() -> None:
     assert "no data" in line_chart("t", [Series("a", [])], "x", "y")
     single = line_chart("t", [Series("a", [(5.0, 0.0)])], "x", "y", log_x=True)
     ElementTree.fromstring(single)
+
+
+def frame_and_points(svg: str) -> tuple[tuple[float, float, float, float], list[tuple[float, float]]]:
+    """The plot frame (x, y, width, height) and every polyline point of a chart."""
+    frame = re.search(
+        r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)" height="([\d.]+)" class="frame"', svg
+    )
+    assert frame is not None
+    x, y, width, height = (float(v) for v in frame.groups())
+    points = [
+        (float(px), float(py))
+        for line in re.findall(r'<polyline points="([^"]+)"', svg)
+        for px, py in (pair.split(",") for pair in line.split())
+    ]
+    return (x, y, width, height), points
+
+
+@pytest.mark.parametrize(("low", "high"), [(1, 7), (0.5, 86.1), (7.6, 33.2), (0, 97), (0.25, 2.9)])
+def test_ticks_cover_the_data_at_both_ends(low: float, high: float) -> None:
+    ticks = nice_ticks(low, high)
+    assert ticks[0] <= low and ticks[-1] >= high
+    assert ticks == sorted(ticks) and len(ticks) <= 12
+
+
+@pytest.mark.parametrize("mode", ["closed", "open", "sse"])
+def test_every_line_stays_inside_its_chart(mode: Mode) -> None:
+    html = render_html(make_run(mode))
+    for svg in re.findall(r"<svg.*?</svg>", html, re.S):
+        if "polyline" not in svg:
+            continue
+        (x, y, width, height), points = frame_and_points(svg)
+        for px, py in points:
+            assert x - 0.1 <= px <= x + width + 0.1, (px, svg[:120])
+            assert y - 0.1 <= py <= y + height + 0.1, (py, svg[:120])
+
+
+def test_percentile_spectrum_spreads_the_tail_by_nines() -> None:
+    histogram = LogLinearHistogram()
+    for value in range(1, 10_001):
+        histogram.record(value * 10)  # 10 us .. 100 ms
+    svg = percentile_spectrum("spectrum", [("latency", histogram, False)])
+    ElementTree.fromstring(svg)
+    labels = re.findall(r'class="tick" text-anchor="middle">([^<]+)<', svg)
+    assert labels == ["0%", "90%", "99%", "99.9%", "99.99%"]  # 10,000 samples: four nines
+    (x, _y, width, _height), points = frame_and_points(svg)
+    assert points[-1][0] == pytest.approx(x + width, abs=0.2)  # the maximum at the right edge
+    assert all(b[0] >= a[0] and b[1] <= a[1] + 0.1 for a, b in itertools.pairwise(points))

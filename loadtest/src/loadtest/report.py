@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from .runner import STALL_NOTE_FACTOR, PhaseResult, RunResult
-from .stats import RequestStats
+from .stats import RequestStats, StreamStats
 
 __all__ = [
     "SUMMARY_COLUMNS",
     "format_table",
+    "run_notes",
     "stall_notes",
     "summary_table",
     "write_csv",
@@ -68,6 +69,8 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("gap_p50_ms", "gap p50 ms"),
         ("gap_p99_ms", "gap p99 ms"),
         ("gap_max_ms", "gap max ms"),
+        ("lost", "lost"),
+        ("reconnects", "reconnects"),
     ),
 }
 
@@ -113,43 +116,57 @@ def format_table(
 
 
 def summary_table(result: RunResult) -> str:
-    """The run's phases as a text table (columns chosen by mode)."""
+    """The run's phases as a text table (columns chosen by mode), then its notes and checks."""
     columns = SUMMARY_COLUMNS[result.scenario.mode]
     rows = [phase.summary() for phase in result.phases]
     kind = {"closed": "closed loop", "open": "open loop", "sse": "event streams"}[result.scenario.mode]
     title = f"{result.scenario.name}: {kind} on {result.scenario.target}"
+    if result.processes > 1:
+        title += f" ({result.processes} generator processes, merged)"
     table = format_table(rows, [key for key, _ in columns], [label for _, label in columns])
-    notes = []
-    if result.interrupted:
-        notes.append("interrupted: the last phase is partial")
-    for phase in result.phases:
-        if phase.users_started < phase.concurrency:
-            notes.append(
-                f"phase {phase.index} ({phase.label}): only {phase.users_started} of {phase.concurrency} "
-                "users got to start before the phase ended (the load generator is saturated)"
-            )
-        elif phase.duration and phase.ramp_up > 0.1 * phase.duration:
-            notes.append(
-                f"phase {phase.index} ({phase.label}): starting all users took {phase.ramp_up:.2f} s "
-                "(the load generator is busy)"
-            )
-        if phase.unsent:
-            notes.append(
-                f"phase {phase.index} ({phase.label}): fell {phase.behind:.2f} s behind schedule; "
-                f"{phase.unsent} planned requests were never sent and are not in the percentiles"
-            )
-        if phase.generator.bound:
-            notes.append(f"phase {phase.index} ({phase.label}): {phase.generator.reason()}")
-        notes.extend(f"phase {phase.index} ({phase.label}): {note}" for note in stall_notes(phase))
-        stats = phase.stats
-        for kind, count in stats.errors.most_common(3):
-            notes.append(f"phase {phase.index} ({phase.label}): {count} x {kind}")
+    notes = run_notes(result)
     failed = [outcome for outcome in result.checks if not outcome.passed]
     if result.checks:
         held = len(result.checks) - len(failed)
         notes.append(f"checks: {held} of {len(result.checks)} held" + (", FAILED:" if failed else ""))
         notes.extend(f"  {outcome.message()}" for outcome in failed)
     return "\n".join([title, table, *notes])
+
+
+def run_notes(result: RunResult) -> list[str]:
+    """What a reader must know beside the numbers: a saturated generator, an unkept schedule, a
+    stall a closed loop hid, the commonest errors."""
+    notes = []
+    if result.interrupted:
+        notes.append("interrupted: the last phase is partial")
+    for phase in result.phases:
+        where = f"phase {phase.index} ({phase.label})"
+        if phase.users_started < phase.concurrency:
+            notes.append(
+                f"{where}: only {phase.users_started} of {phase.concurrency} "
+                "users got to start before the phase ended (the load generator is saturated)"
+            )
+        elif phase.duration and phase.ramp_up > 0.1 * phase.duration:
+            notes.append(
+                f"{where}: starting all users took {phase.ramp_up:.2f} s (the load generator is busy)"
+            )
+        if phase.generator.bound:
+            notes.append(f"{where}: {phase.generator.reason()}")
+        if phase.unsent:
+            notes.append(
+                f"{where}: fell {phase.behind:.2f} s behind schedule; "
+                f"{phase.unsent} planned requests were never sent and are not in the percentiles"
+            )
+        notes.extend(f"{where}: {note}" for note in stall_notes(phase))
+        stats = phase.stats
+        if isinstance(stats, StreamStats) and (stats.lost or stats.duplicated or stats.out_of_order):
+            notes.append(
+                f"{where}: event ids: {stats.lost} lost, {stats.duplicated} duplicated, "
+                f"{stats.out_of_order} out of order"
+            )
+        for kind, count in stats.errors.most_common(3):
+            notes.append(f"{where}: {count} x {kind}")
+    return notes
 
 
 def stall_notes(phase: PhaseResult) -> list[str]:

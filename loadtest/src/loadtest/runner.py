@@ -30,7 +30,7 @@ from flowno_io import EventLoop, HttpClient, Timeout, sleep, streaming_response_
 from .histogram import LogLinearHistogram
 from .scenario import RequestPicker, RequestSpec, Scenario
 from .schedule import ArrivalSchedule
-from .stats import RequestStats, StreamStats, latency_summary
+from .stats import EventIdTracker, RequestStats, StreamStats, latency_summary
 from .thresholds import ThresholdOutcome, outcome_dict, run_checks
 
 __all__ = ["PhaseResult", "RunResult", "run_scenario", "run_scenario_async"]
@@ -227,6 +227,13 @@ class PhaseResult:
                     "gap_p50_ms": gap["p50"],
                     "gap_p99_ms": gap["p99"],
                     "gap_max_ms": gap["max"],
+                    "lost": stats.lost,
+                    "duplicated": stats.duplicated,
+                    "out_of_order": stats.out_of_order,
+                    "reconnects": stats.reconnects,
+                    "reconnect_lost": stats.reconnect_lost,
+                    "resume_p50_ms": latency_summary(stats.time_to_resume)["p50"],
+                    "resume_max_ms": latency_summary(stats.time_to_resume)["max"],
                     "error_rate": round(stats.failed / stats.started, 6) if stats.started else 0.0,
                 }
             )
@@ -291,10 +298,23 @@ class PhaseResult:
             data["time_to_first_event_ms"] = latency_summary(stats.time_to_first_event)
             data["event_gap_ms"] = latency_summary(stats.event_gap)
             data["stream_duration_ms"] = latency_summary(stats.stream_duration)
+            data["time_to_resume_ms"] = latency_summary(stats.time_to_resume)
+            data["event_ids"] = {
+                "lost": stats.lost,
+                "duplicated": stats.duplicated,
+                "out_of_order": stats.out_of_order,
+                "untracked": stats.untracked,
+                "reconnects": stats.reconnects,
+                "reconnect_lost": stats.reconnect_lost,
+                "note": "ids are expected to be consecutive integers per stream: a gap counts as lost, "
+                "an id from an earlier gap as out of order, a repeated id as duplicated; events "
+                "without an integer id are untracked",
+            }
             data["histograms_us"] = {
                 "time_to_first_event": stats.time_to_first_event.to_dict(),
                 "event_gap": stats.event_gap.to_dict(),
                 "stream_duration": stats.stream_duration.to_dict(),
+                "time_to_resume": stats.time_to_resume.to_dict(),
             }
         return data
 
@@ -619,42 +639,70 @@ class LoadRunner:
             phase.active_users -= 1
 
     async def _one_stream(self, phase: _Phase, stats: StreamStats, spec: RequestSpec) -> None:
+        """One logical stream: open it, read it to the end (or the deadline); with ``reconnect``,
+        reopen it with ``Last-Event-ID`` each time the server closes it, until the server answers
+        204 (the EventSource rule for "stop") or the phase ends."""
         start = phase.start
         stats.started += 1
-        sent = perf_counter()
-        try:
-            response = await phase.client.stream_request(
-                spec.method, spec.url, spec.body, headers=phase.headers[spec.name]
-            )
-        except Exception as exc:
-            stats.record_failure(perf_counter() - start, _error_kind(exc), str(exc))
-            return
-        status = response.status_code
-        stats.record_open(status)
-        if not streaming_response_is_ok(response) or not spec.is_expected(status):
-            await response.aclose()
-            stats.record_failure(perf_counter() - start, f"HTTP {status}", "")
-            return
+        first_sent = sent = perf_counter()
+        tracker = EventIdTracker()
+        headers = phase.headers[spec.name]
         previous: float | None = None
+        closed_at: float | None = None  # when the server closed the stream we are resuming
         cut = False
         try:
-            async for event in response.events():
-                now = perf_counter()
-                if event.data != "[DONE]":  # the OpenAI end marker is not a payload event
-                    if previous is None:
-                        stats.record_first_event(now - start, now - sent)
-                    else:
-                        stats.record_event(now - start, now - previous)
-                    previous = now
-                if now >= phase.deadline:
-                    cut = True
+            while True:
+                try:
+                    response = await phase.client.stream_request(
+                        spec.method, spec.url, spec.body, headers=headers
+                    )
+                except Exception as exc:
+                    stats.record_failure(perf_counter() - start, _error_kind(exc), str(exc))
+                    return
+                status = response.status_code
+                stats.record_open(status)
+                if closed_at is not None and status == 204:
+                    await response.aclose()
+                    break  # nothing left to resume: the stream is complete
+                if not streaming_response_is_ok(response) or not spec.is_expected(status):
+                    await response.aclose()
+                    stats.record_failure(perf_counter() - start, f"HTTP {status}", "")
+                    return
+                done = False
+                try:
+                    async for event in response.events():
+                        now = perf_counter()
+                        if event.data == "[DONE]":  # the OpenAI end marker is not a payload event
+                            done = True
+                        else:
+                            before = tracker.last
+                            skipped = tracker.observe(event.id)
+                            if closed_at is not None:
+                                stats.record_resume(now - closed_at, skipped if before is not None else 0)
+                                closed_at = None
+                            if previous is None:
+                                stats.record_first_event(now - start, now - sent)
+                            else:
+                                stats.record_event(now - start, now - previous)
+                            previous = now
+                        if now >= phase.deadline:
+                            cut = True
+                            break
+                except Exception as exc:
+                    stats.record_failure(perf_counter() - start, _error_kind(exc), str(exc))
+                    return
+                finally:
+                    await response.aclose()
+                if cut or done or not self.scenario.reconnect or perf_counter() >= phase.deadline:
                     break
-        except Exception as exc:
-            stats.record_failure(perf_counter() - start, _error_kind(exc), str(exc))
-            return
+                # The server closed the stream: reconnect as an EventSource does.
+                stats.record_reconnect()
+                closed_at = sent = perf_counter()
+                if tracker.last is not None:
+                    headers = {**(headers or {}), "Last-Event-ID": str(tracker.last)}
         finally:
-            await response.aclose()
-        stats.record_end(perf_counter() - sent, cut=cut)
+            stats.record_ids(tracker)
+        stats.record_end(perf_counter() - first_sent, cut=cut)
 
     async def _watch_generator(self, phase: _Phase) -> None:
         """The self-check: how late the loop wakes a timer, every GENERATOR_SAMPLE_INTERVAL s.

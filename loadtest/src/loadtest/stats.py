@@ -25,6 +25,7 @@ from .histogram import REPORTED_PERCENTILES, LogLinearHistogram
 __all__ = [
     "DEFAULT_MAX_INTERVALS",
     "EndpointStats",
+    "EventIdTracker",
     "RequestStats",
     "StreamStats",
     "Timeline",
@@ -307,6 +308,74 @@ class RequestStats:
         self.send_lag.record(max(0, round(lag * 1e6)))
 
 
+class EventIdTracker:
+    """One stream's event ids, checked for loss, duplicates and order.
+
+    Ids are expected to be consecutive integers (as the stream service sends them); events with
+    no id or a non-integer one are counted in :attr:`untracked` only. A gap counts its ids as
+    lost; an id inside an earlier gap arriving late is out of order (and no longer lost); an id
+    seen before is a duplicate. Memory holds only the ids still missing.
+
+    Args:
+        after: the ``Last-Event-ID`` a resumed stream was opened with (ids should start after it).
+
+    Example:
+        >>> tracker = EventIdTracker()
+        >>> [tracker.observe(event_id) for event_id in ["1", "2", "5", "3", "3", "6", None]]
+        [0, 0, 2, 0, 0, 0, 0]
+        >>> tracker.lost, tracker.out_of_order, tracker.duplicated, tracker.untracked, tracker.last
+        (1, 1, 1, 1, 6)
+    """
+
+    __slots__ = ("_missing", "_untracked_gaps", "duplicated", "last", "out_of_order", "untracked")
+
+    def __init__(self, after: int | None = None) -> None:
+        #: The highest id seen (or the ``Last-Event-ID`` resumed after).
+        self.last = after
+        self._missing: set[int] = set()
+        self._untracked_gaps = 0
+        self.duplicated = 0
+        self.out_of_order = 0
+        self.untracked = 0
+
+    @property
+    def lost(self) -> int:
+        """Ids skipped and not (yet) received."""
+        return len(self._missing) + self._untracked_gaps
+
+    def observe(self, event_id: str | None) -> int:
+        """Check one event's id; returns how many ids it showed lost (a gap before it), else 0."""
+        try:
+            number = int(event_id) if event_id is not None else None
+        except ValueError:
+            number = None
+        if number is None:
+            self.untracked += 1
+            return 0
+        last = self.last
+        if last is None or number == last + 1:
+            self.last = number
+            return 0
+        if number > last:
+            gap = number - last - 1
+            if gap <= MAX_TRACKED_GAP:
+                self._missing.update(range(last + 1, number))
+            else:
+                self._untracked_gaps += gap
+            self.last = number
+            return gap
+        if number in self._missing:
+            self._missing.discard(number)
+            self.out_of_order += 1
+        else:
+            self.duplicated += 1
+        return 0
+
+
+#: A jump in ids larger than this is counted once as lost events but not remembered id by id.
+MAX_TRACKED_GAP = 100_000
+
+
 class StreamStats:
     """Everything measured about event streams (SSE) in one phase.
 
@@ -319,6 +388,13 @@ class StreamStats:
         cut: streams still open when the phase ended (closed by us, not an error).
         failed: streams that could not open, got a non-2xx status, or broke mid-way.
         events: events received in all.
+        lost, duplicated, out_of_order: events by id (:class:`EventIdTracker`), over all streams.
+        untracked: events without an integer id (not checked).
+        reconnects: reconnections after the server closed a stream (``reconnect`` scenarios).
+        reconnect_lost: ids skipped across a reconnect (the resumed stream did not start right
+            after ``Last-Event-ID``); also counted in ``lost``.
+        time_to_resume: microseconds from the server closing a stream to the first event of the
+            reconnected one.
     """
 
     def __init__(self, timeline_interval: float = 1.0) -> None:
@@ -331,6 +407,13 @@ class StreamStats:
         self.cut = 0
         self.failed = 0
         self.events = 0
+        self.lost = 0
+        self.duplicated = 0
+        self.out_of_order = 0
+        self.untracked = 0
+        self.reconnects = 0
+        self.reconnect_lost = 0
+        self.time_to_resume = LogLinearHistogram()
         self.statuses: Counter[int] = Counter()
         self._errors = _Errors()
         self.timeline = Timeline(timeline_interval)
@@ -344,6 +427,23 @@ class StreamStats:
     def error_samples(self) -> dict[str, list[str]]:
         """A few messages per failure kind."""
         return self._errors.samples
+
+    def record_ids(self, tracker: EventIdTracker) -> None:
+        """Add one finished stream's id bookkeeping."""
+        self.lost += tracker.lost
+        self.duplicated += tracker.duplicated
+        self.out_of_order += tracker.out_of_order
+        self.untracked += tracker.untracked
+
+    def record_reconnect(self) -> None:
+        """Count a reconnection after the server closed a stream."""
+        self.reconnects += 1
+
+    def record_resume(self, seconds: float, skipped: int) -> None:
+        """Count a resumed stream's first event, ``seconds`` after the previous one was closed;
+        ``skipped``: ids missing between ``Last-Event-ID`` and it."""
+        self.time_to_resume.record(max(0, round(seconds * 1e6)))
+        self.reconnect_lost += skipped
 
     def record_open(self, status: int) -> None:
         """Count a response head (a stream that opened when 2xx)."""
