@@ -17,6 +17,7 @@ MODULES = [
     "loadtest.locust_report",
     "loadtest.thresholds",
     "loadtest.testing",
+    "loadtest.parallel",
 ]
 
 

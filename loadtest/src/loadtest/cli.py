@@ -17,6 +17,12 @@ Examples::
     # a table from a Locust run's --csv output
     python -m loadtest locust-summary reports/locust_stats.csv
 
+    # every core: 4 generator processes, one merged report
+    python -m loadtest closed http://127.0.0.1:8080/echo -c 400 -d 10 --processes auto
+
+    # results of the same scenario run on several machines, merged into one report
+    python -m loadtest merge host1/loadtest.json host2/loadtest.json -o merged/
+
     # a CI gate: exit 99 unless p99 stays under 50 ms and fewer than 1 % of requests fail
     python -m loadtest closed http://127.0.0.1:8080/echo -c 10 -d 5 \
         --threshold 'p99<50ms' --threshold 'error_rate<0.01'
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from datetime import datetime
@@ -38,8 +45,10 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from .locust_report import locust_table, read_locust_stats, total_failures
+from .parallel import ParallelRunError, cpu_count, run_in_processes, usable_processes
 from .report import summary_table, write_reports
-from .runner import RunResult, run_scenario
+from .result import ResultMergeError, RunResult, merge_results
+from .runner import run_scenario
 from .scenario import (
     DEFAULT_DURATION,
     DEFAULT_TIMEOUT,
@@ -161,6 +170,29 @@ def _threshold(text: str) -> str:
     return text
 
 
+def _processes(text: str) -> int:
+    if text == "auto":
+        return cpu_count()
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or 'auto', not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected at least 1 process")
+    return value
+
+
+def _add_processes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--processes",
+        type=_processes,
+        default=1,
+        metavar="N",
+        help="generator processes sharing the load (default 1; 'auto': one per core); their results "
+        "merge into one report",
+    )
+
+
 def _add_checks(parser: argparse.ArgumentParser, mode: str | None) -> None:
     parser.add_argument(
         "--threshold",
@@ -204,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Only loopback targets unless --allow-remote. Every phase ends after its duration or count.",
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{closed,open,sse,run,locust-summary}"
+        dest="command", required=True, metavar="{closed,open,sse,run,merge,locust-summary}"
     )
     helps = {
         "closed": "N users, each sending its next request when the previous one is answered",
@@ -235,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="arrivals per second; a list runs one phase each",
             )
         _add_limits(sub, scenario_file=False)
+        _add_processes(sub)
         _add_checks(sub, mode)
         _add_output(sub)
     locust = commands.add_parser(
@@ -253,8 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
         "-r", "--rate", type=_float_list, help="arrivals per second (open mode; overrides the scenario)"
     )
     _add_limits(run, scenario_file=True)
+    _add_processes(run)
     _add_checks(run, None)
     _add_output(run)
+    merge = commands.add_parser(
+        "merge",
+        help="merge result JSON files of the same scenario (several hosts) into one report",
+        description="Merge loadtest.json files written by runs of the same scenario at the same time "
+        "(e.g. on several machines) into one report: users, rates and counts add up, histograms merge "
+        "exactly. Thresholds are checked again on the merged phases.",
+    )
+    merge.add_argument("results", type=Path, nargs="+", help="loadtest.json files")
+    _add_checks(merge, None)
+    _add_output(merge)
     return parser
 
 
@@ -367,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "locust-summary":
         return _locust_summary(args)
+    if args.command == "merge":
+        return _merge(parser, args)
     try:
         scenario = make_scenario(args)
     except ScenarioError as exc:
@@ -378,14 +424,49 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("flowno.core.event_loop.event_loop").setLevel(logging.ERROR)
     progress = ProgressLine(enabled=args.progress)
+    args.processes = usable_processes(scenario, args.processes)
     if not args.quiet:
         phases = ", ".join(
             f"rate={rate:g}/s c={level}" if rate is not None else f"c={level}"
             for level, rate in scenario.phases()
         )
-        print(f"{scenario.mode} loop on {scenario.target}: {phases}", file=sys.stderr, flush=True)
-    result = run_scenario(scenario, progress if progress.enabled else None)
+        processes = f" ({args.processes} generator processes)" if args.processes > 1 else ""
+        print(f"{scenario.mode} loop on {scenario.target}: {phases}{processes}", file=sys.stderr, flush=True)
+    if args.processes > 1:
+        try:
+            result = run_in_processes(scenario, args.processes)
+        except ParallelRunError as exc:
+            print(f"{parser.prog}: {exc}", file=sys.stderr)
+            return 1
+    else:
+        result = run_scenario(scenario, progress if progress.enabled else None)
     return _finish(result, args)
+
+
+def _merge(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``merge``: read result files, merge them, check and report as a run would."""
+    results = []
+    for path in args.results:
+        try:
+            results.append(RunResult.from_dict(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as exc:
+            parser.exit(2, f"{parser.prog}: error: cannot read {path}: {exc}\n")
+    try:
+        merged = merge_results(results)
+    except ResultMergeError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    changes: dict[str, Any] = {}
+    if args.threshold:
+        changes["thresholds"] = (*merged.scenario.thresholds, *args.threshold)
+    if args.schedule_check is not None:
+        changes["schedule_check"] = args.schedule_check
+    if args.strict is not None:
+        changes["strict"] = args.strict
+    if changes:
+        merged.scenario = dataclasses.replace(merged.scenario, **changes)
+    if not args.quiet:
+        print(f"merged {len(results)} results ({merged.processes} generator processes)", file=sys.stderr)
+    return _finish(merged, args)
 
 
 def _finish(result: RunResult, args: argparse.Namespace) -> int:

@@ -15,10 +15,7 @@ Timing uses ``time.perf_counter`` (the clock flowno's ``sleep`` uses too).
 from __future__ import annotations
 
 import math
-import platform
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from time import perf_counter, thread_time
 from typing import Any
@@ -27,13 +24,28 @@ from flowno import Event, spawn
 
 from flowno_io import EventLoop, HttpClient, Timeout, sleep, streaming_response_is_ok
 
-from .histogram import LogLinearHistogram
+from .result import (
+    GENERATOR_CPU_LIMIT,
+    GENERATOR_LAG_LIMIT_MS,
+    STALL_NOTE_FACTOR,
+    GeneratorLoad,
+    PhaseResult,
+    RunResult,
+)
 from .scenario import RequestPicker, RequestSpec, Scenario
 from .schedule import ArrivalSchedule
-from .stats import EventIdTracker, RequestStats, StreamStats, latency_summary
-from .thresholds import ThresholdOutcome, outcome_dict, run_checks
+from .stats import EventIdTracker, RequestStats, StreamStats
 
-__all__ = ["PhaseResult", "RunResult", "run_scenario", "run_scenario_async"]
+__all__ = [
+    "GENERATOR_CPU_LIMIT",
+    "GENERATOR_LAG_LIMIT_MS",
+    "STALL_NOTE_FACTOR",
+    "GeneratorLoad",
+    "PhaseResult",
+    "RunResult",
+    "run_scenario",
+    "run_scenario_async",
+]
 
 #: Seconds between progress-line refreshes.
 PROGRESS_INTERVAL = 0.5
@@ -41,331 +53,6 @@ PROGRESS_INTERVAL = 0.5
 KEEPALIVE_EXPIRY = 30.0
 #: Seconds between the generator self-check's samples of its own event-loop lag.
 GENERATOR_SAMPLE_INTERVAL = 0.05
-#: A phase is generator-bound when the loop's thread used at least this share of one core ...
-GENERATOR_CPU_LIMIT = 0.9
-#: ... or when the loop woke the self-check this late (milliseconds, 90th percentile): the
-#: generator's own tasks (or the machine) kept it from sending and reading on time.
-GENERATOR_LAG_LIMIT_MS = 25.0
-#: The closed-loop note appears when the slowest response took this many times the median.
-STALL_NOTE_FACTOR = 10.0
-
-
-@dataclass
-class GeneratorLoad:
-    """The load generator's own load during a phase (its self-check).
-
-    Attributes:
-        cpu: CPU seconds of the event loop's thread / phase wall seconds (1.0: one core busy).
-        lag: microseconds the self-check's timer fired late, sampled every
-            :data:`GENERATOR_SAMPLE_INTERVAL` seconds: how long ready work kept the loop busy.
-        processes: generator processes merged into this one (``--processes``).
-        bound_processes: how many of them were saturated.
-    """
-
-    cpu: float = 0.0
-    lag: LogLinearHistogram = field(default_factory=LogLinearHistogram)
-    processes: int = 1
-    bound_processes: int = 0
-
-    @property
-    def lag_p90_ms(self) -> float:
-        """The 90th percentile of the loop lag, in milliseconds."""
-        return self.lag.value_at_percentile(90) / 1000
-
-    @property
-    def bound(self) -> bool:
-        """True when the generator was saturated (its results understate the server)."""
-        if self.bound_processes:
-            return True
-        return self.cpu >= GENERATOR_CPU_LIMIT or self.lag_p90_ms >= GENERATOR_LAG_LIMIT_MS
-
-    def reason(self) -> str:
-        """Why the phase is generator-bound (empty when it is not)."""
-        if not self.bound:
-            return ""
-        text = (
-            f"generator-bound: results understate the server (loop thread at {self.cpu:.0%} of a core, "
-            f"event-loop lag p90 {self.lag_p90_ms:.1f} ms; limits {GENERATOR_CPU_LIMIT:.0%}, "
-            f"{GENERATOR_LAG_LIMIT_MS:g} ms)"
-        )
-        if self.processes > 1:
-            text += f"; {self.bound_processes} of {self.processes} processes saturated"
-        return text
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the lag histogram in sparse form)."""
-        return {
-            "cpu": round(self.cpu, 4),
-            "lag_ms": latency_summary(self.lag),
-            "bound": self.bound,
-            "reason": self.reason(),
-            "processes": self.processes,
-            "bound_processes": self.bound_processes,
-            "cpu_limit": GENERATOR_CPU_LIMIT,
-            "lag_p90_limit_ms": GENERATOR_LAG_LIMIT_MS,
-            "lag_histogram_us": self.lag.to_dict(),
-        }
-
-
-@dataclass
-class PhaseResult:
-    """The outcome of one phase (one concurrency level, or one rate).
-
-    Attributes:
-        index: position in the run (0-based).
-        mode: ``closed``, ``open`` or ``sse``.
-        concurrency: virtual users (closed/sse) or most requests in flight (open).
-        rate: open mode: planned arrivals per second.
-        started_at: wall-clock start (UTC, ISO 8601).
-        elapsed: seconds from the start until the last user finished.
-        stats: :class:`~loadtest.stats.RequestStats` or :class:`~loadtest.stats.StreamStats`.
-        planned, unsent, behind: open mode: arrivals planned, never sent, and how far behind the
-            schedule (seconds) the phase was when its send window closed.
-        users_started: users (or workers) that got to run before the phase ended.
-        ramp_up: seconds from the phase start (when all users are released at once) until the
-            last of them got its first turn on the loop.
-    """
-
-    index: int
-    mode: str
-    concurrency: int
-    rate: float | None
-    duration: float | None
-    count: int | None
-    started_at: str
-    stats: RequestStats | StreamStats
-    elapsed: float = 0.0
-    planned: int = 0
-    unsent: int = 0
-    behind: float = 0.0
-    users_started: int = 0
-    ramp_up: float = 0.0
-    finished: bool = False
-    generator: GeneratorLoad = field(default_factory=GeneratorLoad)
-    _corrected: tuple[int, LogLinearHistogram] | None = field(default=None, repr=False, compare=False)
-
-    def expected_interval_us(self) -> int:
-        """Closed loop: microseconds between a user's requests when nothing stalls (wrk's rule:
-        wall time x users / requests)."""
-        stats = self.stats
-        if not isinstance(stats, RequestStats) or not stats.completed or self.elapsed <= 0:
-            return 0
-        return max(1, round(self.elapsed * 1e6 * self.concurrency / stats.completed))
-
-    def corrected_latency(self) -> LogLinearHistogram:
-        """Closed loop: the latency histogram back-filled for coordinated omission
-        (:meth:`LogLinearHistogram.corrected` with :meth:`expected_interval_us`)."""
-        stats = self.stats
-        assert isinstance(stats, RequestStats)
-        if self._corrected is None or self._corrected[0] != stats.latency.count:
-            self._corrected = (stats.latency.count, stats.latency.corrected(self.expected_interval_us()))
-        return self._corrected[1]
-
-    @property
-    def label(self) -> str:
-        """Short name: ``c=100`` or ``rate=500/s c=64``."""
-        if self.rate is not None:
-            return f"rate={self.rate:g}/s c={self.concurrency}"
-        return f"c={self.concurrency}"
-
-    def summary(self) -> dict[str, Any]:
-        """The phase's headline numbers, flat (one CSV row)."""
-        elapsed = self.elapsed or 1e-9
-        row: dict[str, Any] = {
-            "phase": self.index,
-            "mode": self.mode,
-            "concurrency": self.concurrency,
-            "rate": self.rate if self.rate is not None else "",
-            "elapsed_s": round(self.elapsed, 3),
-            "users_started": self.users_started,
-            "ramp_up_s": round(self.ramp_up, 3),
-        }
-        stats = self.stats
-        if isinstance(stats, RequestStats):
-            latency = latency_summary(stats.latency)
-            row.update(
-                {
-                    "requests": stats.completed,
-                    "ok": stats.ok,
-                    "failed": stats.failed,
-                    "throughput_rps": round(stats.completed / elapsed, 2),
-                    "mb_received": round(stats.bytes_received / 1e6, 3),
-                }
-            )
-            row.update({f"{key}_ms": value for key, value in latency.items()})
-            row["error_rate"] = round(stats.failed / stats.completed, 6) if stats.completed else 0.0
-            if self.mode == "closed":
-                corrected = latency_summary(self.corrected_latency())
-                row.update({f"co_{key}_ms": corrected[key] for key in ("p50", "p90", "p99", "p99.9", "max")})
-            if self.mode == "open":
-                lag = latency_summary(stats.send_lag)
-                row.update(
-                    {
-                        "planned": self.planned,
-                        "unsent": self.unsent,
-                        "behind_s": round(self.behind, 3),
-                        "lag_p99_ms": lag["p99"],
-                        "lag_max_ms": lag["max"],
-                        "service_p99_ms": latency_summary(stats.service_time)["p99"],
-                    }
-                )
-        else:
-            ttfe = latency_summary(stats.time_to_first_event)
-            gap = latency_summary(stats.event_gap)
-            row.update(
-                {
-                    "streams": stats.started,
-                    "completed": stats.completed,
-                    "cut": stats.cut,
-                    "failed": stats.failed,
-                    "events": stats.events,
-                    "events_per_s": round(stats.events / elapsed, 2),
-                    "streams_per_s": round(stats.completed / elapsed, 2),
-                    "ttfe_p50_ms": ttfe["p50"],
-                    "ttfe_p99_ms": ttfe["p99"],
-                    "ttfe_max_ms": ttfe["max"],
-                    "gap_p50_ms": gap["p50"],
-                    "gap_p99_ms": gap["p99"],
-                    "gap_max_ms": gap["max"],
-                    "lost": stats.lost,
-                    "duplicated": stats.duplicated,
-                    "out_of_order": stats.out_of_order,
-                    "reconnects": stats.reconnects,
-                    "reconnect_lost": stats.reconnect_lost,
-                    "resume_p50_ms": latency_summary(stats.time_to_resume)["p50"],
-                    "resume_max_ms": latency_summary(stats.time_to_resume)["max"],
-                    "error_rate": round(stats.failed / stats.started, 6) if stats.started else 0.0,
-                }
-            )
-        row["errors"] = sum(stats.errors.values())
-        row["gen_cpu"] = round(self.generator.cpu, 3)
-        row["gen_lag_p90_ms"] = round(self.generator.lag_p90_ms, 3)
-        row["generator_bound"] = int(self.generator.bound)
-        return row
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything about the phase, JSON-ready (histograms in sparse form)."""
-        stats = self.stats
-        data: dict[str, Any] = {
-            "index": self.index,
-            "label": self.label,
-            "mode": self.mode,
-            "concurrency": self.concurrency,
-            "rate": self.rate,
-            "duration": self.duration,
-            "count": self.count,
-            "started_at": self.started_at,
-            "elapsed_s": self.elapsed,
-            "finished": self.finished,
-            "summary": self.summary(),
-            "errors": dict(stats.errors),
-            "error_samples": stats.error_samples,
-            "statuses": {str(code): n for code, n in sorted(stats.statuses.items())},
-            "timeline_interval_s": stats.timeline.interval,
-            "timeline": stats.timeline.rows(end=self.elapsed or None),
-            "generator": self.generator.to_dict(),
-        }
-        if isinstance(stats, RequestStats):
-            data["latency_ms"] = latency_summary(stats.latency)
-            if self.mode == "closed":
-                data["corrected_latency_ms"] = latency_summary(self.corrected_latency())
-                data["corrected_note"] = (
-                    "latency_ms: from each request's actual send (what the users saw; a stall holds "
-                    "only one sample per user). corrected_latency_ms: back-filled for coordinated "
-                    "omission as wrk does, from the expected interval "
-                    f"{self.expected_interval_us() / 1000:.3f} ms (wall time x users / requests): "
-                    "what requests sent on schedule during a stall would have waited."
-                )
-            data["service_time_ms"] = latency_summary(stats.service_time)
-            data["endpoints"] = {name: ep.summary(self.elapsed or 1e-9) for name, ep in stats.by_name.items()}
-            data["histograms_us"] = {
-                "latency": stats.latency.to_dict(),
-                "service_time": stats.service_time.to_dict(),
-            }
-            if self.mode == "open":
-                data["schedule"] = {
-                    "planned": self.planned,
-                    "sent": self.planned - self.unsent,
-                    "unsent": self.unsent,
-                    "behind_s": self.behind,
-                    "send_lag_ms": latency_summary(stats.send_lag),
-                    "note": "latency is measured from each request's intended send time "
-                    "(coordinated-omission corrected); service_time from its actual send; "
-                    "unsent requests are not in the percentiles",
-                }
-                data["histograms_us"]["send_lag"] = stats.send_lag.to_dict()
-        else:
-            data["time_to_first_event_ms"] = latency_summary(stats.time_to_first_event)
-            data["event_gap_ms"] = latency_summary(stats.event_gap)
-            data["stream_duration_ms"] = latency_summary(stats.stream_duration)
-            data["time_to_resume_ms"] = latency_summary(stats.time_to_resume)
-            data["event_ids"] = {
-                "lost": stats.lost,
-                "duplicated": stats.duplicated,
-                "out_of_order": stats.out_of_order,
-                "untracked": stats.untracked,
-                "reconnects": stats.reconnects,
-                "reconnect_lost": stats.reconnect_lost,
-                "note": "ids are expected to be consecutive integers per stream: a gap counts as lost, "
-                "an id from an earlier gap as out of order, a repeated id as duplicated; events "
-                "without an integer id are untracked",
-            }
-            data["histograms_us"] = {
-                "time_to_first_event": stats.time_to_first_event.to_dict(),
-                "event_gap": stats.event_gap.to_dict(),
-                "stream_duration": stats.stream_duration.to_dict(),
-                "time_to_resume": stats.time_to_resume.to_dict(),
-            }
-        return data
-
-
-@dataclass
-class RunResult:
-    """A whole run: the scenario and its phases, in order."""
-
-    scenario: Scenario
-    phases: list[PhaseResult] = field(default_factory=list)
-    started_at: str = ""
-    finished_at: str = ""
-    interrupted: bool = False
-    checks: list[ThresholdOutcome] = field(default_factory=list)
-    processes: int = 1
-
-    def check(self, extra_thresholds: tuple[str, ...] = ()) -> list[ThresholdOutcome]:
-        """Check the scenario's thresholds (and ``extra_thresholds``) on every phase; kept in
-        :attr:`checks` and returned."""
-        scenario = self.scenario
-        self.checks = run_checks(
-            [phase.to_dict() for phase in self.phases],
-            scenario.mode,
-            (*scenario.thresholds, *extra_thresholds),
-            schedule_check=scenario.schedule_check,
-            strict=scenario.strict,
-        )
-        return self.checks
-
-    @property
-    def failed_checks(self) -> list[ThresholdOutcome]:
-        """The checks that did not hold."""
-        return [outcome for outcome in self.checks if not outcome.passed]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form of the run."""
-        return {
-            "tool": "loadtest (flowno_io.HttpClient on one flowno event loop)",
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "interrupted": self.interrupted,
-            "environment": {
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-                "argv": sys.argv,
-            },
-            "scenario": self.scenario.describe(),
-            "processes": self.processes,
-            "checks": [outcome_dict(outcome) for outcome in self.checks],
-            "phases": [phase.to_dict() for phase in self.phases],
-        }
 
 
 def _now_iso() -> str:
@@ -450,6 +137,9 @@ class LoadRunner:
         self.scenario = scenario
         self.progress = progress
         self.client_options = client_options or {}
+        #: Called (blocking) with each phase's index before it starts: ``--processes`` lines the
+        #: processes' phases up with it.
+        self.before_phase: Callable[[int], None] | None = None
         self.result = RunResult(scenario, started_at=_now_iso())
         self._current: _Phase | None = None
         self._running = False
@@ -461,6 +151,8 @@ class LoadRunner:
         ticker = await spawn(self._progress_ticker()) if self.progress is not None else None
         try:
             for index, (concurrency, rate) in enumerate(self.scenario.phases()):
+                if self.before_phase is not None:
+                    self.before_phase(index)
                 await self.run_phase(index, concurrency, rate)
         finally:
             self._running = False
@@ -763,13 +455,19 @@ async def run_scenario_async(
 
 
 def run_scenario(
-    scenario: Scenario, progress: Callable[[str | None], None] | None = None, **client_options: Any
+    scenario: Scenario,
+    progress: Callable[[str | None], None] | None = None,
+    *,
+    before_phase: Callable[[int], None] | None = None,
+    **client_options: Any,
 ) -> RunResult:
     """Run ``scenario`` on a new flowno ``EventLoop`` (one per process at a time) and return the result.
 
+    ``before_phase`` is called with each phase's index before it starts (blocking the loop).
     On ``KeyboardInterrupt`` the phases finished so far are returned, marked ``interrupted``.
     """
     runner = LoadRunner(scenario, progress, client_options)
+    runner.before_phase = before_phase
     try:
         EventLoop().run_until_complete(runner.run(), join=True)
     except KeyboardInterrupt:
