@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from .index_page import write_index
 from .locust_report import locust_table, read_locust_stats, total_failures
 from .parallel import ParallelRunError, cpu_count, run_in_processes, usable_processes
 from .report import summary_table, write_reports
@@ -236,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Only loopback targets unless --allow-remote. Every phase ends after its duration or count.",
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{closed,open,sse,run,merge,locust-summary}"
+        dest="command", required=True, metavar="{closed,open,sse,run,merge,index,locust-summary}"
     )
     helps = {
         "closed": "N users, each sending its next request when the previous one is answered",
@@ -297,6 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
         "exactly. Thresholds are checked again on the merged phases.",
     )
     merge.add_argument("results", type=Path, nargs="+", help="loadtest.json files")
+    index = commands.add_parser(
+        "index",
+        help="write index.html over a folder of reports (make loadtest's)",
+        description="Write DIR/index.html: every run's summary, notes and checks with a link to its "
+        "page, and the Locust report; prints the page's path.",
+    )
+    index.add_argument("directory", type=Path, help="the report folder (its sub-folders hold the runs)")
+    index.add_argument("--stem", default="loadtest", help="file name stem of the results (default: loadtest)")
+    index.add_argument("--title", default="Load test", help="the page title")
     _add_checks(merge, None)
     _add_output(merge)
     return parser
@@ -413,6 +423,11 @@ def main(argv: list[str] | None = None) -> int:
         return _locust_summary(args)
     if args.command == "merge":
         return _merge(parser, args)
+    if args.command == "index":
+        if not args.directory.is_dir():
+            parser.exit(2, f"{parser.prog}: error: {args.directory} is not a directory\n")
+        print(write_index(args.directory, args.stem, args.title).resolve())
+        return 0
     try:
         scenario = make_scenario(args)
     except ScenarioError as exc:

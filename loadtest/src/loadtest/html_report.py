@@ -26,8 +26,10 @@ from .runner import PhaseResult, RunResult
 from .stats import RequestStats
 
 __all__ = [
+    "CSS",
     "Series",
     "checks_html",
+    "html_table",
     "line_chart",
     "nice_ticks",
     "percentile_spectrum",
@@ -227,7 +229,8 @@ def line_chart(
 
 # -- the report ---------------------------------------------------------------------------------
 
-_CSS = """
+#: The style sheet of every page (the run reports and the index).
+CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
        max-width: 1000px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
@@ -246,7 +249,8 @@ svg .sep { stroke: #bbb; stroke-dasharray: 2 3; } svg .seplabel { font-size: 10p
 """
 
 
-def _html_table(rows: Sequence[dict[str, object]], columns: Sequence[tuple[str, str]]) -> str:
+def html_table(rows: Sequence[dict[str, object]], columns: Sequence[tuple[str, str]]) -> str:
+    """An HTML table of ``rows`` with ``(key, heading)`` columns, every cell escaped."""
     head = "".join(f"<th>{escape(label)}</th>" for _, label in columns)
     body = []
     for row in rows:
@@ -462,7 +466,7 @@ def _phase_details(phase: PhaseResult) -> str:
             ("p99", "p99 ms"),
             ("max", "max ms"),
         ]
-        parts.append(_html_table(rows, columns))
+        parts.append(html_table(rows, columns))
     generator = phase.generator
     parts.append(
         f"<p{_NOTE if generator.bound else ''}>Generator self-check: loop thread at "
@@ -476,7 +480,7 @@ def _phase_details(phase: PhaseResult) -> str:
             {"kind": "measured (from each actual send)", **{key: measured[key] for key in keys}},
             {"kind": "corrected for coordinated omission", **{key: corrected[key] for key in keys}},
         ]
-        parts.append(_html_table(corrected_rows, [("kind", "latency ms"), *((key, key) for key in keys)]))
+        parts.append(html_table(corrected_rows, [("kind", "latency ms"), *((key, key) for key in keys)]))
         parts.append(f"<p class='muted'>{escape(data['corrected_note'])}</p>")
     if "event_ids" in data:
         ids = data["event_ids"]
@@ -540,7 +544,7 @@ def render_html(result: RunResult) -> str:
     if result.interrupted:
         body.append("<p class='note'>The run was interrupted; the last phase is partial.</p>")
     body.append("<h2>Summary</h2>")
-    body.append(_html_table(summaries, (("phase", "phase"), *columns)))
+    body.append(html_table(summaries, (("phase", "phase"), *columns)))
     notes = run_notes(result)
     if notes:
         body.append("<ul class='note'>" + "".join(f"<li>{escape(note)}</li>" for note in notes) + "</ul>")
@@ -556,7 +560,7 @@ def render_html(result: RunResult) -> str:
     body.append(f"<pre>{escape(text_table)}</pre>")
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Load test: {escape(scenario.name)}</title><style>{_CSS}</style></head>\n<body>\n"
+        f"<title>Load test: {escape(scenario.name)}</title><style>{CSS}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )
@@ -574,7 +578,7 @@ def checks_html(result: RunResult) -> str:
         {"result": "FAILED" if not outcome.passed else "held", "message": outcome.message()}
         for outcome in sorted(result.checks, key=lambda outcome: outcome.passed)
     ]
-    return "<h2>Checks</h2>" + verdict + _html_table(rows, (("result", "result"), ("message", "check")))
+    return "<h2>Checks</h2>" + verdict + html_table(rows, (("result", "result"), ("message", "check")))
 
 
 def write_html(result: RunResult, path: Path) -> Path:
