@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import re
@@ -13,6 +14,7 @@ import pytest
 
 from loadtest.histogram import LogLinearHistogram
 from loadtest.html_report import Series, line_chart, nice_ticks, percentile_spectrum, render_html
+from loadtest.index_page import write_index
 from loadtest.locust_report import locust_table, read_locust_stats, total_failures
 from loadtest.report import format_table, summary_table, write_reports
 from loadtest.runner import PhaseResult, RunResult
@@ -244,3 +246,27 @@ def test_percentile_spectrum_spreads_the_tail_by_nines() -> None:
     (x, _y, width, _height), points = frame_and_points(svg)
     assert points[-1][0] == pytest.approx(x + width, abs=0.2)  # the maximum at the right edge
     assert all(b[0] >= a[0] and b[1] <= a[1] + 0.1 for a, b in itertools.pairwise(points))
+
+
+def test_index_page_links_every_run_and_lists_failed_checks(tmp_path: Path) -> None:
+    closed = make_run("closed")
+    closed.scenario = dataclasses.replace(closed.scenario, thresholds=("p99<1ms",))
+    closed.check()
+    write_reports(closed, tmp_path / "closed")
+    write_reports(make_run("sse"), tmp_path / "sse")
+    write_reports(make_run("open"), tmp_path / "zz-extra")
+    (tmp_path / "locust").mkdir()
+    (tmp_path / "locust" / "locust_stats.csv").write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time,Min Response Time,"
+        "Max Response Time,Requests/s,50%,95%,99%\n"
+        ",Aggregated,100,0,1.31,1.31,9.5,50.25,1,2,3\n"
+    )
+    path = write_index(tmp_path, title="make loadtest")
+    page = path.read_text()
+    assert path == tmp_path / "index.html" and page.startswith("<!DOCTYPE html>")
+    assert "<script" not in page.lower()
+    positions = [page.index(f"href='{name}/loadtest.html'") for name in ("closed", "sse", "zz-extra")]
+    assert positions == sorted(positions)  # make loadtest's order first, then by name
+    assert "3 of 3 checks failed" in page and "p99&lt;1ms failed in phase 0" in page
+    assert "href='locust/locust.html'" in page and "Aggregated" in page
+    assert "99 planned requests were never sent" in page  # the open run's notes
