@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .histogram import LogLinearHistogram
-from .report import SUMMARY_COLUMNS, format_table, run_notes
+from .report import SUMMARY_COLUMNS, format_cell, format_table, run_notes
 from .runner import PhaseResult, RunResult
 from .stats import RequestStats
 
@@ -250,11 +250,12 @@ svg .sep { stroke: #bbb; stroke-dasharray: 2 3; } svg .seplabel { font-size: 10p
 
 
 def html_table(rows: Sequence[dict[str, object]], columns: Sequence[tuple[str, str]]) -> str:
-    """An HTML table of ``rows`` with ``(key, heading)`` columns, every cell escaped."""
+    """An HTML table of ``rows`` with ``(key, heading)`` columns: numbers to about four significant
+    digits as in the text tables (:func:`~loadtest.report.format_cell`), every cell escaped."""
     head = "".join(f"<th>{escape(label)}</th>" for _, label in columns)
     body = []
     for row in rows:
-        cells = "".join(f"<td>{escape(str(row.get(key, '')))}</td>" for key, _ in columns)
+        cells = "".join(f"<td>{escape(format_cell(row.get(key, '')))}</td>" for key, _ in columns)
         body.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -435,15 +436,15 @@ def _phase_spectrum(phase: PhaseResult) -> str:
     if isinstance(stats, RequestStats):
         lines: list[tuple[str, LogLinearHistogram, bool]] = [("latency", stats.latency, False)]
         if phase.mode == "closed":
-            lines.append(("corrected for coordinated omission", phase.corrected_latency(), True))
+            lines.append(("corrected (CO)", phase.corrected_latency(), True))
         elif phase.mode == "open":
-            lines.append(("service time (from the actual send)", stats.service_time, True))
+            lines.append(("service time", stats.service_time, True))
         return percentile_spectrum(title, lines)
     return percentile_spectrum(
         f"Stream timings by percentile, phase {phase.index} ({phase.label})",
         [
             ("time to first event", stats.time_to_first_event, False),
-            ("gap between events", stats.event_gap, True),
+            ("event gap", stats.event_gap, True),
         ],
     )
 

@@ -106,9 +106,9 @@ def _locust_section(folder: Path) -> str:
     )
     table_rows: list[dict[str, object]] = []
     for raw in rows:
-        row: dict[str, object] = {key: raw.get(key, "") for key, _ in _LOCUST_COLUMNS}
+        row: dict[str, object] = {key: _number(raw.get(key, "")) for key, _ in _LOCUST_COLUMNS}
         if not raw.get("50%"):  # an older Locust without percentile columns
-            row["50%"] = raw.get("Median Response Time", "")
+            row["50%"] = _number(raw.get("Median Response Time", ""))
         table_rows.append(row)
     return "\n".join(
         [
@@ -117,6 +117,14 @@ def _locust_section(folder: Path) -> str:
             html_table(table_rows, _LOCUST_COLUMNS),
         ]
     )
+
+
+def _number(text: str) -> object:
+    """A Locust CSV cell as a number when it is one (so it is formatted like ours)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def render_index(directory: Path, stem: str = "loadtest", title: str = "Load test") -> str:

@@ -21,6 +21,7 @@ from .stats import RequestStats, StreamStats
 
 __all__ = [
     "SUMMARY_COLUMNS",
+    "format_cell",
     "format_table",
     "run_notes",
     "stall_notes",
@@ -75,7 +76,7 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def _cell(value: Any) -> str:
+def format_cell(value: Any) -> str:
     """Numbers to about four significant digits (the histograms are good to 0.4 %)."""
     if isinstance(value, bool):
         return str(value)
@@ -100,7 +101,7 @@ def format_table(
         all(isinstance(row.get(column), str) for row in rows if row.get(column, "") != "") and rows
         for column in columns
     ]
-    cells = [[_cell(row.get(column, "")) for column in columns] for row in rows]
+    cells = [[format_cell(row.get(column, "")) for column in columns] for row in rows]
     widths = [max([len(title)] + [len(line[i]) for line in cells]) for i, title in enumerate(titles)]
 
     def line(values: Sequence[str]) -> str:
