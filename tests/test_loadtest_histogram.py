@@ -193,7 +193,7 @@ def naive_corrected(histogram: LogLinearHistogram, interval: int) -> LogLinearHi
     return fixed
 
 
-@pytest.mark.parametrize("interval", [1, 7, 150, 1500, 40_000])
+@pytest.mark.parametrize("interval", [7, 150, 1500, 40_000])
 def test_coordinated_omission_correction_matches_the_value_by_value_rule(interval: int) -> None:
     rng = random.Random(interval)
     histogram = LogLinearHistogram()
