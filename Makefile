@@ -8,7 +8,7 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install test lint run-services loadtest fuzz soak bench
+.PHONY: help install test lint run-services loadtest loadtest-distributed fuzz soak bench
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
@@ -33,6 +33,10 @@ run-services: install ## Start the echo (:8080) and stream (:8081) services; Ctr
 DURATION ?= 5
 loadtest: install ## Load-test the services: orchestrator sweeps + headless Locust, reports in loadtest/reports/ (DURATION=5 s per phase, ~90 s)
 	DURATION=$(DURATION) PY=$(PY) bash scripts/loadtest.sh
+
+WORKERS ?= 2
+loadtest-distributed: install ## Locust on every core: 1 master + WORKERS=2 local workers on 127.0.0.1 for 4 x DURATION s, reports in loadtest/reports/
+	DURATION=$(DURATION) WORKERS=$(WORKERS) PY=$(PY) bash scripts/loadtest.sh distributed
 
 FUZZ_EXAMPLES ?= 20000
 FUZZ_SECONDS ?= 300
