@@ -27,6 +27,9 @@ import httpx
 import pytest
 from httpx_sse import EventSource, ServerSentEvent
 
+from flowno_io.server.server import DEFAULT_KEEPALIVE_TIMEOUT
+from flowno_io.server.streaming import DEFAULT_PING_INTERVAL
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "run-cluster.sh"
 #: Seconds for the script to start every instance and nginx (it may install nginx first).
@@ -480,3 +483,32 @@ def test_templates_and_compose_fill_the_same_placeholders() -> None:
     for mounted in re.findall(r"- \./(nginx/[^:\s]+):", compose):
         assert (DEPLOY / mounted).is_file(), mounted
     assert '"127.0.0.1:8000:8000"' in compose  # only nginx is published, on loopback
+
+
+def _seconds(value: str) -> float:
+    """An nginx time (``60s``, ``5m``, ``4``) in seconds."""
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)?", value).groups()  # type: ignore[union-attr]
+    return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[unit]
+
+
+def test_the_config_timeouts_agree_with_the_services() -> None:
+    """Upstream idle close before the services' own; SSE read timeouts past their heartbeat."""
+    template = (DEPLOY / "nginx" / "flowno-io.conf.template").read_text()
+    active = "\n".join(line.split("#", 1)[0] for line in template.splitlines())
+    upstreams = re.findall(r"^upstream (\w+) \{(.*?)^\}", active, re.MULTILINE | re.DOTALL)
+    assert [name for name, _ in upstreams] == ["echo_service", "stream_service"]
+    for name, body in upstreams:
+        keepalive = re.search(r"^\s*keepalive (\d+);", body, re.MULTILINE)
+        assert keepalive and int(keepalive.group(1)) >= 100, name
+        idle = re.search(r"keepalive_timeout (\w+);", body)
+        assert idle and _seconds(idle.group(1)) < DEFAULT_KEEPALIVE_TIMEOUT, name
+    sse_locations = re.findall(r"location ([^{]+)\{([^}]*include sse\.conf;[^}]*)\}", active)
+    assert len(sse_locations) == 3
+    for where, body in sse_locations:
+        timeout = re.search(r"proxy_read_timeout (\w+);", body)
+        assert timeout and _seconds(timeout.group(1)) > DEFAULT_PING_INTERVAL, where
+    sse = (DEPLOY / "nginx" / "sse.conf").read_text()
+    assert re.search(r"^proxy_buffering off;", sse, re.MULTILINE)
+    assert re.search(r"^gzip off;", sse, re.MULTILINE)
+    assert "proxy_set_header" not in "\n".join(line.split("#", 1)[0] for line in sse.splitlines())
+    assert "text/event-stream" not in re.search(r"gzip_types ([^;]*);", active).group(1)  # type: ignore[union-attr]
