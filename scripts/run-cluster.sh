@@ -57,15 +57,17 @@ in_range "$BASE_PORT" 0 65000 || die "BASE_PORT must be within 0-65000 (0: free 
 
 # -- nginx and envsubst: Debian packages, installed when missing -----------------------------------
 apt_install() {
-    local package=$1
+    local package=$1 output
     ((EUID == 0)) || die "$package is missing; install it: sudo apt-get install -y $package"
     command -v apt-get >/dev/null || die "$package is missing and there is no apt-get to install it"
     log "installing $package (apt-get install -y $package)..."
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq "$package" >/dev/null ||
-        { apt-get update -qq && apt-get install -y -qq "$package" >/dev/null; } ||
-        die "apt-get could not install $package"
+    local apt=(apt-get -o DPkg::Lock::Timeout=300 -qq)
+    # A fresh machine has no package lists yet: update, then try again.
+    output=$(DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y "$package" 2>&1) ||
+        output=$({ "${apt[@]}" update && DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y "$package"; } 2>&1) ||
+        die "apt-get could not install $package: $(tail -n 3 <<<"$output")"
 }
+
 if [[ -z ${NGINX:-} ]]; then
     NGINX=$(command -v nginx || true)
     [[ -n $NGINX ]] || NGINX=/usr/sbin/nginx

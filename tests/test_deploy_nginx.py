@@ -10,6 +10,7 @@ SIGTERM/SIGINT/SIGHUP stop everything with no orphan process.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,22 +43,35 @@ _INSTANCE = re.compile(r"^run-cluster: instance (echo|stream) (\d+) pid (\d+) (h
 _FRONT = re.compile(r"^run-cluster: front (http://\S+) nginx pid (\d+) run dir (\S+)$", re.MULTILINE)
 
 
+def _installed_nginx() -> str | None:
+    found = shutil.which("nginx")
+    return found or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
 def _nginx_or_skip() -> str:
-    """The nginx binary, installed with apt-get when missing; skips the module if that fails."""
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    """The nginx binary, installed with apt-get when missing; skips the test if that fails."""
+    found = _installed_nginx()
     if found:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("nginx is not installed, and apt-get cannot install it here (not root, or no apt)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "nginx"]
-    result = subprocess.run(install, env=env, capture_output=True, timeout=600)
-    if result.returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+    # Parallel test workers install one at a time; apt waits for another apt's lock too.
+    install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-qq", "nginx"]
+    with open(Path(tempfile.gettempdir()) / "flowno-io-nginx-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = _installed_nginx()
+        if found:
+            return found
         result = subprocess.run(install, env=env, capture_output=True, timeout=600)
-    if result.returncode != 0 or not os.access("/usr/sbin/nginx", os.X_OK):
+        if result.returncode != 0:  # a fresh machine has no package lists yet
+            update = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-qq"]
+            subprocess.run(update, env=env, capture_output=True, timeout=600)
+            result = subprocess.run(install, env=env, capture_output=True, timeout=600)
+    found = _installed_nginx()
+    if result.returncode != 0 or found is None:
         pytest.skip(f"nginx could not be installed with apt-get: {result.stderr.decode()[-300:]}")
-    return "/usr/sbin/nginx"
+    return found
 
 
 def _free_port() -> int:
