@@ -8,7 +8,11 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
+<<<<<<< HEAD
 .PHONY: help install test lint run-services loadtest loadtest-distributed fuzz soak bench
+=======
+.PHONY: help install test lint run-services run-cluster loadtest fuzz soak bench
+>>>>>>> deploy
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
@@ -29,6 +33,10 @@ lint: install ## ruff (lint + format check) and mypy --strict on the library
 
 run-services: install ## Start the echo (:8080) and stream (:8081) services; Ctrl-C stops both
 	bash scripts/run-services.sh
+
+INSTANCES ?= 2
+run-cluster: install ## nginx on :8000 in front of INSTANCES=2 echo and stream instances; Ctrl-C stops all
+	INSTANCES=$(INSTANCES) PY=$(PY) bash scripts/run-cluster.sh
 
 DURATION ?= 5
 loadtest: install ## Load-test the services: orchestrator sweeps + headless Locust, reports in loadtest/reports/ (DURATION=5 s per phase, ~90 s)
