@@ -8,11 +8,7 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
-<<<<<<< HEAD
-.PHONY: help install test lint run-services loadtest loadtest-distributed fuzz soak bench
-=======
-.PHONY: help install test lint run-services run-cluster loadtest fuzz soak bench
->>>>>>> deploy
+.PHONY: help install test lint run-services run-cluster loadtest loadtest-distributed fuzz soak bench
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
