@@ -116,9 +116,11 @@ def _int_value(value: str | None, name: str, default: int, low: int, high: int) 
         raise _BadParameter(
             json_error(400, f"{name} must be a non-negative integer", param=name, value=value)
         )
-    number = int(value)
-    if not low <= number <= high:
-        raise _BadParameter(json_error(400, f"{name} must be within {low}-{high}", param=name, value=number))
+    # Compare digits before converting: int() refuses over 4,300 digits, and the value is echoed
+    # back as the text it was (JSON numbers beyond 64 bits cannot be encoded).
+    number = int(value) if len(value.lstrip("0")) <= len(str(high)) else None
+    if number is None or not low <= number <= high:
+        raise _BadParameter(json_error(400, f"{name} must be within {low}-{high}", param=name, value=value))
     return number
 
 
