@@ -16,7 +16,8 @@ Routes:
 * ``GET /health`` → uptime, open connections, requests served, active streams, ticker subscribers.
 * ``GET /`` → the route list.
 
-Bad input → 400 with a JSON error body (OpenAI's error shape on ``/v1/...``).
+Bad input → 400 with a JSON error body ``{"error": message, "status": 400, ...}`` (on ``/v1/...``
+the OpenAI shape, ``{"error": {"message": ...}, "status": 400}``, which OpenAI clients read).
 
 Example:
     >>> from flowno_io.testing import ServerThread
@@ -261,7 +262,8 @@ def build_server(
         try:
             body = await request.json()
         except ProtocolError as exc:
-            return Response.json(error_body(str(exc)), exc.status_hint, {"Connection": "close"})
+            status = exc.status_hint
+            return Response.json(error_body(str(exc), status=status), status, {"Connection": "close"})
         try:
             chat = parse_request(body, tokens_per_second)
         except InvalidRequest as exc:
