@@ -118,3 +118,92 @@ def test_wheel_installs_and_works_in_a_clean_venv(wheel: pathlib.Path, tmp_path:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == VERSION
+
+
+USER_SERVICE = '''
+"""A user's service, outside the repository, checked with mypy --strict and no configuration."""
+from collections.abc import AsyncIterator
+
+from flowno_io import EventSourceResponse, HttpClient, HttpServer, Request, Response, ServerSentEvent
+from flowno_io.flowno import EventLoop, FlowHDL, Stream, TaskHandle, node, sleep, spawn
+
+server = HttpServer("127.0.0.1", 0)
+
+
+@server.route("/users/{id:int}", methods=["GET"])
+async def get_user(request: Request) -> Response:
+    await sleep(0)
+    return Response.json({"id": request.path_params["id"]})
+
+
+@server.route("/ticks", methods=["GET"])
+def ticks(request: Request) -> EventSourceResponse:
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        for n in range(3):
+            yield ServerSentEvent({"n": n})
+    return EventSourceResponse(events())
+
+
+@node
+async def Fetch(url: str) -> int:
+    return (await HttpClient().get(url)).status_code
+
+
+@node
+async def Words(text: str) -> AsyncIterator[str]:
+    for word in text.split():
+        yield word
+
+
+@node(stream_in=["words"])
+async def Count(words: Stream[str]) -> int:
+    return len([word async for word in words])
+
+
+async def main() -> int:
+    handle: TaskHandle[None] = await spawn(server.serve())
+    response = await HttpClient().get(f"http://127.0.0.1:{server.port}/users/7")
+    await server.close()
+    await handle.join()
+    return response.status_code
+
+
+def flow() -> int | None:
+    with FlowHDL() as f:
+        f.words = Words("a b c")
+        f.count = Count(f.words)
+    f.run_until_complete()
+    data = f.count.get_data()
+    return None if data is None else int(data[0])
+
+
+status: int = EventLoop().run_until_complete(main(), join=True)
+'''
+
+
+def _mypy_strict(tmp_path: pathlib.Path, source: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "service.py").write_text(source)
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "service.py"],
+        cwd=tmp_path,  # no pyproject.toml here: no ignore_missing_imports
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_mypy_strict_passes_on_a_user_service(tmp_path: pathlib.Path) -> None:
+    result = _mypy_strict(tmp_path, USER_SERVICE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_catches_mistakes_in_a_user_service(tmp_path: pathlib.Path) -> None:
+    """The facade's types are real: a wrong argument type is reported."""
+    result = _mypy_strict(tmp_path, USER_SERVICE + "\nEventLoop().run_until_complete(main, join=True)\n")
+    assert result.returncode == 1 and "run_until_complete" in result.stdout, result.stdout
+
+
+def test_flowno_itself_is_still_untyped(tmp_path: pathlib.Path) -> None:
+    """Canary: when flowno ships py.typed, ``flowno_io.flowno`` can become plain re-exports."""
+    result = _mypy_strict(tmp_path, "from flowno import EventLoop\n\nEventLoop()\n")
+    assert "import-untyped" in result.stdout, result.stdout

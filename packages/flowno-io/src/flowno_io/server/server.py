@@ -236,8 +236,8 @@ class HttpServer:
     ``Hello, world!`` and the request line), so code written for the seed keeps working.
 
     Example:
-        >>> from flowno import EventLoop
-        >>> from flowno_io import HttpServer, Response, HttpClient
+        >>> from flowno_io import EventLoop, HttpClient, HttpServer, Response
+        >>> from flowno_io.flowno import spawn
         >>> server = HttpServer("127.0.0.1", 0)
         >>> @server.route("/users/{id:int}", methods=["GET"])
         ... async def get_user(request):
