@@ -97,8 +97,8 @@ def error_body(
     """An error body in the OpenAI API's shape (which the ``openai`` client reads into its exception),
     with the ``status`` every other error body of the services carries.
 
-    >>> error_body("bad", "messages")
-    {'error': {'message': 'bad', 'type': 'invalid_request_error', 'param': 'messages', 'code': None}, 'status': 400}
+    >>> error_body("bad", "messages")["status"], error_body("bad", "messages")["error"]
+    (400, {'message': 'bad', 'type': 'invalid_request_error', 'param': 'messages', 'code': None})
     """
     return {"error": {"message": message, "type": kind, "param": param, "code": None}, "status": status}
 
