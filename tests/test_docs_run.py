@@ -17,6 +17,8 @@ Files listed in :data:`FRAGMENTS` hold excerpts, not programs: their blocks are 
 
 from __future__ import annotations
 
+import doctest
+import inspect
 import os
 import re
 import signal
@@ -193,6 +195,79 @@ def test_serving_block_serves_until_ctrl_c(block: Block, tmp_path: Path) -> None
                 process.wait(5)
         stderr.seek(0)
         assert "Traceback" not in stderr.read()
+
+
+# -- docstring examples ------------------------------------------------------------------------
+
+#: Public examples that still rely on their module's globals (pytest's doctests run with them, a
+#: user's copy does not): each needs its import line. Strict: remove a name once it is fixed.
+DOCSTRING_GAPS = {
+    "flowno_io.client.client.Timeout",
+    "flowno_io.client.response_stream.HTTPException",
+    "flowno_io.io.flowno_compat.EventLoop",
+    "flowno_io.io.socket_stream.SocketStream",
+    "flowno_io.protocol.headers.Headers",
+    "flowno_io.protocol.sse.SSEDecoder",
+    "flowno_io.protocol.sse.ServerSentEvent",
+    "flowno_io.server.streaming.EventSourceResponse",
+    "flowno_io.client.response_stream.streaming_response_is_ok",
+    "flowno_io.io.flowno_compat.sleep",
+    "flowno_io.protocol.sse.encode_comment",
+    "flowno_io.protocol.sse.encode_event",
+    "flowno_io.server.pubsub.Topic",
+    "flowno_io.server.streaming.StreamingResponse",
+    "flowno_io.testing",
+}
+
+
+def _public_docstrings() -> dict[str, object]:
+    import flowno_io
+    import flowno_io.flowno
+    import flowno_io.service
+    import flowno_io.sse
+    import flowno_io.testing
+
+    found: dict[str, object] = {}
+    for module in (flowno_io, flowno_io.sse, flowno_io.service, flowno_io.testing, flowno_io.flowno):
+        found[module.__name__] = module
+        for name in module.__all__:
+            obj = getattr(module, name)
+            owner = getattr(obj, "__module__", "") or ""
+            if owner.startswith("flowno_io") and (inspect.isclass(obj) or inspect.isfunction(obj)):
+                found[f"{owner}.{obj.__qualname__}"] = obj
+    return {
+        name: obj
+        for name, obj in found.items()
+        if ">>>" in (obj.__doc__ or "")  # type: ignore[attr-defined]
+    }
+
+
+PUBLIC_DOCSTRINGS = _public_docstrings()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="needs its import line"))
+        if name in DOCSTRING_GAPS
+        else name
+        for name in sorted(PUBLIC_DOCSTRINGS)
+    ],
+)
+def test_public_docstring_examples_run_as_written(name: str) -> None:
+    """Each public example runs with nothing but what it imports itself (as a user copies it)."""
+    failures = []
+    for test in doctest.DocTestFinder(recurse=False).find(PUBLIC_DOCSTRINGS[name], name, globs={}):
+        test.globs = {"__name__": "__main__"}
+        output: list[str] = []
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        if runner.run(test, out=output.append).failed:
+            failures.append("".join(output))
+    assert not failures, "\n".join(failures)
+
+
+def test_docstring_gaps_are_public_names() -> None:
+    assert set(PUBLIC_DOCSTRINGS) >= DOCSTRING_GAPS
 
 
 # -- links -------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None,
     """A JSON error response: ``{"error": message, "status": status, **details}``.
 
     Example:
+        >>> from flowno_io.service import json_error
         >>> json_error(400, "count must be an integer", param="count").body
         b'{"error":"count must be an integer","status":400,"param":"count"}'
     """
