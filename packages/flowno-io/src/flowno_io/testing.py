@@ -6,6 +6,7 @@ thread, for tests that talk to it with blocking clients (raw sockets, ``httpx``,
 tests that use :class:`~flowno_io.HttpClient` run the server on the client's own loop instead.
 
 Example:
+    >>> from flowno_io.testing import ServerThread
     >>> import urllib.request
     >>> from flowno_io import HttpServer
     >>> server = HttpServer("127.0.0.1", 0, routes={"/": lambda request: "hi"})

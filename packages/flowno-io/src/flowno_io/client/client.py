@@ -111,6 +111,7 @@ class Timeout:
     A number instead of a ``Timeout`` sets connect, read, write and pool (as in httpx).
 
     Example:
+        >>> from flowno_io import Timeout
         >>> Timeout.coerce(2.5)
         Timeout(connect=2.5, read=2.5, write=2.5, pool=2.5, total=None)
     """

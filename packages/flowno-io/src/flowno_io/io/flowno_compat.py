@@ -244,6 +244,7 @@ async def sleep(seconds: float) -> None:
     that pace output, delay, or poll: see the module docstring for the crash it avoids.
 
     Example:
+        >>> from flowno_io import sleep
         >>> from flowno import EventLoop
         >>> async def main():
         ...     await sleep(0.01)
@@ -286,6 +287,7 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
     calls ``flowno.sleep`` at high rates; :func:`flowno_io.run` uses it.
 
     Example:
+        >>> from flowno_io import EventLoop
         >>> from flowno import sleep as flowno_sleep, spawn
         >>> async def pacer():
         ...     for _ in range(100):

@@ -431,6 +431,7 @@ class StreamingResponse:
     shuts down gracefully, the response runs to its end (within the shutdown grace period).
 
     Example:
+        >>> from flowno_io import StreamingResponse
         >>> import urllib.request
         >>> from flowno import sleep
         >>> from flowno_io import HttpServer
@@ -612,6 +613,7 @@ class EventSourceResponse(StreamingResponse):
     :class:`StreamingResponse`; a server shutdown also ends the stream at once.
 
     Example:
+        >>> from flowno_io import EventSourceResponse
         >>> import urllib.request
         >>> from flowno_io import HttpServer, ServerSentEvent
         >>> from flowno_io.testing import ServerThread
