@@ -440,6 +440,7 @@ class HttpServer:
         poller.register(listener.fileno(), READABLE)
         self._accepting = True
         listener_fd = listener.fileno()
+        wake_fd = poller.wake_fd
         parked = self._parked
         signals = await ShutdownSignals.install(self)  # SIGINT/SIGTERM → close(), on the main thread
         logger.info("serving on http://%s:%s", self.host, self.port)
@@ -457,6 +458,8 @@ class HttpServer:
                 for fd, _ in events:
                     if fd == listener_fd:
                         await self._accept_ready(listener)
+                    elif fd == wake_fd:
+                        poller.consume_pokes()
                     else:
                         connection = parked.get(fd)
                         if connection is not None:
@@ -658,7 +661,7 @@ class HttpServer:
         while True:
             event = parser.next_event()
             if event is None:
-                if connection.feed_unfed():
+                if connection.unfed and connection.feed_unfed():
                     continue
                 break
             if type(event) is RequestHead:
@@ -803,9 +806,9 @@ class HttpServer:
         """
         if self._closing or request._upgrade:
             return False
-        if request.body_consumed:
+        if request._reading_done:
             return True
-        if request.expecting_continue:
+        if not request._continue_sent:  # the client may never send the body it announced
             return False
         if streaming:
             if request._connection.parser.body_complete():

@@ -313,7 +313,10 @@ class _StreamMonitor:
             while self.streams or not self.server.closing:
                 await poller.wait()
                 now = monotonic()
-                self._on_socket_events(poller.ready(), now)
+                events = poller.ready()
+                if any(fd == poller.wake_fd for fd, _ in events):
+                    poller.consume_pokes()
+                self._on_socket_events(events, now)
                 self._on_due(now)
                 if self._heap:
                     await timer.arm_at(self._heap[0][0])
