@@ -495,51 +495,59 @@ def _redirect(handler: Handler) -> None:
 
 
 @types.coroutine
-def _counting_suspensions(coro: Coroutine[Any, Any, Any], progress: list[int]) -> Generator[Any, Any, Any]:
-    """Run ``coro`` in the current task, counting in ``progress[0]`` how often it has suspended."""
+def _suspending(coro: Coroutine[Any, Any, Any], at: int, trigger: Wakeup) -> Generator[Any, Any, Any]:
+    """Run ``coro`` in the current task; set ``trigger`` as it suspends for the ``at``-th time.
+
+    The canceller parked on ``trigger`` is queued before the loop resumes this task again, so the
+    cancel lands at exactly that await (or, with ``TaskHandle.cancel()`` after a command that does
+    not park, at the next one). ``trigger`` is also set when ``coro`` ends first.
+    """
     value: Any = None
     error: BaseException | None = None
-    while True:
-        try:
-            command = coro.send(value) if error is None else coro.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        progress[0] += 1
-        try:
-            value, error = (yield command), None
-        except BaseException as exc:
-            value, error = None, exc
-
-
-async def _counted(coro: Coroutine[Any, Any, Any], progress: list[int]) -> Any:
+    suspensions = 0
     try:
-        return await _counting_suspensions(coro, progress)
+        while True:
+            try:
+                command = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            suspensions += 1
+            if suspensions == at:
+                trigger.set()
+            try:
+                value, error = (yield command), None
+            except BaseException as exc:
+                value, error = None, exc
     finally:
-        progress[1] = 1
+        trigger.set()
+
+
+async def _cancelled_at(coro: Coroutine[Any, Any, Any], at: int, trigger: Wakeup) -> Any:
+    return await _suspending(coro, at, trigger)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_many_requests_cancelled_at_random_points(hold: Hold, cancel: Cancel, seed: int) -> None:
-    """24 requests of four kinds, three connections per host; each is cancelled once it has
-    suspended a random number of times (in the pool queue, connecting, sending, reading a head,
-    a body, a stream, or draining a redirect), unless it finished first."""
+    """24 requests of four kinds, three connections per host; each is cancelled at a random one
+    of its first four awaits (in the pool queue, connecting, sending, reading a head, a body, a
+    stream, or draining a redirect), unless it finished before."""
     url = hold.server.url
     hold.server.routes["/redirect"] = _redirect
     rng = random.Random(seed)
 
-    async def cancel_after(task: TaskHandle[Any], progress: list[int], suspensions: int) -> None:
-        while progress[0] < suspensions and not progress[1]:
-            await flowno_io.sleep(0)
+    async def canceller(task: TaskHandle[Any], trigger: Wakeup) -> None:
+        await trigger.wait()
         cancel(task)
 
     async def main() -> tuple[dict[str, int], list[int], int, int, int]:
         client = HttpClient(max_connections_per_host=3)
         tasks = []
         for _ in range(24):
-            progress = [0, 0]  # suspensions so far, finished
-            task = await spawn(_counted(_one_random_request(client, url, rng), progress))
+            trigger = Wakeup()
+            request = _one_random_request(client, url, rng)
+            task = await spawn(_cancelled_at(request, rng.randint(1, 4), trigger))
             tasks.append(task)
-            await spawn(cancel_after(task, progress, rng.randint(1, 3)))
+            await spawn(canceller(task, trigger))
         outcomes = {"done": 0, "cancelled": 0}
         for task in tasks:
             try:
@@ -555,7 +563,7 @@ def test_many_requests_cancelled_at_random_points(hold: Hold, cancel: Cancel, se
         return outcomes, statuses, active, waiting, idle
 
     outcomes, statuses, active, waiting, idle = run_checked(main, hold.wait_server_side_closed)
-    assert outcomes["cancelled"] >= 3, outcomes  # (the test is not vacuous)
+    assert outcomes["cancelled"] >= 2, outcomes  # (not vacuous: 4 to 20 of 24 in 100 runs)
     assert statuses == [200, 200, 200]
     assert (active, waiting) == (0, 0)
     assert 1 <= idle <= 3
