@@ -207,7 +207,10 @@ def run_checked(main: Callable[[], Coroutine[Any, Any, Any]], settle: Callable[[
     if "error" in outcome:
         raise outcome["error"]
     settle()
-    _wait_blocking(lambda: open_fds(ignore=loop_fds) == before, "every descriptor to be closed", gc.collect)
+    try:
+        _wait_blocking(lambda: open_fds(ignore=loop_fds) == before, "descriptors", gc.collect)
+    except AssertionError:
+        assert open_fds(ignore=loop_fds) == before, "a descriptor was left open"
     return outcome["value"]
 
 
