@@ -602,6 +602,32 @@ def test_stock_cancel_racing_a_wakeup_resumes_the_task_once(caplog: pytest.LogCa
     assert not [record for record in caplog.records if "cannot reuse" in record.getMessage()]
 
 
+def test_stock_cancel_of_a_task_yielding_with_sleep_0_resumes_it_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``flowno_io.sleep(0)`` requeues the task at once; a ``TaskHandle.cancel()`` queued behind it
+    lands on the next ``sleep(0)``, whose own requeue must then be dropped (it was not: the loop
+    resumed the finished task, ``RuntimeError: cannot reuse already awaited coroutine``)."""
+    rounds = [0]
+
+    async def yielder() -> None:
+        while True:
+            rounds[0] += 1
+            await flowno_io.sleep(0)
+
+    async def main() -> None:
+        task = await spawn(yielder())
+        await wait_for(lambda: rounds[0] >= 3, "the task to go round")
+        task.cancel()
+        await expect_cancelled(task)
+        await flowno_io.sleep(0.01)
+        await expect_cancelled(task)
+
+    with caplog.at_level(logging.ERROR, logger="flowno"):
+        run_checked(main, lambda: None)
+    assert not [record for record in caplog.records if "cannot reuse" in record.getMessage()]
+
+
 # -- TaskCancelled is never swallowed ------------------------------------------------------------------
 
 

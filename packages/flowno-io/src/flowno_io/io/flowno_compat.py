@@ -240,15 +240,15 @@ def sleep_until(end_time: float) -> Generator[Any, None, None]:
     """Sleep until ``end_time`` on flowno's clock (``timeit.default_timer``); cancel-safe.
 
     A deadline another flowno-io sleep already has is moved to the next representable float (a
-    fraction of a nanosecond later), so two of these sleeps never tie on flowno's heap.
+    fraction of a nanosecond later), so two of these sleeps never tie on flowno's heap. A deadline
+    already past only yields to the other ready tasks (flowno queues the task again at once).
     """
-    if end_time <= _flowno_clock():
-        yield SleepCommand(end_time)  # runs again at once: never reaches the heap
-        return
     pending = _pending_deadlines
-    while end_time in pending:
-        end_time = math.nextafter(end_time, math.inf)
-    pending.add(end_time)
+    on_heap = end_time > _flowno_clock()
+    if on_heap:
+        while end_time in pending:
+            end_time = math.nextafter(end_time, math.inf)
+        pending.add(end_time)
     try:
         yield SleepCommand(end_time)
     except BaseException as exc:
@@ -257,10 +257,11 @@ def sleep_until(end_time: float) -> Generator[Any, None, None]:
         if loop is not None and any(entry[1] is task for entry in loop.sleeping):
             loop.sleeping[:] = [entry for entry in loop.sleeping if entry[1] is not task]
             heapq.heapify(loop.sleeping)
-        _forget_wakeups(loop, task, exc)
+        _forget_wakeups(loop, task, exc)  # (a past deadline queued the task again: that entry)
         raise
     finally:
-        pending.discard(end_time)
+        if on_heap:
+            pending.discard(end_time)
 
 
 async def sleep(seconds: float) -> None:
