@@ -453,6 +453,48 @@ def test_cancel_request_waiting_for_a_pool_slot(hold: Hold, cancel: Cancel) -> N
     assert run_checked(main, hold.wait_server_side_closed) == (b"late", 200, 1)
 
 
+def test_connection_handed_to_a_cancelled_waiter_goes_to_the_next(hold: Hold, cancel: Cancel) -> None:
+    """The first request's connection is handed to the second (queued) one, which is cancelled
+    before it runs: the connection goes on to the third. With ``flowno_io.cancel`` it is passed on
+    unused (before the fix it was closed and the third opened a new one). ``TaskHandle.cancel()``
+    lets the second run its pending step first: it uses the connection and is cancelled at its
+    next await (the connection is closed), or, if the response is already there, finishes in that
+    step (flowno then throws the cancel into the finished task: docs/flowno-upstream.md §11)."""
+    url = hold.server.url
+    tasks: dict[str, TaskHandle[Any]] = {}
+
+    async def first(client: HttpClient) -> bytes:
+        response = await client.get(url + "/hold")  # released its connection to "second" just now
+        cancel(tasks["second"])  # "second" has not run since: it is in the ready queue
+        return response.body
+
+    async def main() -> tuple[bytes, int, int]:
+        client = HttpClient(max_connections_per_host=1)
+        tasks["first"] = await spawn(first(client))
+        await wait_for(lambda: hold.arrivals == 1, "the first request to arrive")
+        tasks["second"] = await spawn(client.get(url + "/echo?second"))
+        await wait_for(lambda: client.pool.waiting_requests() == 1, "the second request to queue")
+        third = await spawn(client.get(url + "/echo?third"))
+        await wait_for(lambda: client.pool.waiting_requests() == 2, "the third request to queue")
+        hold.release.set()
+        body = await tasks["first"].join()
+        if cancel is _flowno_io_cancel:
+            await expect_cancelled(tasks["second"])
+        else:
+            try:
+                await tasks["second"].join()
+            except TaskCancelled:
+                pass
+        status = (await third.join()).status_code
+        opened = client.pool.connections_opened
+        await client.aclose()
+        return body, status, opened
+
+    body, status, opened = run_checked(main, hold.wait_server_side_closed)
+    assert (body, status) == (b"late", 200)
+    assert opened == 1 if cancel is _flowno_io_cancel else opened in (1, 2)
+
+
 def test_cancel_lands_while_pool_wait_starts_the_timer_task(hold: Hold, cancel: Cancel) -> None:
     """``flowno_io.cancel`` throws at the exact await: here the spawn of the clock task that the
     pool timeout needs, before the wait proper. The waiter must still leave the queue (before the
