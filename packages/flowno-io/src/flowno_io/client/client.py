@@ -253,6 +253,11 @@ class HttpClient:
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
     ``TooLargeError``, ``TooManyRedirects``. A 4xx/5xx is a normal response; call
     ``raise_for_status()`` to turn it into ``HTTPStatusError``.
+
+    A task may be cancelled anywhere inside a request or while it reads a streamed body, with
+    ``flowno_io.cancel(task)`` or flowno's ``TaskHandle.cancel()``: its connection is closed (never
+    pooled half-read), its pool slot freed, and the client stays usable by other tasks
+    (``docs/flowno-upstream.md`` §12).
     """
 
     def __init__(

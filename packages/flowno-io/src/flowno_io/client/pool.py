@@ -25,6 +25,7 @@ from typing import TypeAlias
 
 from .._errors import (
     ClosedResourceError,
+    ConnectError,
     ConnectTimeout,
     HttpError,
     PoolTimeout,
@@ -34,7 +35,7 @@ from .._errors import (
     WriteTimeout,
 )
 from ..io.clock import Timer, get_clock
-from ..io.socket_stream import SocketStream, open_tcp_stream
+from ..io.socket_stream import SocketStream, describe_os_error, open_tcp_stream
 from ..io.tls_stream import TlsStream
 from ..io.wakeup import Wakeup
 from ..protocol.http11_client import CHUNKED_END, ResponseParser, encode_chunk
@@ -161,7 +162,10 @@ class Connection:
                 await stream.send_all(CHUNKED_END, timeout=_limit(write_timeout, deadline))
         except BaseException as exc:
             self.abort()
-            raise self._translate(exc, deadline) from exc
+            translated = self._translate(exc, deadline)
+            if translated is exc:
+                raise  # (a cancellation passes through unchanged)
+            raise translated from exc
 
     def start_response(self, *, head_request: bool, max_header_bytes: int) -> ResponseParser:
         """A fresh parser for the response to the request just sent."""
@@ -182,7 +186,10 @@ class Connection:
                 parser.feed_eof()
         except BaseException as exc:
             self.abort()
-            raise self._translate(exc, deadline) from exc
+            translated = self._translate(exc, deadline)
+            if translated is exc:
+                raise  # (a cancellation passes through unchanged)
+            raise translated from exc
 
     async def _receive_plain(
         self, waiter: ReadWaiter, read_timeout: float | None, deadline: float | None
@@ -203,13 +210,13 @@ class Connection:
             expiry = monotonic() + read_timeout
             limit = expiry if limit is None else min(limit, expiry)
         timer = None
-        if limit is not None:
-            timer = self._timer
-            if timer is None:
-                timer = self._timer = get_clock().timer(self._on_deadline)
-            if not timer.set_deadline(limit):
-                await timer.arm_at(limit)  # starts the clock task
         try:
+            if limit is not None:
+                timer = self._timer
+                if timer is None:
+                    timer = self._timer = get_clock().timer(self._on_deadline)
+                if not timer.set_deadline(limit):
+                    await timer.arm_at(limit)  # starts the clock task (a cancel may land here)
             reactor = self._pool._reactor
             while True:
                 await reactor.wait_readable(waiter)
@@ -300,7 +307,10 @@ class Connection:
             self.in_use = False
             parser = self.parser
             self.parser = None
-            self._pool._release(self, parser is not None and parser.reusable)
+            reusable = parser is not None and parser.reusable
+            if reusable:
+                self.requests += 1
+            self._pool._release(self, reusable)
 
     def abort(self) -> None:
         """Close the connection now (its response is abandoned) and free its pool slot.
@@ -319,13 +329,20 @@ class Connection:
 
 
 class _Waiter:
-    __slots__ = ("connection", "done", "granted", "wakeup")
+    """A request waiting for a connection: handed one, granted a slot, or expired."""
+
+    __slots__ = ("connection", "done", "expired", "granted", "wakeup")
 
     def __init__(self) -> None:
         self.wakeup = Wakeup()
         self.connection: Connection | None = None
         self.granted = False  # a slot to open a new connection
-        self.done = False
+        self.done = False  # out of the queue: handed a connection or a slot, or the pool closed
+        self.expired = False  # the pool timeout passed
+
+    def expire(self) -> None:
+        self.expired = True
+        self.wakeup.set()
 
 
 class _HostPool:
@@ -420,26 +437,31 @@ class ConnectionPool:
         deadline: float | None,
     ) -> Connection:
         waiter = _Waiter()
-        host.waiters.append(waiter)
-        wait_limit = _limit(pool_timeout, deadline)
         timer = None
-        if wait_limit is not None:
-            timer = get_clock().timer(waiter.wakeup.set)
-            await timer.arm(wait_limit)
+        host.waiters.append(waiter)
         try:
-            await waiter.wakeup.wait()
+            wait_limit = _limit(pool_timeout, deadline)
+            if wait_limit is not None:
+                timer = get_clock().timer(waiter.expire)
+                await timer.arm(wait_limit)  # may start the clock task: a cancel may land here
+            while not (waiter.done or waiter.expired):
+                await waiter.wakeup.wait()  # (a stale wake-up of a cancel just loops)
         except BaseException:
-            # Cancelled while waiting: give back whatever was handed over meanwhile.
-            if waiter.connection is not None:
-                waiter.connection.abort()
+            # Cancelled while waiting: pass on whatever was handed over meanwhile.
+            connection = waiter.connection
+            if connection is not None:
+                waiter.connection = None
+                connection.in_use = False
+                self._release(connection, not connection.stream.closed)
             elif waiter.granted:
+                waiter.granted = False
                 host.active -= 1
                 self._grant_or_idle(host)
             raise
         finally:
             if timer is not None:
                 timer.disarm()
-            if not waiter.done:  # timed out (or cancelled)
+            if not waiter.done:  # timed out (or cancelled): leave the queue
                 waiter.done = True
                 host.waiters.remove(waiter)
         if waiter.connection is not None:
@@ -455,6 +477,11 @@ class ConnectionPool:
     async def _open(
         self, origin: Origin, host: _HostPool, connect_timeout: float | None, deadline: float | None
     ) -> Connection:
+        """Open a connection in the slot already counted in ``host.active`` (freed on failure).
+
+        Raises:
+            ConnectError: refused, unreachable, TLS failed, or no descriptor left (EMFILE).
+        """
         scheme, hostname, port = origin
         stream: Stream | None = None
         try:
@@ -466,22 +493,23 @@ class ConnectionPool:
                     context = self.ssl_context = ssl.create_default_context()
                 stream = TlsStream(stream, context, hostname)
                 await stream.do_handshake(deadline=None if timeout is None else monotonic() + timeout)
-        except BaseException as exc:
+            if self.closed:
+                raise ClosedResourceError("the client was closed")
+            waiter = None
+            if isinstance(stream, SocketStream):
+                waiter = self._reactor.register(stream.sock.fileno())  # the epoll may be new: EMFILE
+        except BaseException as exc:  # (cancelled too: the socket and the slot must not leak)
             if stream is not None:
                 stream.close()
             host.active -= 1
             self._grant_or_idle(host)
             if isinstance(exc, ConnectTimeout) and _expired(deadline):
                 raise TotalTimeout("request took longer than the total timeout") from exc
+            if isinstance(exc, OSError) and not isinstance(exc, HttpError):
+                message = f"cannot connect to {hostname}:{port}: {describe_os_error(exc)}"
+                raise ConnectError(message) from exc
             raise
         self.connections_opened += 1
-        if self.closed:
-            stream.close()
-            host.active -= 1
-            raise ClosedResourceError("the client was closed")
-        waiter = None
-        if isinstance(stream, SocketStream):
-            waiter = self._reactor.register(stream.sock.fileno())
         connection = Connection(self, host, origin, stream, waiter)
         self._in_use.add(connection)
         return connection
@@ -492,7 +520,6 @@ class ConnectionPool:
         host = connection._host
         self._in_use.discard(connection)
         if reusable and not self.closed and not connection.stream.closed:
-            connection.requests += 1
             waiters = host.waiters
             while waiters:
                 waiter = waiters.popleft()
@@ -537,6 +564,11 @@ class ConnectionPool:
         """Idle connections (to ``origin``, or in all)."""
         hosts = self._hosts.values() if origin is None else [self._hosts.get(origin, _HostPool())]
         return sum(len(host.idle) for host in hosts)
+
+    def waiting_requests(self, origin: Origin | None = None) -> int:
+        """Requests waiting for a connection because ``max_connections_per_host`` are busy."""
+        hosts = self._hosts.values() if origin is None else [self._hosts.get(origin, _HostPool())]
+        return sum(not waiter.done for host in hosts for waiter in host.waiters)
 
     def active_connections(self, origin: Origin | None = None) -> int:
         """Connections in use or being opened (to ``origin``, or in all)."""

@@ -180,6 +180,9 @@ class BodyReader:
                     self.close()
         except HttpError:
             self.close()
+        except BaseException:
+            self.close()  # cancelled while draining: the connection must not stay checked out
+            raise
 
     def finish(self) -> None:
         """Stop reading: the connection is reused if the rest of the body already arrived."""

@@ -13,7 +13,8 @@ leaves its records behind: its selector registration (the next wait on that fd r
 ``waiting_on_network``, its sleep-heap entry (which later resumes it spuriously) and its place in a
 waiter set (which keeps ``run_until_complete`` from ever returning). Every wait below removes its
 own records when anything is thrown into it, so cancelling a task at any flowno-io await point
-leaves the loop consistent.
+leaves the loop consistent. A wake-up that reached the ready queue before the cancel was handled
+is such a record too: the wait drops it, or the task would be resumed a second time.
 
 **Sleeps that never tie.** flowno pushes ``(end_time, task)`` on a heap with no tie-breaker; two
 equal deadlines make the heap compare two coroutines (``TypeError: '<' not supported between
@@ -150,12 +151,33 @@ def _forget_network_wait(loop: Any, task: Any) -> None:
                 sel.unregister(key.fileobj)
 
 
+def _forget_wakeups(loop: Any, task: Any, thrown: BaseException) -> None:
+    """Drop ``task``'s entries from the ready queue: it is being resumed with ``thrown`` now.
+
+    A task parked in one wait is resumed once; any other entry is a wake-up of the wait it is
+    leaving (the socket became ready, or an event was set, after ``TaskHandle.cancel()`` queued
+    the exception but before it was thrown). Left there, it would resume the task inside its next
+    wait, or after it ended (``RuntimeError: cannot reuse already awaited coroutine``).
+    ``GeneratorExit`` (a coroutine closed by the garbage collector, possibly while another task
+    runs) is left alone.
+    """
+    if loop is None or isinstance(thrown, GeneratorExit):
+        return
+    ready = loop.tasks
+    if any(entry[0] is task for entry in ready):
+        kept = [entry for entry in ready if entry[0] is not task]
+        ready.clear()
+        ready.extend(kept)
+
+
 @coroutine
 def _wait_socket(command: Any) -> Generator[Any, None, None]:
     try:
         yield command
-    except BaseException:
-        _forget_network_wait(flowno.current_event_loop(), current_task())
+    except BaseException as exc:
+        loop, task = flowno.current_event_loop(), current_task()
+        _forget_network_wait(loop, task)
+        _forget_wakeups(loop, task, exc)
         raise
 
 
@@ -178,14 +200,15 @@ def park(flag: Any) -> Generator[Any, None, None]:
     """
     try:
         yield EventWaitCommand(event=flag)
-    except BaseException:
-        loop = flowno.current_event_loop()
+    except BaseException as exc:
+        loop, task = flowno.current_event_loop(), current_task()
         if loop is not None:
             waiters = loop.event_waiters.get(flag)
             if waiters is not None:
-                waiters.discard(current_task())
+                waiters.discard(task)
                 if not waiters:
                     del loop.event_waiters[flag]
+        _forget_wakeups(loop, task, exc)
         raise
 
 
@@ -214,26 +237,28 @@ def sleep_until(end_time: float) -> Generator[Any, None, None]:
     """Sleep until ``end_time`` on flowno's clock (``timeit.default_timer``); cancel-safe.
 
     A deadline another flowno-io sleep already has is moved to the next representable float (a
-    fraction of a nanosecond later), so two of these sleeps never tie on flowno's heap.
+    fraction of a nanosecond later), so two of these sleeps never tie on flowno's heap. A deadline
+    already past only yields to the other ready tasks (flowno queues the task again at once).
     """
-    if end_time <= _flowno_clock():
-        yield SleepCommand(end_time)  # runs again at once: never reaches the heap
-        return
     pending = _pending_deadlines
-    while end_time in pending:
-        end_time = math.nextafter(end_time, math.inf)
-    pending.add(end_time)
+    on_heap = end_time > _flowno_clock()
+    if on_heap:
+        while end_time in pending:
+            end_time = math.nextafter(end_time, math.inf)
+        pending.add(end_time)
     try:
         yield SleepCommand(end_time)
-    except BaseException:
+    except BaseException as exc:
         loop = flowno.current_event_loop()
         task = current_task()
         if loop is not None and any(entry[1] is task for entry in loop.sleeping):
             loop.sleeping[:] = [entry for entry in loop.sleeping if entry[1] is not task]
             heapq.heapify(loop.sleeping)
+        _forget_wakeups(loop, task, exc)  # (a past deadline queued the task again: that entry)
         raise
     finally:
-        pending.discard(end_time)
+        if on_heap:
+            pending.discard(end_time)
 
 
 async def sleep(seconds: float) -> None:

@@ -7,7 +7,7 @@ down, which wakes the parked task; the task sees the expired flag and raises the
 that timed out is dead (as in httpcore: a timed-out HTTP/1.1 connection cannot be reused).
 
 ``OSError`` never leaves this module: it becomes :class:`ReadError`, :class:`WriteError` or
-:class:`ConnectError`.
+:class:`ConnectError` (whose message says so when the file descriptor limit was hit).
 """
 
 from __future__ import annotations
@@ -30,10 +30,34 @@ from .._errors import (
 from .clock import Timer, get_clock
 from .flowno_compat import wait_readable, wait_writable
 
-__all__ = ["DEFAULT_RECEIVE_SIZE", "SocketStream", "open_tcp_stream", "wait_readable", "wait_writable"]
+__all__ = [
+    "DEFAULT_RECEIVE_SIZE",
+    "SocketStream",
+    "describe_os_error",
+    "open_tcp_stream",
+    "wait_readable",
+    "wait_writable",
+]
 
 #: Bytes asked of the kernel per ``recv`` when the caller does not say.
 DEFAULT_RECEIVE_SIZE = 64 * 1024
+
+#: ``errno`` values meaning no file descriptor could be allocated, with what to tell the user.
+_FD_EXHAUSTED: dict[int | None, str] = {
+    errno.EMFILE: "the process hit its file descriptor limit (RLIMIT_NOFILE, ulimit -n)",
+    errno.ENFILE: "the system-wide file descriptor table is full",
+}
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """``str(exc)``, plus a plain explanation when it means the file descriptor limit was hit.
+
+    Example:
+        >>> describe_os_error(OSError(errno.ENFILE, "Too many open files in system"))
+        '[Errno 23] Too many open files in system: the system-wide file descriptor table is full'
+    """
+    explanation = _FD_EXHAUSTED.get(exc.errno) if isinstance(exc, OSError) else None
+    return f"{exc}: {explanation}" if explanation else str(exc)
 
 
 class SocketStream:
@@ -246,20 +270,25 @@ async def open_tcp_stream(host: str, port: int, *, connect_timeout: float | None
     """Connect to ``host:port`` without blocking the loop and return a :class:`SocketStream`.
 
     Name resolution uses ``getaddrinfo`` (instant for IP literals and ``localhost``; a slow DNS
-    server would block the loop for its duration).
+    server would block the loop for its duration). Cancelling the task while it connects closes
+    the socket.
 
     Raises:
-        ConnectError: refused, unreachable, or the name does not resolve.
+        ConnectError: refused, unreachable, the name does not resolve, or no socket could be
+            opened (the message names the file descriptor limit when that was hit).
         ConnectTimeout: no connection within ``connect_timeout`` seconds.
     """
     try:
         infos = _socket.getaddrinfo(host, port, type=_socket.SOCK_STREAM)
     except OSError as exc:
-        raise ConnectError(f"cannot resolve {host!r}: {exc}") from exc
+        raise ConnectError(f"cannot resolve {host!r}: {describe_os_error(exc)}") from exc
     deadline = None if connect_timeout is None else monotonic() + connect_timeout
     last_error: Exception | None = None
     for family, type_, proto, _, address in infos:
-        sock = _socket.socket(family, type_, proto)
+        try:
+            sock = _socket.socket(family, type_, proto)
+        except OSError as exc:  # EMFILE/ENFILE: another address would need a socket too
+            raise ConnectError(f"cannot open a socket to {host}:{port}: {describe_os_error(exc)}") from exc
         stream = SocketStream(sock)
         try:
             err = sock.connect_ex(address)
@@ -282,6 +311,10 @@ async def open_tcp_stream(host: str, port: int, *, connect_timeout: float | None
         except (ConnectError, OSError) as exc:
             stream.close()
             last_error = exc
+        except BaseException:
+            stream.close()  # cancelled while connecting: the socket must not outlive the task
+            raise
     if isinstance(last_error, ConnectError):
         raise last_error
-    raise ConnectError(f"cannot connect to {host}:{port}: {last_error}")
+    detail = "no address" if last_error is None else describe_os_error(last_error)
+    raise ConnectError(f"cannot connect to {host}:{port}: {detail}")
