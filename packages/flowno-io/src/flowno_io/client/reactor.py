@@ -1,4 +1,4 @@
-"""Waiting for many client sockets with one flowno wait: a private epoll and a leader task.
+"""Waiting for many client sockets with one flowno wait: the pool's Poller and a leader task.
 
 Every flowno socket wait registers the socket with the loop's selector, polls it, and unregisters
 it, and the loop wakes one task per poll. With many connections waiting for responses at once
@@ -17,17 +17,13 @@ Timeouts work as for ``SocketStream``: a timer shuts the socket down, which make
 
 from __future__ import annotations
 
-import select
-
-from flowno import SocketHandle
-
 from .._errors import ClosedResourceError
-from ..io.socket_stream import wait_readable
+from ..io.poller import EDGE, HANGUP, READABLE, Poller
 from ..io.wakeup import Wakeup
 
 __all__ = ["Reactor", "ReadWaiter"]
 
-_EVENTS = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+_EVENTS = READABLE | HANGUP | EDGE
 _MAX_EVENTS = 1024
 
 
@@ -46,18 +42,14 @@ class Reactor:
     """A private epoll for the sockets of one connection pool (plain TCP only)."""
 
     def __init__(self) -> None:
-        self._epoll = select.epoll()
-        self._handle = SocketHandle(self._epoll)  # type: ignore[arg-type,unused-ignore]  # the epoll fd
+        self._poller = Poller()
         self._waiting: dict[int, ReadWaiter] = {}
         self._leader: ReadWaiter | None = None
         self._closing = False
 
     def register(self, fd: int) -> ReadWaiter:
         """Watch ``fd`` (until it is closed: closing removes it from the epoll)."""
-        try:
-            self._epoll.register(fd, _EVENTS)
-        except FileExistsError:
-            self._epoll.modify(fd, _EVENTS)
+        self._poller.register(fd, _EVENTS)
         return ReadWaiter(fd)
 
     async def wait_readable(self, waiter: ReadWaiter) -> None:
@@ -65,7 +57,7 @@ class Reactor:
 
         Wake-ups may be spurious: the caller tries its ``recv`` again and waits again on ``EAGAIN``.
         """
-        if self._closing and self._epoll.closed:
+        if self._closing and self._poller.closed:
             raise ClosedResourceError("the client was closed")
         waiting = self._waiting
         waiting[waiter.fd] = waiter
@@ -75,7 +67,7 @@ class Reactor:
                 if self._leader is None:
                     self._leader = waiter
                     try:
-                        await wait_readable(self._handle)
+                        await self._poller.wait()
                     finally:
                         self._leader = None
                     self._dispatch(waiter)
@@ -89,15 +81,11 @@ class Reactor:
                     # Someone must keep watching the epoll: wake a waiter to lead.
                     next(iter(waiting.values())).wakeup.set()
                 elif self._closing:
-                    self._epoll.close()
+                    self._poller.close()
 
     def _dispatch(self, leader: ReadWaiter) -> None:
         waiting = self._waiting
-        try:
-            events = self._epoll.poll(0, _MAX_EVENTS)
-        except InterruptedError:
-            return
-        for fd, _ in events:
+        for fd, _ in self._poller.ready(_MAX_EVENTS):
             waiter = waiting.pop(fd, None)
             if waiter is not None:
                 waiter.ready = True
@@ -108,4 +96,4 @@ class Reactor:
         """Close the epoll now, or when the leader leaves (sockets must be shut down first)."""
         self._closing = True
         if self._leader is None and not self._waiting:
-            self._epoll.close()
+            self._poller.close()
