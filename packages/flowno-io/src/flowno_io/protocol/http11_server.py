@@ -238,6 +238,11 @@ class RequestParser:
         return bool(self._events)
 
     @property
+    def message_target(self) -> bytes:
+        """The request target of the message being parsed, as far as it was read (for error logs)."""
+        return self._url
+
+    @property
     def in_head(self) -> bool:
         """True while a request head has begun but is not complete."""
         return self._in_head

@@ -56,6 +56,14 @@ from ..protocol.http11_server import (
     http_date,
 )
 from ..protocol.models import Response
+from .middleware import (
+    ErrorAnswer,
+    ErrorHook,
+    Middleware,
+    build_chain,
+    error_hooks_of,
+    run_error_hooks,
+)
 from .request import Request
 from .routing import MethodNotAllowed, NotFound, Router
 from .signals import ShutdownSignals
@@ -275,6 +283,9 @@ class HttpServer:
         backlog: the listen backlog.
         reuse_port: set ``SO_REUSEPORT`` (several processes serving one port).
         shutdown_grace: seconds :meth:`close` (and SIGTERM) gives in-flight requests to finish.
+        middleware: async callables ``(request, call_next) -> response`` wrapping every exchange,
+            outermost first (see :mod:`flowno_io.server.middleware`); more with
+            :meth:`add_middleware`.
 
     A server with no routes answers every request as ``flowno.io.HttpServer`` does (200,
     ``Hello, world!`` and the request line), so code written for the seed keeps working.
@@ -312,6 +323,7 @@ class HttpServer:
         backlog: int = 1024,
         reuse_port: bool = False,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        middleware: Iterable[Middleware] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -341,6 +353,14 @@ class HttpServer:
         self._closed: Event | None = None
         #: Counters for health endpoints and tests.
         self.stats = {"connections_accepted": 0, "requests_served": 0, "workers": 0}
+        self._middleware: list[Middleware] = []
+        #: The composed middleware chain; None without middleware (the handler is called directly).
+        self._chain: Callable[[Request], Awaitable[Any]] | None = None
+        self._extra_error_hooks: list[ErrorHook] = []
+        #: ``on_error`` hooks of the middleware, then those given to :meth:`add_error_hook`.
+        self._error_hooks: list[ErrorHook] = []
+        for layer in middleware:
+            self.add_middleware(layer)
         for key, handler in (routes or {}).items():
             if isinstance(key, tuple):
                 self.add_route(key[1], handler, methods=[key[0]])
@@ -367,6 +387,29 @@ class HttpServer:
             return handler
 
         return decorate
+
+    # -- middleware -------------------------------------------------------------------------
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Wrap every exchange in ``middleware`` (inside those added before it).
+
+        ``middleware`` is ``async def m(request, call_next) -> response``; if it also has an
+        ``on_error(answer)`` method, that sees the errors the server answers itself (see
+        :mod:`flowno_io.server.middleware`). The chain is composed here, once.
+        """
+        self._middleware.append(middleware)
+        self._chain = build_chain(self._middleware, self._call_handler, _to_response)
+        self._error_hooks = error_hooks_of(self._middleware) + self._extra_error_hooks
+
+    def add_error_hook(self, hook: ErrorHook) -> None:
+        """Call ``hook(answer)`` for each error the server answers itself (400/413/431/505/500)."""
+        self._extra_error_hooks.append(hook)
+        self._error_hooks = error_hooks_of(self._middleware) + self._extra_error_hooks
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The middleware, outermost first."""
+        return tuple(self._middleware)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -739,16 +782,21 @@ class HttpServer:
         """Answer one request; True when the connection may serve another."""
         request = Request(head, connection)
         head_only = head.method == "HEAD"
+        chain = self._chain
         try:
-            result = await self._call_handler(request)
+            result = await (self._call_handler(request) if chain is None else chain(request))
         except ProtocolError as exc:  # bad body framing, body too large, invalid JSON
-            await self._send_error(connection, exc.status_hint, str(exc), head_only=head_only)
+            await self._send_error(
+                connection, exc.status_hint, str(exc), head_only=head_only, request=request
+            )
             return False
         except (NetworkError, TimeoutError):
             return False
         except Exception:
             logger.exception("handler for %s %s raised", request.method, request.path)
-            await self._send_error(connection, 500, "internal server error", head_only=head_only)
+            await self._send_error(
+                connection, 500, "internal server error", head_only=head_only, request=request
+            )
             return False
         connection.requests_served += 1
         self.stats["requests_served"] += 1
@@ -764,7 +812,9 @@ class HttpServer:
                 except Exception:
                     logger.exception("streaming response for %s %s failed", request.method, request.path)
                     if not writer.head_sent:
-                        await self._send_error(connection, 500, "internal server error", head_only=head_only)
+                        await self._send_error(
+                            connection, 500, "internal server error", head_only=head_only, request=request
+                        )
                     return False
                 keep_alive = writer.keep_alive
         except (NetworkError, TimeoutError):
@@ -863,13 +913,28 @@ class HttpServer:
         return True
 
     async def _send_error(
-        self, connection: _Connection, status: int, message: str, *, head_only: bool = False
+        self,
+        connection: _Connection,
+        status: int,
+        message: str,
+        *,
+        head_only: bool = False,
+        request: Request | None = None,
     ) -> None:
-        """Answer ``status`` with a JSON error body (none for HEAD), then close with lingering."""
+        """Answer ``status`` with a JSON error body (none for HEAD), then close with lingering.
+
+        The error hooks (middleware ``on_error``) see the answer first and may add headers.
+        """
         body = orjson.dumps({"error": message, "status": status})
+        headers = _ERROR_HEADERS
+        if self._error_hooks:
+            headers = _ERROR_HEADERS.copy()
+            run_error_hooks(
+                self._error_hooks, self._error_answer(connection, status, message, request, headers)
+            )
         framing = frame_response(
             status,
-            _ERROR_HEADERS,
+            headers,
             body_length=len(body),
             method="HEAD" if head_only else "GET",
             server_keep_alive=False,
@@ -884,6 +949,26 @@ class HttpServer:
         except (NetworkError, TimeoutError):
             return
         await self._linger(connection)
+
+    def _error_answer(
+        self, connection: _Connection, status: int, message: str, request: Request | None, headers: Headers
+    ) -> ErrorAnswer:
+        """What the error hooks see of an error answer (method and path when they were parsed)."""
+        if request is not None:
+            return ErrorAnswer(
+                connection.client,
+                status,
+                message,
+                request.method,
+                request.path,
+                request.headers,
+                headers,
+                request,
+            )
+        parser = connection.parser
+        target = parser.message_target.split(b"?", 1)[0]
+        path = target.decode("latin-1") if target else None
+        return ErrorAnswer(connection.client, status, message, parser.message_method, path, None, headers)
 
     async def _linger(self, connection: _Connection) -> None:
         """Lingering close: stop sending, then read and drop what the client still sends.
