@@ -14,7 +14,9 @@ A middleware is an async callable ``(request, call_next) -> response`` (Starlett
 
 A middleware that changes a response it did not create uses :func:`copy_response` first: a
 handler may return the same ``Response`` object for every request (a constant), and changing it
-in place would change every later answer.
+in place would change every later answer. A middleware that wraps a streaming response in an
+object of its own makes that object show the wrapped one's ``status_code``, ``headers`` and
+``body`` (as the access log's wrapper does), so the middleware outside it still sees the head.
 
 **Errors the server answers itself** — the parser's 400/413/431/505, and the 500 of a handler (or
 middleware) that raised — never reach ``call_next``'s caller as a response. A middleware that
@@ -48,6 +50,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeAlias
 
 from ..protocol.headers import Headers
+from ..protocol.models import Response
 from .request import Request
 
 __all__ = [
@@ -56,6 +59,7 @@ __all__ = [
     "ErrorHook",
     "Middleware",
     "MiddlewareWithErrorHook",
+    "add_vary",
     "build_chain",
     "copy_response",
     "error_hooks_of",
@@ -85,9 +89,20 @@ class ErrorAnswer:
             server's and are replaced).
         request: the :class:`~flowno_io.Request` when a handler was called (its ``state`` holds
             what middleware stored there), else ``None``.
+        size: bytes of the answer's body (0 for HEAD).
     """
 
-    __slots__ = ("client", "headers", "method", "path", "reason", "request", "request_headers", "status")
+    __slots__ = (
+        "client",
+        "headers",
+        "method",
+        "path",
+        "reason",
+        "request",
+        "request_headers",
+        "size",
+        "status",
+    )
 
     def __init__(
         self,
@@ -99,6 +114,7 @@ class ErrorAnswer:
         request_headers: Headers | None,
         headers: Headers,
         request: Request | None = None,
+        size: int = 0,
     ) -> None:
         self.client = client
         self.status = status
@@ -108,6 +124,7 @@ class ErrorAnswer:
         self.request_headers = request_headers
         self.headers = headers
         self.request = request
+        self.size = size
 
     def __repr__(self) -> str:
         return f"<ErrorAnswer {self.status} {self.method} {self.path} from {self.client}: {self.reason}>"
@@ -174,10 +191,11 @@ def run_error_hooks(hooks: Sequence[ErrorHook], answer: ErrorAnswer) -> None:
 
 
 def copy_response(response: Any) -> Any:
-    """A shallow copy of ``response`` with its own ``headers``, safe for a middleware to change.
+    """A plain ``Response`` copied with its own ``headers``, safe for a middleware to change.
 
-    The body is shared (not copied); a streaming response's producer is consumed by whichever copy
-    the server sends.
+    The body is shared (not copied). A streaming response is returned as it is: it is made for one
+    request (its producer can be consumed once), so it is changed in place, and a wrapper around
+    one (an access log's) stays the object the server sends.
 
     Example:
         >>> from flowno_io import Response
@@ -187,6 +205,26 @@ def copy_response(response: Any) -> Any:
         >>> "x-a" in shared.headers, mine.body is shared.body
         (False, True)
     """
+    if not isinstance(response, Response):
+        return response
     clone = copy.copy(response)
     clone.headers = response.headers.copy()
     return clone
+
+
+def add_vary(headers: Headers, field: str) -> None:
+    """Add ``field`` to the ``Vary`` header unless it (or ``*``) is already there.
+
+    Example:
+        >>> h = Headers({"Vary": "Accept-Encoding"})
+        >>> add_vary(h, "Origin"); add_vary(h, "origin")
+        >>> h.get("vary")
+        'Accept-Encoding, Origin'
+    """
+    current = headers.get("vary")
+    if current is None:
+        headers.set("Vary", field)
+        return
+    tokens = {token.strip().lower() for token in current.split(",")}
+    if field.lower() not in tokens and "*" not in tokens:
+        headers.set("Vary", f"{current}, {field}")

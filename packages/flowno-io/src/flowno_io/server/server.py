@@ -929,9 +929,9 @@ class HttpServer:
         headers = _ERROR_HEADERS
         if self._error_hooks:
             headers = _ERROR_HEADERS.copy()
-            run_error_hooks(
-                self._error_hooks, self._error_answer(connection, status, message, request, headers)
-            )
+            answer = self._error_answer(connection, status, message, request, headers)
+            answer.size = 0 if head_only else len(body)
+            run_error_hooks(self._error_hooks, answer)
         framing = frame_response(
             status,
             headers,

@@ -8,7 +8,9 @@
 * SIGTERM or SIGINT: stop accepting, let in-flight requests finish (event streams end at once,
   chat completions run to their end) within the server's grace period, then exit 0. A second
   signal exits at once.
-* Service log lines go to stderr; access-log lines (one JSON object each) to stdout.
+* Service log lines go to stderr; access-log lines (one JSON object each) to stdout, including
+  the errors the server answers before any handler (400/413/431/505).
+* ``--cors-origin ORIGIN`` (repeatable, ``*`` for any): CORS for browser pages on those origins.
 
 This module is the same in ``echo_service`` and ``stream_service``.
 """
@@ -21,10 +23,12 @@ import os
 import resource
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import HttpServer, run
+from ..server.access_log import AccessLogMiddleware
+from ..server.cors import CORSMiddleware
 
 __all__ = ["ServiceOptions", "add_service_arguments", "options_from", "run_service"]
 
@@ -41,6 +45,8 @@ class ServiceOptions:
     log_level: str
     access_log: bool
     extra: dict[str, Any]
+    #: Origins whose pages may call the service (``--cors-origin``); empty: no CORS.
+    cors_origins: list[str] = field(default_factory=list)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -88,6 +94,13 @@ def add_service_arguments(parser: argparse.ArgumentParser, env_prefix: str, defa
         default=_env_flag(f"{env_prefix}_ACCESS_LOG"),
         help=f"one JSON line per request on stdout (env {env_prefix}_ACCESS_LOG=1; default off)",
     )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages on ORIGIN (scheme://host[:port], or '*') call the service; repeatable",
+    )
 
 
 def options_from(args: argparse.Namespace, extra: dict[str, Any]) -> ServiceOptions:
@@ -100,6 +113,10 @@ def options_from(args: argparse.Namespace, extra: dict[str, Any]) -> ServiceOpti
         raise SystemExit(f"--port must be within 0-65535, not {args.port}")
     if args.workers < 1:
         raise SystemExit(f"--workers must be at least 1, not {args.workers}")
+    try:
+        CORSMiddleware(getattr(args, "cors_origin", None) or [])
+    except ValueError as exc:
+        raise SystemExit(f"--cors-origin: {exc}") from None
     return ServiceOptions(
         host=args.host,
         port=args.port,
@@ -107,6 +124,7 @@ def options_from(args: argparse.Namespace, extra: dict[str, Any]) -> ServiceOpti
         log_level=args.log_level,
         access_log=args.access_log,
         extra=extra,
+        cors_origins=list(getattr(args, "cors_origin", None) or []),
     )
 
 
@@ -135,6 +153,15 @@ def raise_fd_limit() -> None:
             pass
 
 
+def _install_middleware(server: HttpServer, service: str, options: ServiceOptions) -> HttpServer:
+    """CORS when asked; the access log of the errors the server answers before any handler."""
+    if options.cors_origins:
+        server.add_middleware(CORSMiddleware(options.cors_origins, allow_methods=["GET", "POST"]))
+    if options.access_log:  # the route table logs handled requests; this adds the server's answers
+        server.add_error_hook(AccessLogMiddleware(f"{service}.access", service=service).on_error)
+    return server
+
+
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
@@ -157,7 +184,7 @@ def run_service(
 
     try:
         code = run(
-            lambda: build_server(options),
+            lambda: _install_middleware(build_server(options), service, options),
             workers=options.workers,
             host=options.host,
             port=options.port,
