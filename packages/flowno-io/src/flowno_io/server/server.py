@@ -29,6 +29,7 @@ import inspect
 import logging
 import resource
 import socket as _socket
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from time import monotonic
 from typing import Any, TypeAlias
@@ -36,12 +37,13 @@ from typing import Any, TypeAlias
 import orjson
 from flowno import Event, SocketHandle, spawn
 
-from .._errors import HttpError, NetworkError, ProtocolError, TimeoutError
+from .._errors import HttpError, NetworkError, ProtocolError, RemoteProtocolError, TimeoutError
 from ..io.clock import Timer, get_clock
 from ..io.coroutines import resume as _resume
 from ..io.flowno_compat import sleep
 from ..io.poller import READABLE, Poller
 from ..io.socket_stream import SocketStream
+from ..io.tls_stream import DEFAULT_HANDSHAKE_TIMEOUT, ServerTlsStream
 from ..io.wakeup import Wakeup
 from ..protocol.framing import frame_response
 from ..protocol.headers import Headers
@@ -140,7 +142,8 @@ class _Connection:
 
     def __init__(self, server: HttpServer, sock: _socket.socket, client: Any) -> None:
         self.server = server
-        self.stream = SocketStream(sock)
+        #: A TLS connection's stream becomes a ``ServerTlsStream`` once its handshake starts.
+        self.stream: SocketStream | ServerTlsStream = SocketStream(sock)
         self.fd = sock.fileno()
         self.client: tuple[str, int] = (client[0], client[1]) if isinstance(client, tuple) else ("", 0)
         self.parser = RequestParser(server.max_header_bytes, server.max_headers, server.max_body_bytes)
@@ -217,7 +220,7 @@ class ResponseWriter:
         self.head_sent = False
 
     @property
-    def stream(self) -> SocketStream:
+    def stream(self) -> SocketStream | ServerTlsStream:
         """The connection's stream (for disconnect detection)."""
         return self._connection.stream
 
@@ -286,6 +289,8 @@ class HttpServer:
         middleware: async callables ``(request, call_next) -> response`` wrapping every exchange,
             outermost first (see :mod:`flowno_io.server.middleware`); more with
             :meth:`add_middleware`.
+        ssl_context: serve HTTPS with this server context (see :meth:`use_tls`).
+        tls_handshake_timeout: seconds a new connection has to finish its TLS handshake (→ close).
 
     A server with no routes answers every request as ``flowno.io.HttpServer`` does (200,
     ``Hello, world!`` and the request line), so code written for the seed keeps working.
@@ -324,6 +329,8 @@ class HttpServer:
         reuse_port: bool = False,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         middleware: Iterable[Middleware] = (),
+        ssl_context: ssl.SSLContext | None = None,
+        tls_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         self.host = host
         self.port = port
@@ -361,6 +368,12 @@ class HttpServer:
         self._error_hooks: list[ErrorHook] = []
         for layer in middleware:
             self.add_middleware(layer)
+        self.ssl_context: ssl.SSLContext | None = None
+        self.tls_handshake_timeout = tls_handshake_timeout
+        #: TLS connections waiting for their next request (a worker each): shut down on close.
+        self._tls_waiting: set[_Connection] = set()
+        if ssl_context is not None:
+            self.use_tls(ssl_context)
         for key, handler in (routes or {}).items():
             if isinstance(key, tuple):
                 self.add_route(key[1], handler, methods=[key[0]])
@@ -410,6 +423,17 @@ class HttpServer:
     def middleware(self) -> tuple[Middleware, ...]:
         """The middleware, outermost first."""
         return tuple(self._middleware)
+
+    def use_tls(self, context: ssl.SSLContext) -> None:
+        """Serve HTTPS: every connection starts with a TLS handshake (``io/tls_stream.py``).
+
+        ``context`` is a server context (``flowno_io.io.tls_stream.server_context(cert, key)``
+        makes one); its ALPN protocols are set to ``http/1.1``. Call before :meth:`serve`.
+        A TLS connection is served by a worker task from its handshake to its close (a cleartext
+        one waits for its next request in the driver's poller instead).
+        """
+        context.set_alpn_protocols(["http/1.1"])
+        self.ssl_context = context
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -519,6 +543,8 @@ class HttpServer:
         self._listener = None
         for connection in list(self._parked.values()):
             self._drop(connection)  # idle (or half-sent request): nothing in flight
+        for connection in list(self._tls_waiting):
+            connection.stream.shutdown()  # idle TLS: its worker wakes up and closes it
         deadline = monotonic() + self._grace
         while self._connections and monotonic() < deadline:
             await sleep(0.02)
@@ -553,6 +579,9 @@ class HttpServer:
             connection = _Connection(self, sock, client)
             self._connections.add(connection)
             self.stats["connections_accepted"] += 1
+            if self.ssl_context is not None:
+                await self._start(connection, self._serve_tls(connection))
+                continue
             # The request often arrives with the handshake: serve it now if it is there.
             await self._on_readable(connection)
 
@@ -653,8 +682,11 @@ class HttpServer:
             self._drop(connection)
             return
         # The exchange has to wait for something: a worker task takes it over.
-        self._unpark(connection)
-        job = (connection, exchange, command)
+        await self._dispatch((connection, exchange, command))
+
+    async def _dispatch(self, job: tuple[_Connection, _Exchange, Any]) -> None:
+        """Hand a suspended exchange to an idle worker, or to a new one."""
+        self._unpark(job[0])
         if self._idle_workers:
             worker = self._idle_workers.pop()
             worker.job = job
@@ -662,6 +694,45 @@ class HttpServer:
         else:
             self.stats["workers"] += 1
             await spawn(self._worker(job))
+
+    async def _start(self, connection: _Connection, exchange: _Exchange) -> None:
+        """Run ``exchange`` inline until it first waits, then hand it to a worker."""
+        try:
+            command = exchange.send(None)
+        except StopIteration:
+            self._drop(connection)
+            return
+        except Exception:
+            logger.exception("unexpected error on a connection")
+            self._drop(connection)
+            return
+        await self._dispatch((connection, exchange, command))
+
+    async def _serve_tls(self, connection: _Connection) -> bool:
+        """Handshake, then serve the connection's requests in this task; False (close) at the end."""
+        transport = connection.stream
+        if self.ssl_context is None or not isinstance(transport, SocketStream):
+            return False
+        stream = connection.stream = ServerTlsStream(transport, self.ssl_context)
+        timeout = self.tls_handshake_timeout
+        try:
+            await stream.do_handshake(timeout=timeout, deadline=monotonic() + timeout)
+        except (NetworkError, TimeoutError) as exc:  # silent, garbage, or refused our certificate
+            logger.debug("TLS handshake with %s:%s failed: %s", *connection.client, exc)
+            return False
+        waiting = self._tls_waiting
+        try:
+            while not self._closing or connection.parser.has_events():
+                waiting.add(connection)
+                try:
+                    head = await self._next_head(connection)
+                finally:
+                    waiting.discard(connection)
+                if head is None or not await self._handle(connection, head):
+                    return False
+        except RemoteProtocolError as exc:  # a corrupt TLS record
+            logger.debug("TLS error from %s:%s: %s", *connection.client, exc)
+        return False
 
     async def _exchange(self, connection: _Connection, data: bytes) -> bool:
         """Answer every request in ``data``, in order; True to keep the connection.
