@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import html
+import http.server
+import json
+import re
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -213,3 +219,89 @@ def test_a_bad_cors_origin_is_a_usage_error() -> None:
         timeout=60,
     )
     assert result.returncode != 0 and b"--cors-origin" in result.stderr
+
+
+# -- a real browser -------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+PAGE = """<!doctype html><html><body><pre id="result">pending</pre><script>
+const api = new URLSearchParams(location.search).get("api");
+const out = {};
+function finish() {
+  if (("events" in out || "eventsError" in out) && ("post" in out || "postError" in out)) {
+    document.getElementById("result").textContent = JSON.stringify(out);
+  }
+}
+const source = new EventSource(api + "/events");
+const seen = [];
+source.onmessage = (event) => {
+  seen.push(event.data);
+  if (seen.length === 2) { source.close(); out.events = seen; finish(); }
+};
+source.onerror = () => { if (seen.length < 2) { source.close(); out.eventsError = true; finish(); } };
+fetch(api + "/data", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({n: 1})})
+  .then((response) => response.json())
+  .then((body) => { out.post = body; finish(); })
+  .catch((error) => { out.postError = String(error); finish(); });
+</script></body></html>"""
+
+
+class _PageServer(http.server.ThreadingHTTPServer):
+    """The page's origin: a stdlib server on its own port, serving one HTML page."""
+
+    def __init__(self, page: str) -> None:
+        body = page.encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def _browse(url: str, profile: Path) -> dict[str, Any]:
+    """Load ``url`` in headless Chromium; the JSON the page wrote into #result."""
+    assert CHROMIUM is not None
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", url,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, timeout=90)
+    match = re.search(rb'<pre id="result">(.*?)</pre>', result.stdout, re.DOTALL)
+    assert match, result.stdout[-2000:] + result.stderr[-2000:]
+    text = html.unescape(match.group(1).decode())
+    assert text != "pending", "the page did not finish (both the stream and the POST must settle)"
+    return dict(json.loads(text))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless chromium (apt-get install chromium)")
+@pytest.mark.parametrize("allowed", [True, False])
+def test_a_page_on_another_origin_in_chromium(serve: Serve, tmp_path: Path, allowed: bool) -> None:
+    """A page on port A consumes /events and POSTs JSON to the API on port B (preflighted)."""
+    page = _PageServer(PAGE)
+    try:
+        api = serve(_server(CORSMiddleware([page.origin if allowed else "http://elsewhere.example"])))
+        result = _browse(f"{page.origin}/?api={api}", tmp_path / "profile")
+    finally:
+        page.stop()
+    if allowed:
+        assert result == {"events": ["a", "b"], "post": {"got": {"n": 1}}}
+    else:
+        assert result["eventsError"] is True and "Failed to fetch" in result["postError"]
