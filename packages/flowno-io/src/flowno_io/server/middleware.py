@@ -50,6 +50,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeAlias
 
 from ..protocol.headers import Headers
+from ..protocol.http11_server import RequestParser
 from ..protocol.models import Response
 from .request import Request
 
@@ -128,6 +129,25 @@ class ErrorAnswer:
 
     def __repr__(self) -> str:
         return f"<ErrorAnswer {self.status} {self.method} {self.path} from {self.client}: {self.reason}>"
+
+    @classmethod
+    def of(
+        cls,
+        client: tuple[str, int],
+        parser: RequestParser,
+        status: int,
+        reason: str,
+        request: Request | None,
+        headers: Headers,
+    ) -> ErrorAnswer:
+        """The answer to ``request``, or (``None``) to what ``parser`` read of a request that failed."""
+        if request is not None:
+            return cls(
+                client, status, reason, request.method, request.path, request.headers, headers, request
+            )
+        target = parser.message_target.split(b"?", 1)[0]
+        path = target.decode("latin-1") if target else None
+        return cls(client, status, reason, parser.message_method, path, None, headers)
 
 
 #: ``def hook(answer: ErrorAnswer) -> None``; plain (it runs while the answer is being made).

@@ -37,7 +37,7 @@ from typing import Any, TypeAlias
 import orjson
 from flowno import Event, SocketHandle, spawn
 
-from .._errors import HttpError, NetworkError, ProtocolError, RemoteProtocolError, TimeoutError
+from .._errors import HttpError, NetworkError, ProtocolError, TimeoutError
 from ..io.clock import Timer, get_clock
 from ..io.coroutines import resume as _resume
 from ..io.flowno_compat import sleep
@@ -69,6 +69,7 @@ from .middleware import (
 from .request import Request
 from .routing import MethodNotAllowed, NotFound, Router
 from .signals import ShutdownSignals
+from .tls import serve_tls
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -404,12 +405,7 @@ class HttpServer:
     # -- middleware -------------------------------------------------------------------------
 
     def add_middleware(self, middleware: Middleware) -> None:
-        """Wrap every exchange in ``middleware`` (inside those added before it).
-
-        ``middleware`` is ``async def m(request, call_next) -> response``; if it also has an
-        ``on_error(answer)`` method, that sees the errors the server answers itself (see
-        :mod:`flowno_io.server.middleware`). The chain is composed here, once.
-        """
+        """Wrap every exchange in ``middleware`` (inside those added before); see ``server/middleware.py``."""
         self._middleware.append(middleware)
         self._chain = build_chain(self._middleware, self._call_handler, _to_response)
         self._error_hooks = error_hooks_of(self._middleware) + self._extra_error_hooks
@@ -425,13 +421,7 @@ class HttpServer:
         return tuple(self._middleware)
 
     def use_tls(self, context: ssl.SSLContext) -> None:
-        """Serve HTTPS: every connection starts with a TLS handshake (``io/tls_stream.py``).
-
-        ``context`` is a server context (``flowno_io.io.tls_stream.server_context(cert, key)``
-        makes one); its ALPN protocols are set to ``http/1.1``. Call before :meth:`serve`.
-        A TLS connection is served by a worker task from its handshake to its close (a cleartext
-        one waits for its next request in the driver's poller instead).
-        """
+        """Serve HTTPS with ``context`` (its ALPN set to ``http/1.1``); see ``server/tls.py``."""
         context.set_alpn_protocols(["http/1.1"])
         self.ssl_context = context
 
@@ -580,7 +570,7 @@ class HttpServer:
             self._connections.add(connection)
             self.stats["connections_accepted"] += 1
             if self.ssl_context is not None:
-                await self._start(connection, self._serve_tls(connection))
+                await self._start(connection, serve_tls(self, connection))
                 continue
             # The request often arrives with the handshake: serve it now if it is there.
             await self._on_readable(connection)
@@ -707,32 +697,6 @@ class HttpServer:
             self._drop(connection)
             return
         await self._dispatch((connection, exchange, command))
-
-    async def _serve_tls(self, connection: _Connection) -> bool:
-        """Handshake, then serve the connection's requests in this task; False (close) at the end."""
-        transport = connection.stream
-        if self.ssl_context is None or not isinstance(transport, SocketStream):
-            return False
-        stream = connection.stream = ServerTlsStream(transport, self.ssl_context)
-        timeout = self.tls_handshake_timeout
-        try:
-            await stream.do_handshake(timeout=timeout, deadline=monotonic() + timeout)
-        except (NetworkError, TimeoutError) as exc:  # silent, garbage, or refused our certificate
-            logger.debug("TLS handshake with %s:%s failed: %s", *connection.client, exc)
-            return False
-        waiting = self._tls_waiting
-        try:
-            while not self._closing or connection.parser.has_events():
-                waiting.add(connection)
-                try:
-                    head = await self._next_head(connection)
-                finally:
-                    waiting.discard(connection)
-                if head is None or not await self._handle(connection, head):
-                    return False
-        except RemoteProtocolError as exc:  # a corrupt TLS record
-            logger.debug("TLS error from %s:%s: %s", *connection.client, exc)
-        return False
 
     async def _exchange(self, connection: _Connection, data: bytes) -> bool:
         """Answer every request in ``data``, in order; True to keep the connection.
@@ -1000,7 +964,7 @@ class HttpServer:
         headers = _ERROR_HEADERS
         if self._error_hooks:
             headers = _ERROR_HEADERS.copy()
-            answer = self._error_answer(connection, status, message, request, headers)
+            answer = ErrorAnswer.of(connection.client, connection.parser, status, message, request, headers)
             answer.size = 0 if head_only else len(body)
             run_error_hooks(self._error_hooks, answer)
         framing = frame_response(
@@ -1020,26 +984,6 @@ class HttpServer:
         except (NetworkError, TimeoutError):
             return
         await self._linger(connection)
-
-    def _error_answer(
-        self, connection: _Connection, status: int, message: str, request: Request | None, headers: Headers
-    ) -> ErrorAnswer:
-        """What the error hooks see of an error answer (method and path when they were parsed)."""
-        if request is not None:
-            return ErrorAnswer(
-                connection.client,
-                status,
-                message,
-                request.method,
-                request.path,
-                request.headers,
-                headers,
-                request,
-            )
-        parser = connection.parser
-        target = parser.message_target.split(b"?", 1)[0]
-        path = target.decode("latin-1") if target else None
-        return ErrorAnswer(connection.client, status, message, parser.message_method, path, None, headers)
 
     async def _linger(self, connection: _Connection) -> None:
         """Lingering close: stop sending, then read and drop what the client still sends.
