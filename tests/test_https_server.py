@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -38,9 +39,16 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_certificate(tmp_path_factory.mktemp("tls"), "local", "DNS:localhost,IP:127.0.0.1")
 
 
+READING_BODY = threading.Event()
+
+
 def _routes(news: Topic[bytes]) -> dict[Any, Any]:
     async def hello(request: Request) -> Response:
         return Response("hello over tls")
+
+    async def slow_upload(request: Request) -> Response:
+        READING_BODY.set()  # the test sends the body only now: the handler waits for it
+        return Response(await request.body())
 
     async def upload(request: Request) -> Response:
         body = await request.body()
@@ -62,7 +70,14 @@ def _routes(news: Topic[bytes]) -> dict[Any, Any]:
             news.publish(f"id: {n}\ndata: {EVENT_PAYLOAD}\n\n".encode())
         return {"published": count}
 
-    return {"/": hello, ("POST", "/upload"): upload, "/ticks": ticks, "/news": subscribe, "/publish": publish}
+    return {
+        "/": hello,
+        ("POST", "/upload"): upload,
+        ("POST", "/slow"): slow_upload,
+        "/ticks": ticks,
+        "/news": subscribe,
+        "/publish": publish,
+    }
 
 
 @pytest.fixture
@@ -102,6 +117,55 @@ def test_httpx_gets_responses_on_one_kept_alive_connection(
         big = b"a" * 300_000 + b"z"  # a body in many TLS records, read by the handler
         assert client.post(url + "/upload", content=big).json() == {"bytes": 300_001, "last": "z"}
     assert server.stats["connections_accepted"] == 1 and server.stats["requests_served"] == 4
+
+
+def _tls_socket(url: str, certificate: tuple[Path, Path]) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(certificate[0]))
+    raw = socket.create_connection(("127.0.0.1", _port(url)), timeout=10)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def _read_responses(tls: ssl.SSLSocket, count: int) -> list[bytes]:
+    """``count`` Content-Length-framed responses (fails on a hang: the socket has a timeout)."""
+    buffer, responses = b"", []
+    while len(responses) < count:
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end >= 0:
+            length = int(re.search(rb"content-length: (\d+)", buffer[:head_end].lower()).group(1))  # type: ignore[union-attr]
+            if len(buffer) >= head_end + 4 + length:
+                responses.append(buffer[: head_end + 4 + length])
+                buffer = buffer[head_end + 4 + length :]
+                continue
+        chunk = tls.recv(65536)
+        assert chunk, f"closed after {len(responses)} responses"
+        buffer += chunk
+    return responses
+
+
+def test_pipelined_requests_over_tls(
+    tls_server: tuple[HttpServer, str], certificate: tuple[Path, Path]
+) -> None:
+    server, url = tls_server
+    with _tls_socket(url, certificate) as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 20)  # one write, answered inline
+        responses = _read_responses(tls, 20)
+    assert all(r.endswith(b"hello over tls") for r in responses)
+    assert server.stats["workers"] <= 1  # the handshake's worker at most: requests run in the driver
+
+
+def test_records_read_ahead_by_a_body_read_are_served(
+    tls_server: tuple[HttpServer, str], certificate: tuple[Path, Path]
+) -> None:
+    """A body read that waited may pull the next request's records into the TLS object too; the
+    socket then never says "readable" for them, yet they must be answered (not left to time out)."""
+    READING_BODY.clear()
+    with _tls_socket(url := tls_server[1], certificate) as tls:
+        tls.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n")
+        assert READING_BODY.wait(10), "the handler did not start"
+        tls.sendall(b"body")  # one record...
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # ...and the next request in another
+        first, second = _read_responses(tls, 2)
+    assert first.endswith(b"\r\n\r\nbody") and second.endswith(b"hello over tls") and url
 
 
 def test_alpn_selects_http11(tls_server: tuple[HttpServer, str], certificate: tuple[Path, Path]) -> None:

@@ -24,7 +24,7 @@ import ssl
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from .._errors import ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError, WriteTimeout
+from .._errors import ConnectError, ConnectTimeout, ReadError, ReadTimeout, RemoteProtocolError, WriteTimeout
 from .socket_stream import DEFAULT_RECEIVE_SIZE, SocketStream
 
 __all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "ServerTlsStream", "TlsStream", "server_context"]
@@ -212,12 +212,22 @@ class ServerTlsStream(TlsStream):
         transport: the accepted TCP stream (owned from now on).
         context: a server ``ssl.SSLContext`` (see :func:`server_context`).
 
-    Code above the seam that writes without waiting (a streaming response's heartbeats, a topic's
-    fan-out) calls ``stream.sock.send(data)``; here :attr:`sock` is a view whose ``send`` encrypts
-    ``data`` and sends the record, keeping what the kernel did not take (a *backlog*) to go out
-    first: before the next write, or at the view's next ``send``, which raises
-    ``BlockingIOError`` while a backlog remains (so the caller keeps its plaintext pending, as it
-    does for a full socket).
+    Code above the seam that uses the socket without waiting calls ``stream.sock.recv(n)`` (the
+    server's driver, when the connection's socket is readable) and ``stream.sock.send(data)`` (a
+    streaming response's heartbeats, a topic's fan-out). Here :attr:`sock` is a view of the socket
+    that speaks plaintext:
+
+    * ``recv`` decrypts every whole record it can (from the bytes already buffered, then from one
+      ``recv`` of the socket); ``BlockingIOError`` when there is no plaintext yet, ``b""`` at the
+      end. Afterwards no plaintext waits inside the TLS object, so the socket's readiness tells
+      whether there is more; :meth:`buffered` tells of bytes left by the waiting reads.
+    * ``send`` encrypts ``data`` and sends the records, keeping what the kernel did not take (a
+      *backlog*) to go out first: before the next write, or at the view's next ``send``, which
+      raises ``BlockingIOError`` while a backlog remains (so the caller keeps its plaintext
+      pending, as it does for a full socket).
+
+    A TLS error on a server connection is a broken connection (:class:`ReadError`), not a
+    protocol error of the request.
     """
 
     __slots__ = ("_backlog", "_view")
@@ -240,6 +250,54 @@ class ServerTlsStream(TlsStream):
     def alpn_protocol(self) -> str | None:
         """The protocol chosen by ALPN (``"http/1.1"``), or ``None``."""
         return self._ssl.selected_alpn_protocol()
+
+    def buffered(self) -> bool:
+        """True when bytes read from the socket wait in the TLS object (ciphertext or plaintext)."""
+        return self._incoming.pending > 0 or self._ssl.pending() > 0
+
+    async def receive_some(
+        self,
+        max_bytes: int = DEFAULT_RECEIVE_SIZE,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> bytes:
+        """Receive up to ``max_bytes`` of plaintext; ``b""`` when the peer closed.
+
+        Raises:
+            ReadError: the connection broke, or a TLS record was corrupt.
+        """
+        try:
+            return await super().receive_some(max_bytes, timeout=timeout, deadline=deadline)
+        except RemoteProtocolError as exc:
+            raise ReadError(str(exc)) from exc
+
+    def receive_nowait(self) -> bytes:
+        """Every plaintext byte available without waiting; ``b""`` at the end.
+
+        Raises:
+            BlockingIOError: none yet (the socket has nothing, or only part of a record).
+            OSError: the connection broke (``ssl.SSLError`` for a corrupt record).
+        """
+        ssl_object = self._ssl
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = ssl_object.read(DEFAULT_RECEIVE_SIZE)
+            except ssl.SSLWantReadError:
+                if chunks:
+                    return b"".join(chunks)
+                data = self.transport.sock.recv(_RECEIVE_SIZE)  # BlockingIOError: nothing yet
+                if data:
+                    self._incoming.write(data)
+                else:
+                    self._incoming.write_eof()
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b"".join(chunks)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
     async def _flush(self, timeout: float | None) -> None:
         if self._backlog:
@@ -280,6 +338,9 @@ class _TlsSocketView:
 
     def send(self, data: bytes) -> int:
         return self._stream.send_nowait(data)
+
+    def recv(self, max_bytes: int) -> bytes:
+        return self._stream.receive_nowait()  # every whole record: none may stay hidden in TLS
 
     def fileno(self) -> int:
         return self._stream.transport.sock.fileno()

@@ -371,8 +371,8 @@ class HttpServer:
             self.add_middleware(layer)
         self.ssl_context: ssl.SSLContext | None = None
         self.tls_handshake_timeout = tls_handshake_timeout
-        #: TLS connections waiting for their next request (a worker each): shut down on close.
-        self._tls_waiting: set[_Connection] = set()
+        #: TLS connections parked with bytes in their TLS object: the driver serves them next.
+        self._tls_ready: list[_Connection] = []
         if ssl_context is not None:
             self.use_tls(ssl_context)
         for key, handler in (routes or {}).items():
@@ -485,7 +485,7 @@ class HttpServer:
         try:
             while not self._closing:
                 events = poller.ready(256)
-                if events:
+                if events or self._tls_ready:
                     # Ready work: yield to the loop's other tasks without a selector round trip.
                     # (Registering the poller with the loop's selector costs O(its connections):
                     # the kernel checks nested epolls for loops, ~2 ms with 10,000 connections.)
@@ -499,6 +499,11 @@ class HttpServer:
                     else:
                         connection = parked.get(fd)
                         if connection is not None:
+                            await self._on_readable(connection)
+                if self._tls_ready:
+                    ready, self._tls_ready = self._tls_ready, []
+                    for connection in ready:
+                        if connection.parked:
                             await self._on_readable(connection)
         finally:
             await self._shut_down(listener)
@@ -533,8 +538,6 @@ class HttpServer:
         self._listener = None
         for connection in list(self._parked.values()):
             self._drop(connection)  # idle (or half-sent request): nothing in flight
-        for connection in list(self._tls_waiting):
-            connection.stream.shutdown()  # idle TLS: its worker wakes up and closes it
         deadline = monotonic() + self._grace
         while self._connections and monotonic() < deadline:
             await sleep(0.02)
@@ -625,6 +628,10 @@ class HttpServer:
             self._poller.register(connection.fd, READABLE)
             self._parked[connection.fd] = connection
             connection.parked = True
+        stream = connection.stream
+        if type(stream) is ServerTlsStream and stream.buffered():
+            self._tls_ready.append(connection)  # the socket will not say so: serve it next turn
+            self._poller.poke()
         return running
 
     def _unpark(self, connection: _Connection) -> None:
