@@ -238,6 +238,19 @@ def test_event_stream_heartbeats_are_encrypted(
     assert lines[0] == "data: first" and lines.count(": ping") >= 3
 
 
+def test_a_client_leaving_an_event_stream_over_tls_is_released(
+    tls_server: tuple[HttpServer, str], certificate: tuple[Path, Path]
+) -> None:
+    server, url = tls_server
+    with _tls_socket(url, certificate) as tls:
+        tls.sendall(b"GET /ticks HTTP/1.1\r\nHost: x\r\n\r\n")
+        received = b""
+        while b"data: first" not in received:
+            received += tls.recv(65536)
+        assert server.open_connections == 1
+    _wait(lambda: server.open_connections == 0, "the stream's connection to be released")
+
+
 def test_topic_fan_out_over_tls(tls_server: tuple[HttpServer, str], certificate: tuple[Path, Path]) -> None:
     """Published items go out from the publisher's task (the view's send), larger than a socket buffer."""
     _, url = tls_server
