@@ -693,11 +693,19 @@ class HttpServer:
             await spawn(self._worker(job))
 
     async def _start(self, connection: _Connection, exchange: _Exchange) -> None:
-        """Run ``exchange`` inline until it first waits, then hand it to a worker."""
+        """Run ``exchange`` inline until it first waits, then hand it to a worker.
+
+        An exchange that finishes inline (a TLS handshake whose client was quick) keeps its
+        connection, parked, when it says so.
+        """
         try:
             command = exchange.send(None)
-        except StopIteration:
-            self._drop(connection)
+        except StopIteration as stop:
+            if stop.value and not self._closing:
+                if not self._park_nowait(connection):
+                    await get_clock()._start()
+            else:
+                self._drop(connection)
             return
         except Exception:
             logger.exception("unexpected error on a connection")
