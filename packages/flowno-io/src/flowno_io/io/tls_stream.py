@@ -22,12 +22,12 @@ from __future__ import annotations
 import socket as _socket
 import ssl
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
-from .._errors import ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError, WriteTimeout
+from .._errors import ConnectError, ConnectTimeout, ReadError, ReadTimeout, RemoteProtocolError, WriteTimeout
 from .socket_stream import DEFAULT_RECEIVE_SIZE, SocketStream
 
-__all__ = ["TlsStream"]
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "ServerTlsStream", "TlsStream", "server_context"]
 
 T = TypeVar("T")
 
@@ -178,3 +178,175 @@ class TlsStream:
     async def aclose(self) -> None:
         """Close the stream (async form)."""
         self.close()
+
+
+# -- the server side ----------------------------------------------------------------------------
+
+#: Seconds a new connection has to finish its TLS handshake (→ closed without an answer). Bounds
+#: the cost of a client that connects and sends nothing or garbage (nginx: ``ssl_handshake_timeout``
+#: 60 s; hypercorn: 60 s; we use the header timeout's 10 s).
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+
+def server_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
+    """A server ``SSLContext``: TLS 1.2 or later, the certificate chain, ALPN ``http/1.1``.
+
+    Args:
+        certfile: PEM file with the certificate (and its chain).
+        keyfile: PEM file with the private key (``None``: it is in ``certfile``).
+
+    Raises:
+        OSError, ssl.SSLError: the files are missing or do not hold a matching certificate and key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile, keyfile)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+class ServerTlsStream(TlsStream):
+    """The server side of a TLS connection, with the interface of :class:`SocketStream`.
+
+    Args:
+        transport: the accepted TCP stream (owned from now on).
+        context: a server ``ssl.SSLContext`` (see :func:`server_context`).
+
+    Code above the seam that uses the socket without waiting calls ``stream.sock.recv(n)`` (the
+    server's driver, when the connection's socket is readable) and ``stream.sock.send(data)`` (a
+    streaming response's heartbeats, a topic's fan-out). Here :attr:`sock` is a view of the socket
+    that speaks plaintext:
+
+    * ``recv`` decrypts every whole record it can (from the bytes already buffered, then from one
+      ``recv`` of the socket); ``BlockingIOError`` when there is no plaintext yet, ``b""`` at the
+      end. Afterwards no plaintext waits inside the TLS object, so the socket's readiness tells
+      whether there is more; :meth:`buffered` tells of bytes left by the waiting reads.
+    * ``send`` encrypts ``data`` and sends the records, keeping what the kernel did not take (a
+      *backlog*) to go out first: before the next write, or at the view's next ``send``, which
+      raises ``BlockingIOError`` while a backlog remains (so the caller keeps its plaintext
+      pending, as it does for a full socket).
+
+    A TLS error on a server connection is a broken connection (:class:`ReadError`), not a
+    protocol error of the request.
+    """
+
+    __slots__ = ("_backlog", "_view")
+
+    def __init__(self, transport: SocketStream, context: ssl.SSLContext) -> None:
+        self.transport = transport
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        #: Encrypted bytes the kernel did not take yet (sent before anything else).
+        self._backlog = b""
+        self._view = _TlsSocketView(self)
+
+    @property
+    def sock(self) -> _socket.socket:
+        """A view of the TCP socket whose ``send`` encrypts (``fileno``, ``shutdown`` as the socket's)."""
+        return cast(_socket.socket, self._view)
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The protocol chosen by ALPN (``"http/1.1"``), or ``None``."""
+        return self._ssl.selected_alpn_protocol()
+
+    def buffered(self) -> bool:
+        """True when bytes read from the socket wait in the TLS object (ciphertext or plaintext)."""
+        return self._incoming.pending > 0 or self._ssl.pending() > 0
+
+    async def receive_some(
+        self,
+        max_bytes: int = DEFAULT_RECEIVE_SIZE,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> bytes:
+        """Receive up to ``max_bytes`` of plaintext; ``b""`` when the peer closed.
+
+        Raises:
+            ReadError: the connection broke, or a TLS record was corrupt.
+        """
+        try:
+            return await super().receive_some(max_bytes, timeout=timeout, deadline=deadline)
+        except RemoteProtocolError as exc:
+            raise ReadError(str(exc)) from exc
+
+    def receive_nowait(self) -> bytes:
+        """Every plaintext byte available without waiting; ``b""`` at the end.
+
+        Raises:
+            BlockingIOError: none yet (the socket has nothing, or only part of a record).
+            OSError: the connection broke (``ssl.SSLError`` for a corrupt record).
+        """
+        ssl_object = self._ssl
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = ssl_object.read(DEFAULT_RECEIVE_SIZE)
+            except ssl.SSLWantReadError:
+                if chunks:
+                    return b"".join(chunks)
+                data = self.transport.sock.recv(_RECEIVE_SIZE)  # BlockingIOError: nothing yet
+                if data:
+                    self._incoming.write(data)
+                else:
+                    self._incoming.write_eof()
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b"".join(chunks)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    async def _flush(self, timeout: float | None) -> None:
+        if self._backlog:
+            backlog, self._backlog = self._backlog, b""
+            await self.transport.send_all(backlog, timeout=timeout)
+        await super()._flush(timeout)
+
+    def send_nowait(self, data: bytes) -> int:
+        """Encrypt and send ``data`` without waiting; ``len(data)`` once it is encrypted.
+
+        Raises:
+            BlockingIOError: encrypted bytes of an earlier write are still waiting for the socket.
+            OSError: the connection failed (``ssl.SSLError`` is one).
+        """
+        sock = self.transport.sock
+        if self._backlog:
+            sent = sock.send(self._backlog)
+            self._backlog = self._backlog[sent:]
+            if self._backlog:
+                raise BlockingIOError("earlier TLS records are still waiting for the socket")
+        self._ssl.write(data)
+        record = self._outgoing.read()
+        try:
+            sent = sock.send(record)
+        except BlockingIOError:
+            sent = 0
+        self._backlog = record[sent:]
+        return len(data)
+
+
+class _TlsSocketView:
+    """What :attr:`ServerTlsStream.sock` returns: the TCP socket, with an encrypting ``send``."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: ServerTlsStream) -> None:
+        self._stream = stream
+
+    def send(self, data: bytes) -> int:
+        return self._stream.send_nowait(data)
+
+    def recv(self, max_bytes: int) -> bytes:
+        return self._stream.receive_nowait()  # every whole record: none may stay hidden in TLS
+
+    def fileno(self) -> int:
+        return self._stream.transport.sock.fileno()
+
+    def shutdown(self, how: int) -> None:
+        self._stream.transport.sock.shutdown(how)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream.transport.sock, name)

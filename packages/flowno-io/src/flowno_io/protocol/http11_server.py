@@ -394,6 +394,11 @@ class RequestParser:
         return bool(self._events)
 
     @property
+    def message_target(self) -> bytes:
+        """The request target of the message being parsed, as far as it was read (for error logs)."""
+        return self._url
+
+    @property
     def in_head(self) -> bool:
         """True from the first byte of a request (an empty line before it counts) to its head's end."""
         return self._in_message_head or self._leading_bytes > 0

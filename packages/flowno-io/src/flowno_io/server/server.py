@@ -29,6 +29,7 @@ import inspect
 import logging
 import resource
 import socket as _socket
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from time import monotonic
 from typing import Any, TypeAlias
@@ -42,6 +43,7 @@ from ..io.coroutines import resume as _resume
 from ..io.flowno_compat import sleep
 from ..io.poller import READABLE, Poller
 from ..io.socket_stream import SocketStream
+from ..io.tls_stream import DEFAULT_HANDSHAKE_TIMEOUT, ServerTlsStream
 from ..io.wakeup import Wakeup
 from ..protocol.framing import frame_response
 from ..protocol.headers import Headers
@@ -56,9 +58,18 @@ from ..protocol.http11_server import (
     http_date,
 )
 from ..protocol.models import Response
+from .middleware import (
+    ErrorAnswer,
+    ErrorHook,
+    Middleware,
+    build_chain,
+    error_hooks_of,
+    run_error_hooks,
+)
 from .request import Request
 from .routing import MethodNotAllowed, NotFound, Router
 from .signals import ShutdownSignals
+from .tls import serve_tls
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -132,7 +143,8 @@ class _Connection:
 
     def __init__(self, server: HttpServer, sock: _socket.socket, client: Any) -> None:
         self.server = server
-        self.stream = SocketStream(sock)
+        #: A TLS connection's stream becomes a ``ServerTlsStream`` once its handshake starts.
+        self.stream: SocketStream | ServerTlsStream = SocketStream(sock)
         self.fd = sock.fileno()
         self.client: tuple[str, int] = (client[0], client[1]) if isinstance(client, tuple) else ("", 0)
         self.parser = RequestParser(server.max_header_bytes, server.max_headers, server.max_body_bytes)
@@ -209,7 +221,7 @@ class ResponseWriter:
         self.head_sent = False
 
     @property
-    def stream(self) -> SocketStream:
+    def stream(self) -> SocketStream | ServerTlsStream:
         """The connection's stream (for disconnect detection)."""
         return self._connection.stream
 
@@ -275,6 +287,11 @@ class HttpServer:
         backlog: the listen backlog.
         reuse_port: set ``SO_REUSEPORT`` (several processes serving one port).
         shutdown_grace: seconds :meth:`close` (and SIGTERM) gives in-flight requests to finish.
+        middleware: async callables ``(request, call_next) -> response`` wrapping every exchange,
+            outermost first (see :mod:`flowno_io.server.middleware`); more with
+            :meth:`add_middleware`.
+        ssl_context: serve HTTPS with this server context (see :meth:`use_tls`).
+        tls_handshake_timeout: seconds a new connection has to finish its TLS handshake (→ close).
 
     A server with no routes answers every request as ``flowno.io.HttpServer`` does (200,
     ``Hello, world!`` and the request line), so code written for the seed keeps working.
@@ -312,6 +329,9 @@ class HttpServer:
         backlog: int = 1024,
         reuse_port: bool = False,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        middleware: Iterable[Middleware] = (),
+        ssl_context: ssl.SSLContext | None = None,
+        tls_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if not isinstance(host, str):
             raise TypeError(f"HttpServer host must be a str such as '127.0.0.1', not {host!r}")
@@ -358,6 +378,20 @@ class HttpServer:
         self._closed: Event | None = None
         #: Counters for health endpoints and tests.
         self.stats = {"connections_accepted": 0, "requests_served": 0, "workers": 0}
+        self._middleware: list[Middleware] = []
+        #: The composed middleware chain; None without middleware (the handler is called directly).
+        self._chain: Callable[[Request], Awaitable[Any]] | None = None
+        self._extra_error_hooks: list[ErrorHook] = []
+        #: ``on_error`` hooks of the middleware, then those given to :meth:`add_error_hook`.
+        self._error_hooks: list[ErrorHook] = []
+        for layer in middleware:
+            self.add_middleware(layer)
+        self.ssl_context: ssl.SSLContext | None = None
+        self.tls_handshake_timeout = tls_handshake_timeout
+        #: TLS connections parked with bytes in their TLS object: the driver serves them next.
+        self._tls_ready: list[_Connection] = []
+        if ssl_context is not None:
+            self.use_tls(ssl_context)
         for key, handler in (routes or {}).items():
             if isinstance(key, tuple):
                 self.add_route(key[1], handler, methods=[key[0]])
@@ -384,6 +418,29 @@ class HttpServer:
             return handler
 
         return decorate
+
+    # -- middleware -------------------------------------------------------------------------
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Wrap every exchange in ``middleware`` (inside those added before); see ``server/middleware.py``."""
+        self._middleware.append(middleware)
+        self._chain = build_chain(self._middleware, self._call_handler, _to_response)
+        self._error_hooks = error_hooks_of(self._middleware) + self._extra_error_hooks
+
+    def add_error_hook(self, hook: ErrorHook) -> None:
+        """Call ``hook(answer)`` for each error the server answers itself (400/413/431/505/500)."""
+        self._extra_error_hooks.append(hook)
+        self._error_hooks = error_hooks_of(self._middleware) + self._extra_error_hooks
+
+    @property
+    def middleware(self) -> tuple[Middleware, ...]:
+        """The middleware, outermost first."""
+        return tuple(self._middleware)
+
+    def use_tls(self, context: ssl.SSLContext) -> None:
+        """Serve HTTPS with ``context`` (its ALPN set to ``http/1.1``); see ``server/tls.py``."""
+        context.set_alpn_protocols(["http/1.1"])
+        self.ssl_context = context
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -447,7 +504,7 @@ class HttpServer:
         try:
             while not self._closing:
                 events = poller.ready(256)
-                if events:
+                if events or self._tls_ready:
                     # Ready work: yield to the loop's other tasks without a selector round trip.
                     # (Registering the poller with the loop's selector costs O(its connections):
                     # the kernel checks nested epolls for loops, ~2 ms with 10,000 connections.)
@@ -463,6 +520,11 @@ class HttpServer:
                     else:
                         connection = parked.get(fd)
                         if connection is not None:
+                            await self._on_readable(connection)
+                if self._tls_ready:
+                    ready, self._tls_ready = self._tls_ready, []
+                    for connection in ready:
+                        if connection.parked:
                             await self._on_readable(connection)
         finally:
             await self._shut_down(listener)
@@ -531,6 +593,9 @@ class HttpServer:
             connection = _Connection(self, sock, client)
             self._connections.add(connection)
             self.stats["connections_accepted"] += 1
+            if self.ssl_context is not None:
+                await self._start(connection, serve_tls(self, connection))
+                continue
             # The request often arrives with the handshake: serve it now if it is there.
             await self._on_readable(connection)
 
@@ -584,6 +649,10 @@ class HttpServer:
             self._poller.register(connection.fd, READABLE)
             self._parked[connection.fd] = connection
             connection.parked = True
+        stream = connection.stream
+        if type(stream) is ServerTlsStream and stream.buffered():
+            self._tls_ready.append(connection)  # the socket will not say so: serve it next turn
+            self._poller.poke()
         return running
 
     def _unpark(self, connection: _Connection) -> None:
@@ -631,8 +700,11 @@ class HttpServer:
             self._drop(connection)
             return
         # The exchange has to wait for something: a worker task takes it over.
-        self._unpark(connection)
-        job = (connection, exchange, command)
+        await self._dispatch((connection, exchange, command))
+
+    async def _dispatch(self, job: tuple[_Connection, _Exchange, Any]) -> None:
+        """Hand a suspended exchange to an idle worker, or to a new one."""
+        self._unpark(job[0])
         if self._idle_workers:
             worker = self._idle_workers.pop()
             worker.job = job
@@ -640,6 +712,27 @@ class HttpServer:
         else:
             self.stats["workers"] += 1
             await spawn(self._worker(job))
+
+    async def _start(self, connection: _Connection, exchange: _Exchange) -> None:
+        """Run ``exchange`` inline until it first waits, then hand it to a worker.
+
+        An exchange that finishes inline (a TLS handshake whose client was quick) keeps its
+        connection, parked, when it says so.
+        """
+        try:
+            command = exchange.send(None)
+        except StopIteration as stop:
+            if stop.value and not self._closing:
+                if not self._park_nowait(connection):
+                    await get_clock()._start()
+            else:
+                self._drop(connection)
+            return
+        except Exception:
+            logger.exception("unexpected error on a connection")
+            self._drop(connection)
+            return
+        await self._dispatch((connection, exchange, command))
 
     async def _exchange(self, connection: _Connection, data: bytes) -> bool:
         """Answer every request in ``data``, in order; True to keep the connection.
@@ -760,16 +853,21 @@ class HttpServer:
         """Answer one request; True when the connection may serve another."""
         request = Request(head, connection)
         head_only = head.method == "HEAD"
+        chain = self._chain
         try:
-            result = await self._call_handler(request)
+            result = await (self._call_handler(request) if chain is None else chain(request))
         except ProtocolError as exc:  # bad body framing, body too large, invalid JSON
-            await self._send_error(connection, exc.status_hint, str(exc), head_only=head_only)
+            await self._send_error(
+                connection, exc.status_hint, str(exc), head_only=head_only, request=request
+            )
             return False
         except (NetworkError, TimeoutError):
             return False
         except Exception:
             logger.exception("handler for %s %s raised", request.method, request.path)
-            await self._send_error(connection, 500, "internal server error", head_only=head_only)
+            await self._send_error(
+                connection, 500, "internal server error", head_only=head_only, request=request
+            )
             return False
         connection.requests_served += 1
         self.stats["requests_served"] += 1
@@ -785,7 +883,9 @@ class HttpServer:
                 except Exception:
                     logger.exception("streaming response for %s %s failed", request.method, request.path)
                     if not writer.head_sent:
-                        await self._send_error(connection, 500, "internal server error", head_only=head_only)
+                        await self._send_error(
+                            connection, 500, "internal server error", head_only=head_only, request=request
+                        )
                     return False
                 keep_alive = writer.keep_alive
         except (NetworkError, TimeoutError):
@@ -885,13 +985,28 @@ class HttpServer:
         return True
 
     async def _send_error(
-        self, connection: _Connection, status: int, message: str, *, head_only: bool = False
+        self,
+        connection: _Connection,
+        status: int,
+        message: str,
+        *,
+        head_only: bool = False,
+        request: Request | None = None,
     ) -> None:
-        """Answer ``status`` with a JSON error body (none for HEAD), then close with lingering."""
+        """Answer ``status`` with a JSON error body (none for HEAD), then close with lingering.
+
+        The error hooks (middleware ``on_error``) see the answer first and may add headers.
+        """
         body = orjson.dumps({"error": message, "status": status})
+        headers = _ERROR_HEADERS
+        if self._error_hooks:
+            headers = _ERROR_HEADERS.copy()
+            answer = ErrorAnswer.of(connection.client, connection.parser, status, message, request, headers)
+            answer.size = 0 if head_only else len(body)
+            run_error_hooks(self._error_hooks, answer)
         framing = frame_response(
             status,
-            _ERROR_HEADERS,
+            headers,
             body_length=len(body),
             method="HEAD" if head_only else "GET",
             server_keep_alive=False,

@@ -234,6 +234,9 @@ class _LoggedStream:
         self.inner = inner
         self.start = start
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)  # the head (status_code, headers) for server middleware
+
     async def send(self, writer: Any) -> None:
         counting = _CountingWriter(writer)
         try:

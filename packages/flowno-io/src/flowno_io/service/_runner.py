@@ -9,7 +9,10 @@
   chat completions run to their end) within the server's grace period, then exit 0. A second
   signal exits at once. The first one logs both: how long the service waits, and that a second
   Ctrl-C forces the exit.
-* Service log lines go to stderr; access-log lines (one JSON object each) to stdout.
+* Service log lines go to stderr; access-log lines (one JSON object each) to stdout, including
+  the errors the server answers before any handler (400/413/431/505).
+* ``--cors-origin ORIGIN`` (repeatable, ``*`` for any): CORS for browser pages on those origins.
+* ``--certfile CERT --keyfile KEY``: serve HTTPS (the listening line then says ``https://``).
 
 This module is the same in ``echo_service`` and ``stream_service``.
 """
@@ -22,10 +25,13 @@ import os
 import resource
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import HttpServer, run
+from ..io.tls_stream import server_context
+from ..server.access_log import AccessLogMiddleware
+from ..server.cors import CORSMiddleware
 
 __all__ = ["ServiceOptions", "add_service_arguments", "options_from", "run_service"]
 
@@ -42,6 +48,11 @@ class ServiceOptions:
     log_level: str
     access_log: bool
     extra: dict[str, Any]
+    #: Origins whose pages may call the service (``--cors-origin``); empty: no CORS.
+    cors_origins: list[str] = field(default_factory=list)
+    #: PEM certificate (chain) and key files: serve HTTPS (``--certfile``/``--keyfile``).
+    certfile: str | None = None
+    keyfile: str | None = None
 
 
 def _env_int(name: str, default: int) -> int:
@@ -89,6 +100,15 @@ def add_service_arguments(parser: argparse.ArgumentParser, env_prefix: str, defa
         default=_env_flag(f"{env_prefix}_ACCESS_LOG"),
         help=f"one JSON line per request on stdout (env {env_prefix}_ACCESS_LOG=1; default off)",
     )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="let pages on ORIGIN (scheme://host[:port], or '*') call the service; repeatable",
+    )
+    parser.add_argument("--certfile", help="PEM certificate (chain): serve HTTPS")
+    parser.add_argument("--keyfile", help="PEM private key of --certfile (default: in --certfile)")
 
 
 def options_from(args: argparse.Namespace, extra: dict[str, Any]) -> ServiceOptions:
@@ -101,6 +121,18 @@ def options_from(args: argparse.Namespace, extra: dict[str, Any]) -> ServiceOpti
         raise SystemExit(f"--port must be within 0-65535, not {args.port}")
     if args.workers < 1:
         raise SystemExit(f"--workers must be at least 1, not {args.workers}")
+    try:
+        CORSMiddleware(getattr(args, "cors_origin", None) or [])
+    except ValueError as exc:
+        raise SystemExit(f"--cors-origin: {exc}") from None
+    certfile, keyfile = getattr(args, "certfile", None), getattr(args, "keyfile", None)
+    if keyfile and not certfile:
+        raise SystemExit("--keyfile needs --certfile")
+    if certfile:
+        try:
+            server_context(certfile, keyfile)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--certfile/--keyfile: {exc}") from None
     return ServiceOptions(
         host=args.host,
         port=args.port,
@@ -108,6 +140,9 @@ def options_from(args: argparse.Namespace, extra: dict[str, Any]) -> ServiceOpti
         log_level=args.log_level,
         access_log=args.access_log,
         extra=extra,
+        cors_origins=list(getattr(args, "cors_origin", None) or []),
+        certfile=certfile,
+        keyfile=keyfile,
     )
 
 
@@ -146,8 +181,19 @@ def announce_stop(server: HttpServer) -> None:
     )
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _install_middleware(server: HttpServer, service: str, options: ServiceOptions) -> HttpServer:
+    """CORS and HTTPS when asked; the access log of the errors the server answers before any handler."""
+    if options.cors_origins:
+        server.add_middleware(CORSMiddleware(options.cors_origins, allow_methods=["GET", "POST"]))
+    if options.access_log:  # the route table logs handled requests; this adds the server's answers
+        server.add_error_hook(AccessLogMiddleware(f"{service}.access", service=service).on_error)
+    if options.certfile:
+        server.use_tls(server_context(options.certfile, options.keyfile))
+    return server
+
+
+def _url(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def run_service(
@@ -164,10 +210,11 @@ def run_service(
     raise_fd_limit()
 
     def announce(port: int) -> None:
-        print(f"listening on {_url(options.host, port)}", flush=True)
+        scheme = "https" if options.certfile else "http"
+        print(f"listening on {_url(options.host, port, scheme)}", flush=True)
 
     def build() -> HttpServer:
-        server = build_server(options)
+        server = _install_middleware(build_server(options), service, options)
         # Runs when close() begins (the first SIGINT/SIGTERM), as streaming responses' callbacks do.
         server._close_callbacks.add(lambda: announce_stop(server))
         return server
