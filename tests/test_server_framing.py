@@ -19,7 +19,7 @@ from flowno_io import HttpServer, Response, StreamingResponse
 from flowno_io.io.wakeup import Wakeup
 from flowno_io.protocol.framing import frame_response
 from flowno_io.protocol.headers import Headers
-from flowno_io.server.server import FEED_SLICE
+from flowno_io.server.connection import FEED_SLICE
 from flowno_io.testing import ServerThread
 
 

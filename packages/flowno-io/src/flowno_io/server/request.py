@@ -13,7 +13,7 @@ from ..protocol.headers import Headers
 from ..protocol.http11_server import END_OF_MESSAGE, RequestHead
 
 if TYPE_CHECKING:
-    from .server import _Connection
+    from .connection import Connection
 
 __all__ = ["Request"]
 
@@ -53,7 +53,7 @@ class Request:
         "state",
     )
 
-    def __init__(self, head: RequestHead, connection: _Connection) -> None:
+    def __init__(self, head: RequestHead, connection: Connection) -> None:
         self.method = head.method
         self.path = head.path
         self.raw_path = head.raw_path

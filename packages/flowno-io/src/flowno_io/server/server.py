@@ -25,49 +25,36 @@ handler that raises → 500 if nothing was sent yet, else close; the server keep
 from __future__ import annotations
 
 import errno
-import inspect
 import logging
 import resource
 import socket as _socket
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from time import monotonic
 from typing import Any, TypeAlias
 
-import orjson
 from flowno import Event, SocketHandle, spawn
 
-from .._errors import HttpError, NetworkError, ProtocolError, TimeoutError
-from ..io.clock import Timer, get_clock
+from ..io.clock import get_clock
 from ..io.coroutines import resume as _resume
 from ..io.flowno_compat import sleep
 from ..io.poller import READABLE, Poller
-from ..io.socket_stream import SocketStream
 from ..io.tls_stream import DEFAULT_HANDSHAKE_TIMEOUT, ServerTlsStream
-from ..io.wakeup import Wakeup
-from ..protocol.framing import frame_response
-from ..protocol.headers import Headers
 from ..protocol.http11_server import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_HEADERS,
-    RequestHead,
-    RequestParser,
-    encode_chunk,
-    encode_response_head,
-    http_date,
 )
-from ..protocol.models import Response
+from .connection import Connection, Exchange, ResponseWriter, Worker
+from .exchange import Exchanges, _to_response
 from .middleware import (
-    ErrorAnswer,
     ErrorHook,
     Middleware,
     build_chain,
     error_hooks_of,
-    run_error_hooks,
 )
 from .request import Request
-from .routing import MethodNotAllowed, NotFound, Router
+from .routing import Router
 from .signals import ShutdownSignals
 from .tls import serve_tls
 
@@ -94,28 +81,11 @@ DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_KEEPALIVE_TIMEOUT = 5.0
 #: Seconds a client may go without reading while we send (→ close).
 DEFAULT_WRITE_TIMEOUT = 30.0
-#: Bytes of unread request body the server reads and drops to keep a connection alive; a larger
-#: leftover closes the connection instead.
-MAX_DRAIN_BYTES = 256 * 1024
-#: Bytes of pipelined input parsed at a time: requests are parsed only as earlier ones are
-#: answered, so a client that pipelines and stops reading holds at most this much parsed.
-FEED_SLICE = 4096
-#: Lingering close after an error answer (nginx's ``lingering_close``): read and drop what the
-#: client still sends, so it can read our 4xx instead of losing it to a reset. At most
-#: ``LINGERING_TIME`` seconds in all, ``LINGERING_TIMEOUT`` seconds of silence, and
-#: ``LINGERING_MAX_BYTES`` bytes (nginx: 30 s, 5 s, no byte limit).
-LINGERING_TIME = 5.0
-LINGERING_TIMEOUT = 2.0
-LINGERING_MAX_BYTES = 64 * 1024 * 1024
-#: Bodies larger than this are sent after the head rather than copied into one buffer with it.
-COPY_BODY_BYTES = 16 * 1024
 
 #: Seconds ``close()`` (and SIGTERM) gives in-flight requests before shutting their sockets down.
 DEFAULT_SHUTDOWN_GRACE = 10.0
 #: Seconds ``close()`` waits, after the grace period, for shut-down connections to be released.
 FORCE_CLOSE_WAIT = 1.0
-
-_SERVER_HEADER = b"Server: flowno-io\r\n"
 
 
 def _default_max_connections() -> int:
@@ -125,150 +95,7 @@ def _default_max_connections() -> int:
     return max(16, min(10_000, soft - 64))
 
 
-class _Connection:
-    """One accepted connection: its stream, parser and bookkeeping."""
-
-    __slots__ = (
-        "client",
-        "fd",
-        "head_deadline",
-        "parked",
-        "parser",
-        "requests_served",
-        "server",
-        "stream",
-        "timer",
-        "unfed",
-    )
-
-    def __init__(self, server: HttpServer, sock: _socket.socket, client: Any) -> None:
-        self.server = server
-        #: A TLS connection's stream becomes a ``ServerTlsStream`` once its handshake starts.
-        self.stream: SocketStream | ServerTlsStream = SocketStream(sock)
-        self.fd = sock.fileno()
-        self.client: tuple[str, int] = (client[0], client[1]) if isinstance(client, tuple) else ("", 0)
-        self.parser = RequestParser(server.max_header_bytes, server.max_headers, server.max_body_bytes)
-        self.requests_served = 0
-        #: True while the driver watches it (between requests); False while a worker owns it.
-        self.parked = False
-        self.head_deadline: float | None = None
-        self.timer: Timer | None = None
-        #: Bytes read from the socket but not yet given to the parser (see ``FEED_SLICE``).
-        self.unfed: memoryview | bytes = b""
-
-    def feed_unfed(self) -> bool:
-        """Give the parser the next slice of the bytes read ahead; False when there are none.
-
-        A protocol error is kept by the parser (``parser.error``) and answered after the requests
-        parsed before it.
-        """
-        unfed = self.unfed
-        if not unfed or self.parser.error is not None:
-            return False
-        self.unfed = unfed[FEED_SLICE:]
-        try:
-            self.parser.feed(bytes(unfed[:FEED_SLICE]))
-        except ProtocolError:
-            pass
-        return True
-
-    def expire(self) -> None:
-        """The keep-alive or header deadline of a parked connection passed: close it."""
-        if self.parked:
-            self.server._drop(self)
-
-
-_Exchange: TypeAlias = Coroutine[Any, Any, bool]
-
-
-class _Worker:
-    """A pooled task that resumes exchanges the driver could not finish inline."""
-
-    __slots__ = ("job", "wakeup")
-
-    def __init__(self) -> None:
-        self.wakeup = Wakeup()  # reusable; a flowno Event per wait would stay in the loop forever
-        self.job: tuple[_Connection, _Exchange, Any] | None = None
-
-
-class ResponseWriter:
-    """What a streaming response uses to send itself (see ``StreamingResponse``).
-
-    Attributes:
-        request: the request being answered.
-        head_only: True for HEAD (send the head, no body).
-        chunked: True once :meth:`write_head` chose chunked framing (HTTP/1.1).
-    """
-
-    __slots__ = (
-        "_connection",
-        "_request_keep_alive",
-        "chunked",
-        "head_only",
-        "head_sent",
-        "keep_alive",
-        "request",
-    )
-
-    def __init__(self, connection: _Connection, request: Request, request_keep_alive: bool) -> None:
-        self._connection = connection
-        self._request_keep_alive = request_keep_alive
-        self.request = request
-        self.head_only = request.method == "HEAD"
-        #: Whether the connection serves another request after this response (set by the head).
-        self.keep_alive = False
-        self.chunked = False
-        self.head_sent = False
-
-    @property
-    def stream(self) -> SocketStream | ServerTlsStream:
-        """The connection's stream (for disconnect detection)."""
-        return self._connection.stream
-
-    @property
-    def server(self) -> HttpServer:
-        """The server this response belongs to (``server.closing`` tells of a shutdown)."""
-        return self._connection.server
-
-    async def write_head(self, status_code: int, headers: Headers) -> None:
-        """Send the status line and headers; the framing rule (``protocol/framing.py``) decides.
-
-        HTTP/1.1 gets ``Transfer-Encoding: chunked`` unless ``headers`` give a ``Content-Length``;
-        HTTP/1.0 gets the raw body and the connection closes after it.
-        """
-        request = self.request
-        server = self._connection.server
-        framing = frame_response(
-            status_code,
-            headers,
-            body_length=None,
-            method=request.method,
-            http_version=request.http_version,
-            request_keep_alive=self._request_keep_alive,
-            server_keep_alive=server._may_keep_alive(request, streaming=True),
-        )
-        self.chunked = framing.chunked
-        self.keep_alive = framing.keep_alive
-        self.head_sent = True
-        extra = b"%bDate: %b\r\n%b" % (_SERVER_HEADER, http_date(), framing.header_lines)
-        await self._send(encode_response_head(status_code, framing.headers, extra))
-
-    async def write(self, data: bytes) -> None:
-        """Send a piece of the body (framed as a chunk when chunked; nothing for HEAD)."""
-        if self.head_only or not data:
-            return
-        await self._send(encode_chunk(data) if self.chunked else data)
-
-    async def end(self) -> None:
-        """Finish the body (the last chunk when chunked)."""
-        if self.chunked and not self.head_only:
-            await self._send(b"0\r\n\r\n")
-
-    async def _send(self, data: bytes) -> None:
-        await self._connection.stream.send_all(data, timeout=self._connection.server.write_timeout)
-
-
-class HttpServer:
+class HttpServer(Exchanges):
     """An HTTP/1.1 server on the flowno event loop, with the API of ``flowno.io.HttpServer``.
 
     Args:
@@ -366,9 +193,9 @@ class HttpServer:
         self.router: Router[Handler] = Router()
         self._has_routes = False
         self._listener: _socket.socket | None = None
-        self._idle_workers: list[_Worker] = []
-        self._connections: set[_Connection] = set()
-        self._parked: dict[int, _Connection] = {}
+        self._idle_workers: list[Worker] = []
+        self._connections: set[Connection] = set()
+        self._parked: dict[int, Connection] = {}
         self._poller: Poller | None = None
         self._accepting = False
         self._closing = False
@@ -389,7 +216,7 @@ class HttpServer:
         self.ssl_context: ssl.SSLContext | None = None
         self.tls_handshake_timeout = tls_handshake_timeout
         #: TLS connections parked with bytes in their TLS object: the driver serves them next.
-        self._tls_ready: list[_Connection] = []
+        self._tls_ready: list[Connection] = []
         if ssl_context is not None:
             self.use_tls(ssl_context)
         for key, handler in (routes or {}).items():
@@ -590,7 +417,7 @@ class HttpServer:
             except OSError as exc:
                 await self._accept_failed(exc)
                 return
-            connection = _Connection(self, sock, client)
+            connection = Connection(self, sock, client)
             self._connections.add(connection)
             self.stats["connections_accepted"] += 1
             if self.ssl_context is not None:
@@ -623,12 +450,12 @@ class HttpServer:
             self._poller.register(self._listener.fileno(), READABLE)
             self._accepting = True
 
-    async def _park(self, connection: _Connection) -> None:
+    async def _park(self, connection: Connection) -> None:
         """Give a connection (between requests) to the driver, with its idle deadline."""
         if not self._park_nowait(connection):
             await get_clock()._start()
 
-    def _park_nowait(self, connection: _Connection) -> bool:
+    def _park_nowait(self, connection: Connection) -> bool:
         """:meth:`_park` without awaiting; False when the clock task must still be started."""
         if self._closing or self._poller is None:
             self._drop(connection)
@@ -655,7 +482,7 @@ class HttpServer:
             self._poller.poke()
         return running
 
-    def _unpark(self, connection: _Connection) -> None:
+    def _unpark(self, connection: Connection) -> None:
         if connection.parked:
             connection.parked = False
             del self._parked[connection.fd]
@@ -664,7 +491,7 @@ class HttpServer:
         if connection.timer is not None:
             connection.timer.disarm()
 
-    def _drop(self, connection: _Connection) -> None:
+    def _drop(self, connection: Connection) -> None:
         """Close a connection for good."""
         self._unpark(connection)
         connection.stream.close()
@@ -672,7 +499,7 @@ class HttpServer:
         if not self._accepting and not self._closing:
             self._resume_accepting()
 
-    async def _on_readable(self, connection: _Connection) -> None:
+    async def _on_readable(self, connection: Connection) -> None:
         try:
             data = connection.stream.sock.recv(65536)
         except BlockingIOError:
@@ -702,7 +529,7 @@ class HttpServer:
         # The exchange has to wait for something: a worker task takes it over.
         await self._dispatch((connection, exchange, command))
 
-    async def _dispatch(self, job: tuple[_Connection, _Exchange, Any]) -> None:
+    async def _dispatch(self, job: tuple[Connection, Exchange, Any]) -> None:
         """Hand a suspended exchange to an idle worker, or to a new one."""
         self._unpark(job[0])
         if self._idle_workers:
@@ -713,7 +540,7 @@ class HttpServer:
             self.stats["workers"] += 1
             await spawn(self._worker(job))
 
-    async def _start(self, connection: _Connection, exchange: _Exchange) -> None:
+    async def _start(self, connection: Connection, exchange: Exchange) -> None:
         """Run ``exchange`` inline until it first waits, then hand it to a worker.
 
         An exchange that finishes inline (a TLS handshake whose client was quick) keeps its
@@ -734,44 +561,8 @@ class HttpServer:
             return
         await self._dispatch((connection, exchange, command))
 
-    async def _exchange(self, connection: _Connection, data: bytes) -> bool:
-        """Answer every request in ``data``, in order; True to keep the connection.
-
-        Pipelined input is parsed ``FEED_SLICE`` bytes at a time, only as the requests before it
-        are answered: a client that pipelines and stops reading holds the raw bytes it sent and
-        a few parsed requests, not thousands. The requests parsed before a protocol error are
-        answered, then the error.
-        """
-        parser = connection.parser
-        if len(data) <= FEED_SLICE:
-            try:
-                parser.feed(data)
-            except ProtocolError:
-                pass  # kept in parser.error, answered after the requests before it
-        else:
-            connection.unfed = memoryview(data)
-            connection.feed_unfed()
-        while True:
-            event = parser.next_event()
-            if event is None:
-                if connection.unfed and connection.feed_unfed():
-                    continue
-                break
-            if type(event) is RequestHead:
-                if parser.error is not None and not parser.body_complete():
-                    break  # this request's own bytes are bad: answer it with the error
-                if not await self._handle(connection, event):
-                    return False
-        error = parser.error
-        if error is not None:
-            # The error answers the request being parsed when it failed: no body for a HEAD.
-            head_only = parser.message_method == "HEAD"
-            await self._send_error(connection, error.status_hint, str(error), head_only=head_only)
-            return False
-        return True
-
-    async def _worker(self, job: tuple[_Connection, _Exchange, Any] | None) -> None:
-        worker = _Worker()
+    async def _worker(self, job: tuple[Connection, Exchange, Any] | None) -> None:
+        worker = Worker()
         while job is not None:
             connection, exchange, command = job
             try:
@@ -797,258 +588,12 @@ class HttpServer:
             client = sock.getpeername()
         except OSError:
             client = ("", 0)
-        connection = _Connection(self, sock, client)
+        connection = Connection(self, sock, client)
         self._connections.add(connection)
         self.stats["connections_accepted"] += 1
         await self._serve_connection(connection)
 
     # -- one connection ---------------------------------------------------------------------
-
-    async def _serve_connection(self, connection: _Connection) -> None:
-        """Serve one connection in the calling task until it closes (``handle_client``)."""
-        try:
-            while not self._closing or connection.parser.has_events():
-                head = await self._next_head(connection)
-                if head is None:
-                    return
-                if not await self._handle(connection, head):
-                    return
-        except Exception:  # never let one connection take the worker down
-            logger.exception("unexpected error on a connection")
-        finally:
-            self._drop(connection)
-
-    async def _next_head(self, connection: _Connection) -> RequestHead | None:
-        """The next request head, or None when the connection should close quietly."""
-        parser = connection.parser
-        stream = connection.stream
-        head_deadline: float | None = None
-        while True:
-            event = parser.next_event()
-            if event is not None:
-                if isinstance(event, RequestHead):
-                    return event
-                continue  # leftovers of a body already answered (drained by _finish_body)
-            if parser.in_head and head_deadline is None:
-                head_deadline = monotonic() + self.header_timeout
-            if head_deadline is not None:
-                deadline = head_deadline
-            elif connection.requests_served:
-                deadline = monotonic() + self.keepalive_timeout
-            else:
-                deadline = monotonic() + self.header_timeout
-            try:
-                data = await stream.receive_some(deadline=deadline)
-            except (NetworkError, TimeoutError):
-                return None
-            if not data:
-                return None
-            try:
-                parser.feed(data)
-            except ProtocolError as exc:
-                await self._send_error(connection, exc.status_hint, str(exc))
-                return None
-
-    async def _handle(self, connection: _Connection, head: RequestHead) -> bool:
-        """Answer one request; True when the connection may serve another."""
-        request = Request(head, connection)
-        head_only = head.method == "HEAD"
-        chain = self._chain
-        try:
-            result = await (self._call_handler(request) if chain is None else chain(request))
-        except ProtocolError as exc:  # bad body framing, body too large, invalid JSON
-            await self._send_error(
-                connection, exc.status_hint, str(exc), head_only=head_only, request=request
-            )
-            return False
-        except (NetworkError, TimeoutError):
-            return False
-        except Exception:
-            logger.exception("handler for %s %s raised", request.method, request.path)
-            await self._send_error(
-                connection, 500, "internal server error", head_only=head_only, request=request
-            )
-            return False
-        connection.requests_served += 1
-        self.stats["requests_served"] += 1
-        try:
-            if isinstance(result, Response):
-                keep_alive = await self._send_response(connection, request, result, head.keep_alive)
-            else:
-                writer = ResponseWriter(connection, request, head.keep_alive)
-                try:
-                    await result.send(writer)
-                except (NetworkError, TimeoutError):
-                    return False
-                except Exception:
-                    logger.exception("streaming response for %s %s failed", request.method, request.path)
-                    if not writer.head_sent:
-                        await self._send_error(
-                            connection, 500, "internal server error", head_only=head_only, request=request
-                        )
-                    return False
-                keep_alive = writer.keep_alive
-        except (NetworkError, TimeoutError):
-            return False
-        if not keep_alive:
-            return False
-        if request.body_consumed:
-            return True
-        return await self._finish_body(connection, request)
-
-    def _may_keep_alive(self, request: Request, *, streaming: bool = False) -> bool:
-        """The server's side of keep-alive, asked when a response's head is framed.
-
-        No when the server is closing, the request asked to upgrade, or the rest of its body
-        cannot be drained cheaply (unknown length, more than ``MAX_DRAIN_BYTES``, or a client
-        still waiting for ``100 Continue``, which may never send it). A plain response first drops
-        the body bytes already read; a streaming one may still read the body, so it does not.
-        """
-        if self._closing or request._upgrade:
-            return False
-        if request._reading_done:
-            return True
-        if not request._continue_sent:  # the client may never send the body it announced
-            return False
-        if streaming:
-            if request._connection.parser.body_complete():
-                return True  # the rest of the body is in memory: draining it later cannot wait
-        else:
-            try:
-                if request._drain_parsed():
-                    return True
-            except ProtocolError:
-                return False
-        length = request._content_length
-        return length is not None and length <= MAX_DRAIN_BYTES
-
-    async def _call_handler(self, request: Request) -> Any:
-        if not self._has_routes:
-            return _seed_response(request)
-        try:
-            handler, params = self.router.match(request.method, request.path)
-        except NotFound:
-            return Response.json({"error": "not found", "status": 404, "path": request.path}, 404)
-        except MethodNotAllowed as exc:
-            allow = ", ".join(exc.allowed)
-            body = {"error": f"method {request.method} not allowed", "status": 405, "allow": exc.allowed}
-            return Response.json(body, 405, {"Allow": allow})
-        request.path_params = params
-        result = handler(request)
-        if inspect.isawaitable(result):
-            result = await result
-        if type(result) is Response:
-            return result
-        return _to_response(result, handler)
-
-    async def _send_response(
-        self, connection: _Connection, request: Request, response: Response, request_keep_alive: bool
-    ) -> bool:
-        """Send a plain response; True when the connection may serve another request."""
-        body = response.body
-        framing = frame_response(
-            response.status_code,
-            response.headers,
-            body_length=len(body),
-            method=request.method,
-            http_version=request.http_version,
-            request_keep_alive=request_keep_alive,
-            server_keep_alive=self._may_keep_alive(request),
-        )
-        head = encode_response_head(
-            response.status_code,
-            framing.headers,
-            b"%bDate: %b\r\n%b" % (_SERVER_HEADER, http_date(), framing.header_lines),
-        )
-        stream = connection.stream
-        if not framing.send_body or not body:
-            await stream.send_all(head, timeout=self.write_timeout)
-        elif len(body) <= COPY_BODY_BYTES:
-            await stream.send_all(head + body, timeout=self.write_timeout)
-        else:  # no copy of a large body: the head goes first, on its own
-            await stream.send_all(head, timeout=self.write_timeout)
-            await stream.send_all(body, timeout=self.write_timeout)
-        return framing.keep_alive
-
-    async def _finish_body(self, connection: _Connection, request: Request) -> bool:
-        """Read and drop what the handler left of the request body; False to close instead."""
-        if request.body_consumed:
-            return True
-        dropped = 0
-        try:
-            async for chunk in request.iter_body():
-                dropped += len(chunk)
-                if dropped > MAX_DRAIN_BYTES:
-                    return False
-        except (HttpError, OSError):
-            return False
-        return True
-
-    async def _send_error(
-        self,
-        connection: _Connection,
-        status: int,
-        message: str,
-        *,
-        head_only: bool = False,
-        request: Request | None = None,
-    ) -> None:
-        """Answer ``status`` with a JSON error body (none for HEAD), then close with lingering.
-
-        The error hooks (middleware ``on_error``) see the answer first and may add headers.
-        """
-        body = orjson.dumps({"error": message, "status": status})
-        headers = _ERROR_HEADERS
-        if self._error_hooks:
-            headers = _ERROR_HEADERS.copy()
-            answer = ErrorAnswer.of(connection.client, connection.parser, status, message, request, headers)
-            answer.size = 0 if head_only else len(body)
-            run_error_hooks(self._error_hooks, answer)
-        framing = frame_response(
-            status,
-            headers,
-            body_length=len(body),
-            method="HEAD" if head_only else "GET",
-            server_keep_alive=False,
-        )
-        head = encode_response_head(
-            status, framing.headers, b"%bDate: %b\r\n%b" % (_SERVER_HEADER, http_date(), framing.header_lines)
-        )
-        try:
-            await connection.stream.send_all(
-                head + body if framing.send_body else head, timeout=self.write_timeout
-            )
-        except (NetworkError, TimeoutError):
-            return
-        await self._linger(connection)
-
-    async def _linger(self, connection: _Connection) -> None:
-        """Lingering close: stop sending, then read and drop what the client still sends.
-
-        A client that writes its whole request (a large body we refused with 413, say) before
-        reading would otherwise get a reset, which destroys our answer in flight.
-        """
-        stream = connection.stream
-        try:
-            stream.sock.shutdown(_socket.SHUT_WR)
-        except OSError:
-            return
-        deadline = monotonic() + LINGERING_TIME
-        discarded = 0
-        while discarded < LINGERING_MAX_BYTES and not self._closing:
-            timeout = min(LINGERING_TIMEOUT, deadline - monotonic())
-            if timeout <= 0:
-                return
-            try:
-                data = await stream.receive_some(timeout=timeout)
-            except (NetworkError, TimeoutError):
-                return
-            if not data:
-                return
-            discarded += len(data)
-
-
-_ERROR_HEADERS = Headers({"Content-Type": "application/json"})
 
 
 def _check_port(port: object) -> None:
@@ -1070,32 +615,3 @@ def _check_seconds(name: str, value: object) -> None:
         raise TypeError(f"HttpServer {name} must be a number of seconds, not {value!r}")
     if not value >= 0:  # also NaN
         raise ValueError(f"HttpServer {name} must be >= 0 seconds, not {value}")
-
-
-def _to_response(result: Any, handler: object = None) -> Any:
-    if isinstance(result, Response):
-        return result
-    if inspect.iscoroutine(result):
-        result.close()  # never awaited: close it so Python does not warn a second time
-        name = getattr(handler, "__qualname__", None) or repr(handler)
-        raise TypeError(
-            f"handler {name} returned a coroutine ({result.__qualname__}) that was never awaited, "
-            "not a response: add the missing 'await' (return await ...)"
-        )
-    if result is None:
-        return Response(b"", 204)
-    if isinstance(result, (bytes, str)):
-        return Response(result)
-    if isinstance(result, (dict, list)):
-        return Response.json(result)
-    if hasattr(result, "send"):
-        return result  # a streaming response
-    raise TypeError(f"a handler returned {type(result).__name__}, not a response")
-
-
-def _seed_response(request: Request) -> Response:
-    target = request.raw_path.decode("latin-1")
-    if request.query_string:
-        target += "?" + request.query_string
-    line = f"{request.method} {target} HTTP/{request.http_version}"
-    return Response(f"Hello, world!\nRequest: {line}", content_type="text/plain")

@@ -27,14 +27,15 @@ from ..io.socket_stream import DEFAULT_RECEIVE_SIZE, SocketStream
 from ..io.tls_stream import ServerTlsStream
 
 if TYPE_CHECKING:
-    from .server import HttpServer, _Connection
+    from .connection import Connection
+    from .server import HttpServer
 
 __all__ = ["serve_tls"]
 
 logger = logging.getLogger("flowno_io.server")
 
 
-async def serve_tls(server: HttpServer, connection: _Connection) -> bool:
+async def serve_tls(server: HttpServer, connection: Connection) -> bool:
     """Handshake, then answer what already arrived; True to park the connection in the driver."""
     transport = connection.stream
     if server.ssl_context is None or not isinstance(transport, SocketStream):

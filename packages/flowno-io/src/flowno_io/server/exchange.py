@@ -1,0 +1,387 @@
+"""The exchange: from a parsed request head to the response on the wire, and the error policy.
+
+:class:`Exchanges` is a mixin of :class:`~flowno_io.server.server.HttpServer`: the driver (in
+``server.py``) reads and dispatches; here each request is routed, handled (through the middleware
+chain), answered with the framing rule of ``protocol/framing.py``, and its unread body drained.
+Error policy (as uvicorn's): malformed request → its 4xx (400, 413, 431, 505), lingering close;
+a handler that raises → 500 if nothing was sent yet, else close.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import socket as _socket
+from collections.abc import Callable
+from time import monotonic
+from typing import Any
+
+import orjson
+
+from .._errors import HttpError, NetworkError, ProtocolError, TimeoutError
+from ..protocol.framing import frame_response
+from ..protocol.headers import Headers
+from ..protocol.http11_server import (
+    RequestHead,
+    encode_response_head,
+    http_date,
+)
+from ..protocol.models import Response
+from .connection import FEED_SLICE, SERVER_HEADER, Connection, ResponseWriter
+from .middleware import (
+    ErrorAnswer,
+    run_error_hooks,
+)
+from .request import Request
+from .routing import MethodNotAllowed, NotFound, Router
+
+__all__ = [
+    "COPY_BODY_BYTES",
+    "LINGERING_MAX_BYTES",
+    "LINGERING_TIME",
+    "LINGERING_TIMEOUT",
+    "MAX_DRAIN_BYTES",
+    "Exchanges",
+]
+
+logger = logging.getLogger("flowno_io.server")
+
+#: Bytes of unread request body the server reads and drops to keep a connection alive; a larger
+#: leftover closes the connection instead.
+MAX_DRAIN_BYTES = 256 * 1024
+#: Lingering close after an error answer (nginx's ``lingering_close``): read and drop what the
+#: client still sends, so it can read our 4xx instead of losing it to a reset. At most
+#: ``LINGERING_TIME`` seconds in all, ``LINGERING_TIMEOUT`` seconds of silence, and
+#: ``LINGERING_MAX_BYTES`` bytes (nginx: 30 s, 5 s, no byte limit).
+LINGERING_TIME = 5.0
+LINGERING_TIMEOUT = 2.0
+LINGERING_MAX_BYTES = 64 * 1024 * 1024
+#: Bodies larger than this are sent after the head rather than copied into one buffer with it.
+COPY_BODY_BYTES = 16 * 1024
+
+
+class Exchanges:
+    """What the server does with each request (a mixin: ``HttpServer`` provides the state)."""
+
+    # Provided by HttpServer.
+    router: Router[Any]
+    write_timeout: float
+    header_timeout: float
+    keepalive_timeout: float
+    stats: dict[str, int]
+    _closing: bool
+    _has_routes: bool
+    _chain: Any
+    _error_hooks: Any
+    _drop: Callable[[Connection], None]
+
+    async def _exchange(self, connection: Connection, data: bytes) -> bool:
+        """Answer every request in ``data``, in order; True to keep the connection.
+
+        Pipelined input is parsed ``FEED_SLICE`` bytes at a time, only as the requests before it
+        are answered: a client that pipelines and stops reading holds the raw bytes it sent and
+        a few parsed requests, not thousands. The requests parsed before a protocol error are
+        answered, then the error.
+        """
+        parser = connection.parser
+        if len(data) <= FEED_SLICE:
+            try:
+                parser.feed(data)
+            except ProtocolError:
+                pass  # kept in parser.error, answered after the requests before it
+        else:
+            connection.unfed = memoryview(data)
+            connection.feed_unfed()
+        while True:
+            event = parser.next_event()
+            if event is None:
+                if connection.unfed and connection.feed_unfed():
+                    continue
+                break
+            if type(event) is RequestHead:
+                if parser.error is not None and not parser.body_complete():
+                    break  # this request's own bytes are bad: answer it with the error
+                if not await self._handle(connection, event):
+                    return False
+        error = parser.error
+        if error is not None:
+            # The error answers the request being parsed when it failed: no body for a HEAD.
+            head_only = parser.message_method == "HEAD"
+            await self._send_error(connection, error.status_hint, str(error), head_only=head_only)
+            return False
+        return True
+
+    async def _serve_connection(self, connection: Connection) -> None:
+        """Serve one connection in the calling task until it closes (``handle_client``)."""
+        try:
+            while not self._closing or connection.parser.has_events():
+                head = await self._next_head(connection)
+                if head is None:
+                    return
+                if not await self._handle(connection, head):
+                    return
+        except Exception:  # never let one connection take the worker down
+            logger.exception("unexpected error on a connection")
+        finally:
+            self._drop(connection)
+
+    async def _next_head(self, connection: Connection) -> RequestHead | None:
+        """The next request head, or None when the connection should close quietly."""
+        parser = connection.parser
+        stream = connection.stream
+        head_deadline: float | None = None
+        while True:
+            event = parser.next_event()
+            if event is not None:
+                if isinstance(event, RequestHead):
+                    return event
+                continue  # leftovers of a body already answered (drained by _finish_body)
+            if parser.in_head and head_deadline is None:
+                head_deadline = monotonic() + self.header_timeout
+            if head_deadline is not None:
+                deadline = head_deadline
+            elif connection.requests_served:
+                deadline = monotonic() + self.keepalive_timeout
+            else:
+                deadline = monotonic() + self.header_timeout
+            try:
+                data = await stream.receive_some(deadline=deadline)
+            except (NetworkError, TimeoutError):
+                return None
+            if not data:
+                return None
+            try:
+                parser.feed(data)
+            except ProtocolError as exc:
+                await self._send_error(connection, exc.status_hint, str(exc))
+                return None
+
+    async def _handle(self, connection: Connection, head: RequestHead) -> bool:
+        """Answer one request; True when the connection may serve another."""
+        request = Request(head, connection)
+        head_only = head.method == "HEAD"
+        chain = self._chain
+        try:
+            result = await (self._call_handler(request) if chain is None else chain(request))
+        except ProtocolError as exc:  # bad body framing, body too large, invalid JSON
+            await self._send_error(
+                connection, exc.status_hint, str(exc), head_only=head_only, request=request
+            )
+            return False
+        except (NetworkError, TimeoutError):
+            return False
+        except Exception:
+            logger.exception("handler for %s %s raised", request.method, request.path)
+            await self._send_error(
+                connection, 500, "internal server error", head_only=head_only, request=request
+            )
+            return False
+        connection.requests_served += 1
+        self.stats["requests_served"] += 1
+        try:
+            if isinstance(result, Response):
+                keep_alive = await self._send_response(connection, request, result, head.keep_alive)
+            else:
+                writer = ResponseWriter(connection, request, head.keep_alive)
+                try:
+                    await result.send(writer)
+                except (NetworkError, TimeoutError):
+                    return False
+                except Exception:
+                    logger.exception("streaming response for %s %s failed", request.method, request.path)
+                    if not writer.head_sent:
+                        await self._send_error(
+                            connection, 500, "internal server error", head_only=head_only, request=request
+                        )
+                    return False
+                keep_alive = writer.keep_alive
+        except (NetworkError, TimeoutError):
+            return False
+        if not keep_alive:
+            return False
+        if request.body_consumed:
+            return True
+        return await self._finish_body(connection, request)
+
+    def _may_keep_alive(self, request: Request, *, streaming: bool = False) -> bool:
+        """The server's side of keep-alive, asked when a response's head is framed.
+
+        No when the server is closing, the request asked to upgrade, or the rest of its body
+        cannot be drained cheaply (unknown length, more than ``MAX_DRAIN_BYTES``, or a client
+        still waiting for ``100 Continue``, which may never send it). A plain response first drops
+        the body bytes already read; a streaming one may still read the body, so it does not.
+        """
+        if self._closing or request._upgrade:
+            return False
+        if request._reading_done:
+            return True
+        if not request._continue_sent:  # the client may never send the body it announced
+            return False
+        if streaming:
+            if request._connection.parser.body_complete():
+                return True  # the rest of the body is in memory: draining it later cannot wait
+        else:
+            try:
+                if request._drain_parsed():
+                    return True
+            except ProtocolError:
+                return False
+        length = request._content_length
+        return length is not None and length <= MAX_DRAIN_BYTES
+
+    async def _call_handler(self, request: Request) -> Any:
+        if not self._has_routes:
+            return _seed_response(request)
+        try:
+            handler, params = self.router.match(request.method, request.path)
+        except NotFound:
+            return Response.json({"error": "not found", "status": 404, "path": request.path}, 404)
+        except MethodNotAllowed as exc:
+            allow = ", ".join(exc.allowed)
+            body = {"error": f"method {request.method} not allowed", "status": 405, "allow": exc.allowed}
+            return Response.json(body, 405, {"Allow": allow})
+        request.path_params = params
+        result = handler(request)
+        if inspect.isawaitable(result):
+            result = await result
+        if type(result) is Response:
+            return result
+        return _to_response(result, handler)
+
+    async def _send_response(
+        self, connection: Connection, request: Request, response: Response, request_keep_alive: bool
+    ) -> bool:
+        """Send a plain response; True when the connection may serve another request."""
+        body = response.body
+        framing = frame_response(
+            response.status_code,
+            response.headers,
+            body_length=len(body),
+            method=request.method,
+            http_version=request.http_version,
+            request_keep_alive=request_keep_alive,
+            server_keep_alive=self._may_keep_alive(request),
+        )
+        head = encode_response_head(
+            response.status_code,
+            framing.headers,
+            b"%bDate: %b\r\n%b" % (SERVER_HEADER, http_date(), framing.header_lines),
+        )
+        stream = connection.stream
+        if not framing.send_body or not body:
+            await stream.send_all(head, timeout=self.write_timeout)
+        elif len(body) <= COPY_BODY_BYTES:
+            await stream.send_all(head + body, timeout=self.write_timeout)
+        else:  # no copy of a large body: the head goes first, on its own
+            await stream.send_all(head, timeout=self.write_timeout)
+            await stream.send_all(body, timeout=self.write_timeout)
+        return framing.keep_alive
+
+    async def _finish_body(self, connection: Connection, request: Request) -> bool:
+        """Read and drop what the handler left of the request body; False to close instead."""
+        if request.body_consumed:
+            return True
+        dropped = 0
+        try:
+            async for chunk in request.iter_body():
+                dropped += len(chunk)
+                if dropped > MAX_DRAIN_BYTES:
+                    return False
+        except (HttpError, OSError):
+            return False
+        return True
+
+    async def _send_error(
+        self,
+        connection: Connection,
+        status: int,
+        message: str,
+        *,
+        head_only: bool = False,
+        request: Request | None = None,
+    ) -> None:
+        """Answer ``status`` with a JSON error body (none for HEAD), then close with lingering.
+
+        The error hooks (middleware ``on_error``) see the answer first and may add headers.
+        """
+        body = orjson.dumps({"error": message, "status": status})
+        headers = _ERROR_HEADERS
+        if self._error_hooks:
+            headers = _ERROR_HEADERS.copy()
+            answer = ErrorAnswer.of(connection.client, connection.parser, status, message, request, headers)
+            answer.size = 0 if head_only else len(body)
+            run_error_hooks(self._error_hooks, answer)
+        framing = frame_response(
+            status,
+            headers,
+            body_length=len(body),
+            method="HEAD" if head_only else "GET",
+            server_keep_alive=False,
+        )
+        head = encode_response_head(
+            status, framing.headers, b"%bDate: %b\r\n%b" % (SERVER_HEADER, http_date(), framing.header_lines)
+        )
+        try:
+            await connection.stream.send_all(
+                head + body if framing.send_body else head, timeout=self.write_timeout
+            )
+        except (NetworkError, TimeoutError):
+            return
+        await self._linger(connection)
+
+    async def _linger(self, connection: Connection) -> None:
+        """Lingering close: stop sending, then read and drop what the client still sends.
+
+        A client that writes its whole request (a large body we refused with 413, say) before
+        reading would otherwise get a reset, which destroys our answer in flight.
+        """
+        stream = connection.stream
+        try:
+            stream.sock.shutdown(_socket.SHUT_WR)
+        except OSError:
+            return
+        deadline = monotonic() + LINGERING_TIME
+        discarded = 0
+        while discarded < LINGERING_MAX_BYTES and not self._closing:
+            timeout = min(LINGERING_TIMEOUT, deadline - monotonic())
+            if timeout <= 0:
+                return
+            try:
+                data = await stream.receive_some(timeout=timeout)
+            except (NetworkError, TimeoutError):
+                return
+            if not data:
+                return
+            discarded += len(data)
+
+
+_ERROR_HEADERS = Headers({"Content-Type": "application/json"})
+
+
+def _to_response(result: Any, handler: object = None) -> Any:
+    if isinstance(result, Response):
+        return result
+    if inspect.iscoroutine(result):
+        result.close()  # never awaited: close it so Python does not warn a second time
+        name = getattr(handler, "__qualname__", None) or repr(handler)
+        raise TypeError(
+            f"handler {name} returned a coroutine ({result.__qualname__}) that was never awaited, "
+            "not a response: add the missing 'await' (return await ...)"
+        )
+    if result is None:
+        return Response(b"", 204)
+    if isinstance(result, (bytes, str)):
+        return Response(result)
+    if isinstance(result, (dict, list)):
+        return Response.json(result)
+    if hasattr(result, "send"):
+        return result  # a streaming response
+    raise TypeError(f"a handler returned {type(result).__name__}, not a response")
+
+
+def _seed_response(request: Request) -> Response:
+    target = request.raw_path.decode("latin-1")
+    if request.query_string:
+        target += "?" + request.query_string
+    line = f"{request.method} {target} HTTP/{request.http_version}"
+    return Response(f"Hello, world!\nRequest: {line}", content_type="text/plain")
