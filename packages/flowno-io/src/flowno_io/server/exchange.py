@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import socket as _socket
+import types
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
@@ -45,6 +46,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("flowno_io.server")
+
+_COROUTINE = types.CoroutineType
 
 #: Bytes of unread request body the server reads and drops to keep a connection alive; a larger
 #: leftover closes the connection instead.
@@ -242,8 +245,8 @@ class Exchanges:
             return Response.json(body, 405, {"Allow": allow})
         request.path_params = params
         result = handler(request)
-        if inspect.isawaitable(result):
-            result = await result
+        if type(result) is _COROUTINE or (type(result) is not Response and inspect.isawaitable(result)):
+            result = await result  # an ``async def`` handler (the first test is the fast one)
         if type(result) is Response:
             return result
         return _to_response(result, handler)
