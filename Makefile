@@ -8,7 +8,7 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install test lint run-services loadtest fuzz soak bench
+.PHONY: help install test test-stress lint run-services loadtest fuzz soak bench
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
@@ -21,6 +21,9 @@ install: .venv/.synced ## Install uv if missing, then sync every workspace membe
 
 test: install ## Run the test suite (parallel, real sockets on 127.0.0.1)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+test-stress: install ## The test suite while CPU hogs keep every core busy (bounded: the hogs stop by themselves)
+	PY=$(PY) bash scripts/test-stress.sh
 
 lint: install ## ruff (lint + format check) and mypy --strict on the library
 	$(PY) -m ruff check packages services loadtest tests
