@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "HANG_TIMEOUT",
@@ -27,7 +28,10 @@ __all__ = [
     "read_responses",
     "read_until",
     "read_until_closed",
+    "runnable",
     "status_of",
+    "until",
+    "until_parked",
     "wait_for",
 ]
 
@@ -60,6 +64,42 @@ def wait_for(
             raise AssertionError(f"{text} (waited {timeout} s)")
         time.sleep(interval)
     return time.monotonic() - start
+
+
+async def until(
+    predicate: Callable[[], object],
+    timeout: float = HANG_TIMEOUT,
+    message: str | Callable[[], str] = "condition not met",
+) -> float:
+    """:func:`wait_for` for code on a flowno loop: polls between ``flowno_io.sleep`` calls."""
+    from flowno_io import sleep
+
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            text = message() if callable(message) else message
+            raise AssertionError(f"{text} (waited {timeout} s)")
+        await sleep(0.005)
+    return time.monotonic() - start
+
+
+def runnable(task: Any) -> bool:
+    """True while the flowno ``task`` (a ``TaskHandle``) is queued to run: not parked, not finished."""
+    from flowno_io.io.flowno_compat import current_loop
+
+    return any(entry[0] is task.raw_task for entry in current_loop().tasks)
+
+
+async def until_parked(task: Any) -> None:
+    """Yield until ``task``, spawned on the running loop, has run up to a wait that parks it.
+
+    Deterministic: the loop runs tasks in FIFO order, so each ``sleep(0)`` lets ``task`` run one
+    step; once it is no longer queued it is parked (or finished).
+    """
+    from flowno_io import sleep
+
+    while runnable(task):
+        await sleep(0)
 
 
 # -- raw reads --------------------------------------------------------------------------------
@@ -96,16 +136,16 @@ def read_all(sock: socket.socket, already: bytes = b"", timeout: float = HANG_TI
 
 
 def connection_closed_by_peer(sock: socket.socket) -> bool:
-    """Without waiting: has the peer closed (or reset) this connection? Unread data says no."""
-    sock.setblocking(False)
+    """Without waiting or consuming: has the peer closed (or reset) this connection?
+
+    Unread data says no (the end comes after it). The socket's blocking mode is left as it was.
+    """
     try:
-        data = sock.recv(1, socket.MSG_PEEK)
+        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
     except BlockingIOError:
         return False
     except OSError:
         return True
-    finally:
-        sock.setblocking(True)
     return data == b""
 
 

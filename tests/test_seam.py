@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 from flowno import spawn
-from helpers import make_certificate
+from helpers import make_certificate, until_parked
 
 from flowno_io import cancel, sleep
 from flowno_io._errors import ClosedResourceError, ReadTimeout, WriteError, WriteTimeout
 from flowno_io.io.clock import get_clock
-from flowno_io.io.flowno_compat import TaskCancelled, current_loop
+from flowno_io.io.flowno_compat import TaskCancelled
 from flowno_io.io.memory_stream import MemoryStream
 from flowno_io.io.socket_stream import SocketStream
 from flowno_io.io.tls_stream import TlsStream
@@ -133,17 +133,6 @@ async def receive_to_end(stream: Stream) -> bytes:
     while chunk := await stream.receive_some(timeout=HANG):
         data += chunk
     return bytes(data)
-
-
-def runnable(task: Any) -> bool:
-    """True while ``task`` is queued to run (not parked on anything, not finished)."""
-    return any(entry[0] is task.raw_task for entry in current_loop().tasks)
-
-
-async def until_parked(task: Any) -> None:
-    """Yield until ``task`` (spawned by us) has run up to a wait that parks it."""
-    while runnable(task):
-        await sleep(0)
 
 
 # -- bytes in order ---------------------------------------------------------------------------
