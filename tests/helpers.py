@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "HANG_TIMEOUT",
     "connection_closed_by_peer",
+    "has_unread_data",
     "make_certificate",
     "read_all",
     "read_exactly",
@@ -135,18 +136,31 @@ def read_all(sock: socket.socket, already: bytes = b"", timeout: float = HANG_TI
     return already + read_until_closed(sock, timeout)
 
 
+def _peek(sock: socket.socket) -> bytes | None:
+    """One byte peeked without waiting; ``None`` when nothing is there (an error counts as b"")."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)  # a socket with a timeout would wait for readability first
+    try:
+        return sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+    finally:
+        sock.settimeout(timeout)
+
+
 def connection_closed_by_peer(sock: socket.socket) -> bool:
     """Without waiting or consuming: has the peer closed (or reset) this connection?
 
     Unread data says no (the end comes after it). The socket's blocking mode is left as it was.
     """
-    try:
-        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-    return data == b""
+    return _peek(sock) == b""
+
+
+def has_unread_data(sock: socket.socket) -> bool:
+    """Without waiting or consuming: are bytes waiting to be read?"""
+    return bool(_peek(sock))
 
 
 def read_head(sock: socket.socket, timeout: float = HANG_TIMEOUT) -> tuple[bytes, bytes]:
@@ -199,9 +213,19 @@ def _content_length(head: bytes) -> int:
     return length
 
 
-def read_response(sock: socket.socket, timeout: float = HANG_TIMEOUT) -> bytes:
-    """One Content-Length-framed response (head + body) from a keep-alive connection."""
-    head, body = read_head(sock, timeout)
+def read_response(sock: socket.socket, timeout: float = HANG_TIMEOUT, *, already: bytes = b"") -> bytes:
+    """One Content-Length-framed response (head + body) from a keep-alive connection.
+
+    ``already``: bytes of it read before (they come first).
+    """
+    sock.settimeout(timeout)
+    data = already
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"closed before a full head: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
     length = _content_length(head)
     while len(body) < length:
         chunk = sock.recv(65536)

@@ -16,7 +16,7 @@ from time import monotonic
 import pytest
 from client_servers import read_request, response_bytes
 from flowno import spawn
-from helpers import HANG_TIMEOUT, connection_closed_by_peer, until, until_parked, wait_for
+from helpers import HANG_TIMEOUT, connection_closed_by_peer, has_unread_data, until, until_parked, wait_for
 
 from flowno_io import cancel, sleep
 from flowno_io._errors import ClosedResourceError, PoolTimeout
@@ -352,7 +352,7 @@ def test_an_idle_connection_with_unasked_bytes_is_not_picked(server: KeepAliveSe
         assert await exchange(first) == b"ok"
         server.send_to_all(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
         sock = first.stream.sock  # type: ignore[union-attr]
-        await until(lambda: _has_unread_bytes(sock), message="the unasked bytes never arrived")
+        await until(lambda: has_unread_data(sock), message="the unasked bytes never arrived")
         second = await pool.acquire(server.origin)
         assert second is not first, "a response nobody asked for would be read as the next one"
         assert first.stream.closed
@@ -360,13 +360,6 @@ def test_an_idle_connection_with_unasked_bytes_is_not_picked(server: KeepAliveSe
         pool.close()
 
     run(main())
-
-
-def _has_unread_bytes(sock: socket.socket) -> bool:
-    try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except BlockingIOError:
-        return False
 
 
 # -- closing ------------------------------------------------------------------------------------
