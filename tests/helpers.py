@@ -163,10 +163,15 @@ def has_unread_data(sock: socket.socket) -> bool:
     return bool(_peek(sock))
 
 
-def read_head(sock: socket.socket, timeout: float = HANG_TIMEOUT) -> tuple[bytes, bytes]:
-    """The response head (without the blank line) and whatever body bytes came with it."""
+def read_head(
+    sock: socket.socket, timeout: float = HANG_TIMEOUT, *, already: bytes = b""
+) -> tuple[bytes, bytes]:
+    """The response head (without the blank line) and whatever body bytes came with it.
+
+    ``already``: bytes of it read before (they come first).
+    """
     sock.settimeout(timeout)
-    data = b""
+    data = already
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk:
@@ -218,14 +223,7 @@ def read_response(sock: socket.socket, timeout: float = HANG_TIMEOUT, *, already
 
     ``already``: bytes of it read before (they come first).
     """
-    sock.settimeout(timeout)
-    data = already
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"closed before a full head: {data!r}")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, body = read_head(sock, timeout, already=already)
     length = _content_length(head)
     while len(body) < length:
         chunk = sock.recv(65536)
