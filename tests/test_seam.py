@@ -383,3 +383,11 @@ def test_cancelling_a_parked_receive_leaves_the_stream_usable_and_the_loop_exits
         return "exited"
 
     assert run(main()) == "exited"  # run() returns only once no task or record is left behind
+
+
+def test_the_memory_stream_pair_is_public_in_flowno_io_testing() -> None:
+    import flowno_io.testing
+
+    assert {"memory_stream_pair", "MemoryStream"} <= set(flowno_io.testing.__all__)
+    with pytest.raises(ValueError, match="max_buffer_bytes"):
+        memory_stream_pair(max_buffer_bytes=0)
