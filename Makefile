@@ -8,7 +8,7 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install test test-stress lint run-services loadtest fuzz soak bench
+.PHONY: help install test test-stress lint run-services run-cluster loadtest loadtest-distributed fuzz soak bench
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
@@ -33,9 +33,17 @@ lint: install ## ruff (lint + format check) and mypy --strict on the library
 run-services: install ## Start the echo (:8080) and stream (:8081) services; Ctrl-C stops both
 	bash scripts/run-services.sh
 
+INSTANCES ?= 2
+run-cluster: install ## nginx on :8000 in front of INSTANCES=2 echo and stream instances; Ctrl-C stops all
+	INSTANCES=$(INSTANCES) PY=$(PY) bash scripts/run-cluster.sh
+
 DURATION ?= 5
 loadtest: install ## Load-test the services: orchestrator sweeps + headless Locust, reports in loadtest/reports/ (DURATION=5 s per phase, ~90 s)
 	DURATION=$(DURATION) PY=$(PY) bash scripts/loadtest.sh
+
+WORKERS ?= 2
+loadtest-distributed: install ## Locust on every core: 1 master + WORKERS=2 local workers on 127.0.0.1 for 4 x DURATION s, reports in loadtest/reports/
+	DURATION=$(DURATION) WORKERS=$(WORKERS) PY=$(PY) bash scripts/loadtest.sh distributed
 
 FUZZ_EXAMPLES ?= 20000
 FUZZ_SECONDS ?= 300

@@ -2,13 +2,17 @@
 ``expected.toml`` names for it, over a real socket, from one server for the whole module.
 
 Request smuggling variants, header injection, control bytes, overlong lines, too many headers,
-odd methods, targets and versions. Each file is also fed to the sans-IO parser whole and one byte
-at a time: both must see the same requests and fail with the same status.
+odd methods, targets and versions, trailers, Upgrade, empty lines. Each file is sent over a socket
+whole, and split in two across reads (with a pause) at a few boundaries: inside the request line,
+after its CRLF, just before the head ends. Each file is also fed to the sans-IO parser whole, one
+byte at a time, and split in two at every boundary (every CR and LF and a sample of the others for
+the files over 2 KB): all must see the same requests and fail with the same status.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,10 +21,9 @@ from typing import Literal
 
 import pytest
 from rawhttp import read_response, read_responses, read_until_closed, status_of
+from test_http11_limits import byte_at_a_time, parse
 
 from flowno_io import HttpServer, Request, Response
-from flowno_io._errors import RemoteProtocolError
-from flowno_io.protocol.http11_server import RequestHead, RequestParser
 from flowno_io.testing import ServerThread
 
 CORPUS = Path(__file__).parent / "corpus" / "requests"
@@ -39,6 +42,7 @@ class Expectation:
     then: Literal["close", "open"]
     why: str
     xfail: str | None = None
+    body: bytes | None = None
 
 
 def load_expectations() -> dict[str, Expectation]:
@@ -47,8 +51,13 @@ def load_expectations() -> dict[str, Expectation]:
     expectations = {}
     for name, entry in table.items():
         assert entry["then"] in ("close", "open"), name
+        body = entry.get("body")
         expectations[name] = Expectation(
-            tuple(entry["statuses"]), entry["then"], entry["why"], entry.get("xfail")
+            tuple(entry["statuses"]),
+            entry["then"],
+            entry["why"],
+            entry.get("xfail"),
+            None if body is None else body.encode("latin-1"),
         )
     return expectations
 
@@ -126,14 +135,29 @@ def test_every_corpus_file_has_an_expectation_and_every_expectation_a_file() -> 
     assert len(files) >= 80
 
 
-@pytest.mark.parametrize("name", _params())
-def test_corpus_request_over_a_socket(corpus_url: str, name: str) -> None:
+#: The pause between the two parts of a split request, so that the server reads them apart (if the
+#: machine is so loaded that they arrive together, the test is weaker, never wrong).
+SPLIT_PAUSE = 0.02
+
+
+def socket_split_points(raw: bytes) -> list[int]:
+    """Where the socket test splits a file: inside the request line, after it, before the head ends."""
+    line_end = raw.find(b"\r\n")
+    head_end = raw.find(b"\r\n\r\n")
+    points = {line_end // 2, line_end + 2, head_end + 3}
+    return sorted(point for point in points if 0 < point < len(raw))
+
+
+def send_and_check(url: str, name: str, parts: list[bytes]) -> None:
+    """Send ``parts`` (pausing between them) and check the responses against ``expected.toml``."""
     expected = EXPECTATIONS[name]
-    raw = (CORPUS / name).read_bytes()
-    host, port = corpus_url.removeprefix("http://").split(":")
+    host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
-        if raw:
-            sock.sendall(raw)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for number, part in enumerate(parts):
+            if number:
+                time.sleep(SPLIT_PAUSE)
+            sock.sendall(part)
         if expected.then == "close":
             responses = split_responses(read_until_closed(sock, timeout=5))
         else:
@@ -141,34 +165,54 @@ def test_corpus_request_over_a_socket(corpus_url: str, name: str) -> None:
         for response in responses:
             check_response_rules(response)
         assert tuple(status_of(r) for r in responses) == expected.statuses, expected.why
+        if expected.body is not None:
+            assert responses[-1].partition(b"\r\n\r\n")[2] == expected.body, expected.why
         if expected.then == "open":
             sock.sendall(GET_HELLO)
             assert read_response(sock).endswith(b"\r\n\r\nHello"), "the connection was not kept usable"
 
 
-def parse(chunks: list[bytes]) -> tuple[list[tuple[str, bytes, str]], int | None]:
+@pytest.mark.parametrize("name", _params())
+def test_corpus_request_over_a_socket(corpus_url: str, name: str) -> None:
+    raw = (CORPUS / name).read_bytes()
+    send_and_check(corpus_url, name, [raw] if raw else [])
+
+
+@pytest.mark.parametrize("name", _params())
+def test_corpus_request_split_across_reads_over_a_socket(corpus_url: str, name: str) -> None:
+    raw = (CORPUS / name).read_bytes()
+    for point in socket_split_points(raw):
+        send_and_check(corpus_url, name, [raw[:point], raw[point:]])
+
+
+#: Files up to this size are split at every boundary; larger ones around every CR and LF and at a sample.
+SPLIT_EVERY_BOUNDARY_UNDER = 2048
+
+
+def sans_io_split_points(raw: bytes) -> list[int]:
+    """Every boundary of a small file; for a large one, around every CR and LF, and every 97th."""
+    if len(raw) <= SPLIT_EVERY_BOUNDARY_UNDER:
+        return list(range(1, len(raw)))
+    points = set(range(1, len(raw), 97))
+    for index, byte in enumerate(raw):
+        if byte in b"\r\n":
+            points.update((index, index + 1))
+    return sorted(point for point in points if 0 < point < len(raw))
+
+
+def corpus_outcome(chunks: list[bytes]) -> tuple[list[tuple[str, bytes, str]], int | None]:
     """The request heads the parser sees in ``chunks``, and the status of its error if any."""
-    parser = RequestParser()
-    heads: list[tuple[str, bytes, str]] = []
-    error: int | None = None
-    for chunk in chunks:
-        try:
-            parser.feed(chunk)
-        except RemoteProtocolError as exc:
-            error = exc.status_hint
-        while (event := parser.next_event()) is not None:
-            if isinstance(event, RequestHead):
-                heads.append((event.method, event.target, event.http_version))
-        if error is not None:
-            break
-    return heads, error
+    outcome = parse(chunks)
+    return outcome.heads, outcome.error
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTATIONS), ids=lambda name: name.removesuffix(".http"))
-def test_corpus_request_parses_the_same_whole_and_byte_at_a_time(name: str) -> None:
+def test_corpus_request_parses_the_same_whole_byte_at_a_time_and_split(name: str) -> None:
     raw = (CORPUS / name).read_bytes()
-    whole = parse([raw])
-    assert parse([raw[i : i + 1] for i in range(len(raw))]) == whole
+    whole = corpus_outcome([raw])
+    assert corpus_outcome(byte_at_a_time(raw)) == whole, "byte at a time"
+    for point in sans_io_split_points(raw):
+        assert corpus_outcome([raw[:point], raw[point:]]) == whole, f"split at {point}"
     error = whole[1]
     expected = EXPECTATIONS[name]
     if error is not None and not expected.xfail and expected.statuses:

@@ -15,6 +15,9 @@ MODULES = [
     "loadtest.report",
     "loadtest.html_report",
     "loadtest.locust_report",
+    "loadtest.thresholds",
+    "loadtest.testing",
+    "loadtest.parallel",
 ]
 
 

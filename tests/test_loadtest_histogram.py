@@ -179,3 +179,40 @@ def test_buckets_are_contiguous_and_increasing() -> None:
         assert histogram.bucket_index(low) == index == histogram.bucket_index(high)
         previous_high = high
     assert previous_high == 2**12 - 1
+
+
+def naive_corrected(histogram: LogLinearHistogram, interval: int) -> LogLinearHistogram:
+    """HdrHistogram's recordValueWithExpectedInterval, one back-filled value at a time."""
+    fixed = histogram.copy()
+    for low, high, n in histogram.buckets():
+        value = min(max((low + high + 1) // 2 if high > low else low, histogram.min), histogram.max)
+        missing = value - interval
+        while missing >= interval:
+            fixed.record(missing, n)
+            missing -= interval
+    return fixed
+
+
+@pytest.mark.parametrize("interval", [7, 150, 1500, 40_000])
+def test_coordinated_omission_correction_matches_the_value_by_value_rule(interval: int) -> None:
+    rng = random.Random(interval)
+    histogram = LogLinearHistogram()
+    for _ in range(3000):
+        histogram.record(int(rng.expovariate(1 / 2000)))
+    histogram.record(1_000_000, 2)  # a stall
+    fixed = histogram.corrected(interval)
+    expected = naive_corrected(histogram, interval)
+    assert list(fixed.buckets()) == list(expected.buckets())
+    assert (fixed.count, fixed.total, fixed.min, fixed.max) == (
+        expected.count,
+        expected.total,
+        expected.min,
+        expected.max,
+    )
+
+
+def test_no_correction_without_an_interval_or_a_slow_value() -> None:
+    histogram = LogLinearHistogram()
+    histogram.record(100, 10)
+    assert list(histogram.corrected(0).buckets()) == list(histogram.buckets())
+    assert list(histogram.corrected(60).buckets()) == list(histogram.buckets())  # nothing >= 2 x 60

@@ -154,3 +154,28 @@ def test_picker_follows_weights_and_repeats_with_a_seed() -> None:
     again = RequestPicker(specs, seed=11)
     first = RequestPicker(specs, seed=11)
     assert [again.pick().name for _ in range(50)] == [first.pick().name for _ in range(50)]
+
+
+def test_checks_from_a_scenario_file() -> None:
+    scenario = parse_scenario(
+        'mode = "open"\nrate = 10\nduration = 1\n'
+        'thresholds = ["p99<50ms", "error_rate<1%"]\nschedule_check = false\nstrict = true\n'
+        '[[request]]\npath = "/"'
+    )
+    assert scenario.thresholds == ("p99<50ms", "error_rate<1%")
+    assert (scenario.schedule_check, scenario.strict, scenario.reconnect) == (False, True, False)
+    assert scenario.describe()["thresholds"] == ["p99<50ms", "error_rate<1%"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('thresholds = ["p99 fast"]', "invalid threshold"),
+        ("thresholds = [5]", "thresholds must be"),
+        ('strict = "yes"', "strict must be true or false"),
+        ("reconnect = true", "reconnect applies to sse mode only"),
+    ],
+)
+def test_bad_checks_in_a_scenario_file(extra: str, message: str) -> None:
+    with pytest.raises(ScenarioError, match=message):
+        parse_scenario(f'duration = 1\n{extra}\n[[request]]\npath = "/"')

@@ -68,11 +68,12 @@ def test_event_loop_wakes_sleepers_in_deadline_order_then_arrival_order() -> Non
             await _raw_sleep_until(at)
             order.append(name)
 
+        # Deadlines far enough ahead that all four are pending on the heap even on a loaded machine.
         tasks = [
-            await spawn(sleeper("late", now + 0.06)),
-            await spawn(sleeper("tie-1", now + 0.03)),
-            await spawn(sleeper("tie-2", now + 0.03)),
-            await spawn(sleeper("early", now + 0.01)),
+            await spawn(sleeper("late", now + 1.2)),
+            await spawn(sleeper("tie-1", now + 1.1)),
+            await spawn(sleeper("tie-2", now + 1.1)),
+            await spawn(sleeper("early", now + 1.0)),
         ]
         for task in tasks:
             await task.join()

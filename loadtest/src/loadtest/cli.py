@@ -17,14 +17,26 @@ Examples::
     # a table from a Locust run's --csv output
     python -m loadtest locust-summary reports/locust_stats.csv
 
+    # every core: 4 generator processes, one merged report
+    python -m loadtest closed http://127.0.0.1:8080/echo -c 400 -d 10 --processes auto
+
+    # results of the same scenario run on several machines, merged into one report
+    python -m loadtest merge host1/loadtest.json host2/loadtest.json -o merged/
+
+    # a CI gate: exit 99 unless p99 stays under 50 ms and fewer than 1 % of requests fail
+    python -m loadtest closed http://127.0.0.1:8080/echo -c 10 -d 5 \
+        --threshold 'p99<50ms' --threshold 'error_rate<0.01'
+
 Exit status: 0 done, 1 failures with ``--fail-on-error``, 2 bad arguments or scenario,
-130 interrupted (results so far are still written).
+99 a threshold failed (open loop: also when the schedule was not kept; ``--strict``: also when
+the generator was saturated), 130 interrupted (results so far are still written).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from datetime import datetime
@@ -32,9 +44,12 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
+from .index_page import write_index
 from .locust_report import locust_table, read_locust_stats, total_failures
+from .parallel import ParallelRunError, cpu_count, run_in_processes, usable_processes
 from .report import summary_table, write_reports
-from .runner import RunResult, run_scenario
+from .result import ResultMergeError, RunResult, merge_results
+from .runner import run_scenario
 from .scenario import (
     DEFAULT_DURATION,
     DEFAULT_TIMEOUT,
@@ -43,6 +58,7 @@ from .scenario import (
     ScenarioError,
     load_scenario,
 )
+from .thresholds import THRESHOLD_EXIT_STATUS, ThresholdError, parse_threshold
 
 __all__ = ["ProgressLine", "build_parser", "main"]
 
@@ -147,6 +163,72 @@ def _add_output(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _threshold(text: str) -> str:
+    try:
+        parse_threshold(text)
+    except ThresholdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _processes(text: str) -> int:
+    if text == "auto":
+        return cpu_count()
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or 'auto', not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected at least 1 process")
+    return value
+
+
+def _add_processes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--processes",
+        type=_processes,
+        default=1,
+        metavar="N",
+        help="generator processes sharing the load (default 1; 'auto': one per core); their results "
+        "merge into one report",
+    )
+
+
+def _add_checks(parser: argparse.ArgumentParser, mode: str | None) -> None:
+    parser.add_argument(
+        "--threshold",
+        action="append",
+        type=_threshold,
+        default=[],
+        metavar="EXPR",
+        help="a pass/fail check on every phase, k6-style (repeatable): 'p99<50ms', "
+        "'error_rate<0.01', 'rps>1000', 'unsent==0', 'p99{GET /bytes/1024}<20ms' for one request; "
+        f"a failed one exits {THRESHOLD_EXIT_STATUS}",
+    )
+    if mode in ("open", None):
+        parser.add_argument(
+            "--no-schedule-check",
+            dest="schedule_check",
+            action="store_false",
+            default=None,
+            help="open loop: do not fail when the schedule was not kept (by default unsent > 0 or "
+            "behind > 1 s fails the run)",
+        )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="fail the run when a phase was generator-bound (the load generator saturated)",
+    )
+    if mode in ("sse", None):
+        parser.add_argument(
+            "--reconnect",
+            action="store_true",
+            default=None,
+            help="sse: when the server closes a stream, reconnect with Last-Event-ID (as a browser does)",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (sub-commands ``closed``, ``open``, ``sse``, ``run``)."""
     parser = argparse.ArgumentParser(
@@ -155,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Only loopback targets unless --allow-remote. Every phase ends after its duration or count.",
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, metavar="{closed,open,sse,run,locust-summary}"
+        dest="command", required=True, metavar="{closed,open,sse,run,merge,index,locust-summary}"
     )
     helps = {
         "closed": "N users, each sending its next request when the previous one is answered",
@@ -186,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
                 help="arrivals per second; a list runs one phase each",
             )
         _add_limits(sub, scenario_file=False)
+        _add_processes(sub)
+        _add_checks(sub, mode)
         _add_output(sub)
     locust = commands.add_parser(
         "locust-summary",
@@ -203,7 +287,28 @@ def build_parser() -> argparse.ArgumentParser:
         "-r", "--rate", type=_float_list, help="arrivals per second (open mode; overrides the scenario)"
     )
     _add_limits(run, scenario_file=True)
+    _add_processes(run)
+    _add_checks(run, None)
     _add_output(run)
+    merge = commands.add_parser(
+        "merge",
+        help="merge result JSON files of the same scenario (several hosts) into one report",
+        description="Merge loadtest.json files written by runs of the same scenario at the same time "
+        "(e.g. on several machines) into one report: users, rates and counts add up, histograms merge "
+        "exactly. Thresholds are checked again on the merged phases.",
+    )
+    merge.add_argument("results", type=Path, nargs="+", help="loadtest.json files")
+    index = commands.add_parser(
+        "index",
+        help="write index.html over a folder of reports (make loadtest's)",
+        description="Write DIR/index.html: every run's summary, notes and checks with a link to its "
+        "page, and the Locust report; prints the page's path.",
+    )
+    index.add_argument("directory", type=Path, help="the report folder (its sub-folders hold the runs)")
+    index.add_argument("--stem", default="loadtest", help="file name stem of the results (default: loadtest)")
+    index.add_argument("--title", default="Load test", help="the page title")
+    _add_checks(merge, None)
+    _add_output(merge)
     return parser
 
 
@@ -243,6 +348,10 @@ def _scenario_from_url(args: argparse.Namespace) -> Scenario:
         count=args.count,
         timeout=args.timeout if args.timeout is not None else DEFAULT_TIMEOUT,
         think_time=args.think or 0.0,
+        thresholds=tuple(args.threshold),
+        schedule_check=getattr(args, "schedule_check", None) is not False,
+        strict=bool(args.strict),
+        reconnect=bool(getattr(args, "reconnect", False)),
     )
 
 
@@ -264,6 +373,14 @@ def _scenario_from_file(args: argparse.Namespace) -> Scenario:
         changes["timeout"] = args.timeout
     if args.think is not None:
         changes["think_time"] = args.think
+    if args.threshold:
+        changes["thresholds"] = (*scenario.thresholds, *args.threshold)
+    if args.schedule_check is not None:
+        changes["schedule_check"] = args.schedule_check
+    if args.strict is not None:
+        changes["strict"] = args.strict
+    if args.reconnect is not None:
+        changes["reconnect"] = args.reconnect
     return dataclasses.replace(scenario, **changes) if changes else scenario
 
 
@@ -304,6 +421,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "locust-summary":
         return _locust_summary(args)
+    if args.command == "merge":
+        return _merge(parser, args)
+    if args.command == "index":
+        if not args.directory.is_dir():
+            parser.exit(2, f"{parser.prog}: error: {args.directory} is not a directory\n")
+        print(write_index(args.directory, args.stem, args.title).resolve())
+        return 0
     try:
         scenario = make_scenario(args)
     except ScenarioError as exc:
@@ -315,21 +439,71 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("flowno.core.event_loop.event_loop").setLevel(logging.ERROR)
     progress = ProgressLine(enabled=args.progress)
+    args.processes = usable_processes(scenario, args.processes)
     if not args.quiet:
         phases = ", ".join(
             f"rate={rate:g}/s c={level}" if rate is not None else f"c={level}"
             for level, rate in scenario.phases()
         )
-        print(f"{scenario.mode} loop on {scenario.target}: {phases}", file=sys.stderr, flush=True)
-    result = run_scenario(scenario, progress if progress.enabled else None)
+        processes = f" ({args.processes} generator processes)" if args.processes > 1 else ""
+        print(f"{scenario.mode} loop on {scenario.target}: {phases}{processes}", file=sys.stderr, flush=True)
+    if args.processes > 1:
+        try:
+            result = run_in_processes(scenario, args.processes)
+        except ParallelRunError as exc:
+            print(f"{parser.prog}: {exc}", file=sys.stderr)
+            return 1
+    else:
+        result = run_scenario(scenario, progress if progress.enabled else None)
+    return _finish(result, args)
+
+
+def _merge(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``merge``: read result files, merge them, check and report as a run would."""
+    results = []
+    for path in args.results:
+        try:
+            results.append(RunResult.from_dict(json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as exc:
+            parser.exit(2, f"{parser.prog}: error: cannot read {path}: {exc}\n")
+    try:
+        merged = merge_results(results)
+    except ResultMergeError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    changes: dict[str, Any] = {}
+    if args.threshold:
+        changes["thresholds"] = (*merged.scenario.thresholds, *args.threshold)
+    if args.schedule_check is not None:
+        changes["schedule_check"] = args.schedule_check
+    if args.strict is not None:
+        changes["strict"] = args.strict
+    if changes:
+        merged.scenario = dataclasses.replace(merged.scenario, **changes)
+    if not args.quiet:
+        print(f"merged {len(results)} results ({merged.processes} generator processes)", file=sys.stderr)
+    return _finish(merged, args)
+
+
+def _finish(result: RunResult, args: argparse.Namespace) -> int:
+    """Check the thresholds, print the summary and the failed checks, write the files; the exit status."""
+    result.check()
     if not args.quiet:
         print(summary_table(result))
     if not args.no_files:
         paths = write_reports(result, args.out or _default_out(), args.stem)
         for kind, path in paths.items():
             print(f"{kind:>8}: {path}")
+    failed = result.failed_checks
+    for outcome in failed:
+        print(f"threshold failed: {outcome.message()}", file=sys.stderr)
     if result.interrupted:
         return 130
+    if failed:
+        print(
+            f"{len(failed)} of {len(result.checks)} checks failed: exit status {THRESHOLD_EXIT_STATUS}",
+            file=sys.stderr,
+        )
+        return THRESHOLD_EXIT_STATUS
     if args.fail_on_error and _unexpected_failures(result):
         return 1
     return 0

@@ -202,6 +202,59 @@ class LogLinearHistogram:
         twin.merge(self)
         return twin
 
+    def corrected(self, expected_interval: int) -> LogLinearHistogram:
+        """A copy back-filled for coordinated omission, as wrk and HdrHistogram do it.
+
+        A closed-loop user that waited ``v`` for one response did not send the requests it would
+        have sent meanwhile, one every ``expected_interval``; had they been sent they would have
+        waited ``v - expected_interval``, ``v - 2 * expected_interval``... down to
+        ``expected_interval``. This adds those values (HdrHistogram's
+        ``recordValueWithExpectedInterval``; wrk's ``stats_correct``), computed bucket by bucket
+        (each value is taken as its bucket's reported value), so a long stall costs no more than
+        a scan of the buckets below it.
+
+        Args:
+            expected_interval: the interval between a user's requests when nothing stalls (same
+                unit as the values; wrk uses run time x connections / requests). ``<= 0``: no
+                correction.
+
+        Example:
+            >>> h = LogLinearHistogram()
+            >>> h.record(100, 9); h.record(1000)       # 9 fast answers, one stall of 10 intervals
+            >>> fixed = h.corrected(100)
+            >>> h.value_at_percentile(90), fixed.count, fixed.value_at_percentile(90)  # 900 within 0.4 %
+            (100, 19, 902)
+        """
+        fixed = self.copy()
+        if expected_interval <= 0 or self.count == 0 or self.max < 2 * expected_interval:
+            return fixed
+        for index, n in enumerate(self._counts):
+            if not n:
+                continue
+            value = min(max(self._reported(index), self.min), self.max)
+            steps = value // expected_interval - 1  # values v - k*i for k = 1..steps are >= i
+            if steps < 1:
+                continue
+            if steps <= 64:
+                for k in range(1, steps + 1):
+                    fixed.record(value - k * expected_interval, n)
+                continue
+            lowest = value - steps * expected_interval
+            for target in range(self.bucket_index(lowest), self.bucket_index(value - expected_interval) + 1):
+                low, high = self.bucket_bounds(target)
+                # k with low <= value - k*i <= high, 1 <= k <= steps
+                k_low = max(1, -(-(value - high) // expected_interval))
+                k_high = min(steps, (value - low) // expected_interval)
+                if k_high >= k_low:
+                    hits = k_high - k_low + 1
+                    fixed._counts[target] += hits * n
+                    fixed.count += hits * n
+                    first = value - k_high * expected_interval
+                    last = value - k_low * expected_interval
+                    fixed._sum += n * hits * (first + last) // 2
+                    fixed.min = min(fixed.min, first)
+        return fixed
+
     # -- reading --------------------------------------------------------------------------------
 
     @property

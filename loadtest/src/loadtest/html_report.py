@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,11 +20,22 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .report import SUMMARY_COLUMNS, format_table
+from .histogram import LogLinearHistogram
+from .report import SUMMARY_COLUMNS, format_cell, format_table, run_notes
 from .runner import PhaseResult, RunResult
 from .stats import RequestStats
 
-__all__ = ["Series", "line_chart", "nice_ticks", "render_html", "write_html"]
+__all__ = [
+    "CSS",
+    "Series",
+    "checks_html",
+    "html_table",
+    "line_chart",
+    "nice_ticks",
+    "percentile_spectrum",
+    "render_html",
+    "write_html",
+]
 
 _WIDTH = 760
 _HEIGHT = 300
@@ -60,11 +72,16 @@ class _Axis:
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2 or 5 times a power of ten) covering ``low``..``high``.
+    """Round tick values (1, 2 or 5 times a power of ten) from at most ``low`` to at least ``high``.
+
+    The axis spans the first to the last tick, so both ends must cover the data (a last tick
+    short of ``high`` would leave the lines running out of the frame).
 
     Example:
         >>> nice_ticks(0, 97)
         [0.0, 20.0, 40.0, 60.0, 80.0, 100.0]
+        >>> nice_ticks(1, 7)
+        [0.0, 2.0, 4.0, 6.0, 8.0]
     """
     if high <= low:
         high = low + 1.0
@@ -73,12 +90,11 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     first = math.floor(low / step) * step
     ticks = []
-    value = first
-    while value < high + step * 0.5:
-        ticks.append(float(round(value, 10)))
-        if value >= high:
+    for number in itertools.count():
+        value = round(first + number * step, 10)  # multiplied, not summed: no drift
+        ticks.append(float(value))
+        if value >= high - step * 1e-9:
             break
-        value += step
     return ticks
 
 
@@ -111,8 +127,10 @@ def line_chart(
     log_x: bool = False,
     markers: bool = True,
     separators: Sequence[tuple[float, str]] = (),
+    x_ticks: Sequence[tuple[float, str]] = (),
 ) -> str:
-    """An SVG line chart (y from 0), with a legend; ``separators`` draw labelled vertical lines."""
+    """An SVG line chart (y from 0), with a legend; ``separators`` draw labelled vertical lines;
+    ``x_ticks``: ``(position, label)`` pairs replacing the automatic x ticks."""
     points = [p for s in series for p in s.points if math.isfinite(p[0]) and math.isfinite(p[1])]
     if not points:
         return (
@@ -123,7 +141,13 @@ def line_chart(
     ys = [y for _, y in points]
     if log_x and min(xs) <= 0:
         log_x = False
-    if log_x:
+    tick_labels: dict[float, str] = {}
+    if x_ticks:
+        positions = [position for position, _ in x_ticks]
+        x_axis = _Axis(min(positions + xs), max(positions + xs), ticks=positions)
+        tick_labels = dict(x_ticks)
+        log_x = False
+    elif log_x:
         x_axis = _Axis(min(xs), max(xs) if max(xs) > min(xs) else min(xs) * 10, log=True)
         x_axis.ticks = _log_ticks(x_axis.low, x_axis.high)
     else:
@@ -161,7 +185,7 @@ def line_chart(
         )
         parts.append(
             f'<text x="{x:.1f}" y="{_MARGIN_TOP + plot_h + 16}" class="tick" text-anchor="middle">'
-            f"{_format_tick(tick)}</text>"
+            f"{escape(tick_labels.get(tick, _format_tick(tick)))}</text>"
         )
     for position, label in separators:
         x = px(position)
@@ -205,7 +229,8 @@ def line_chart(
 
 # -- the report ---------------------------------------------------------------------------------
 
-_CSS = """
+#: The style sheet of every page (the run reports and the index).
+CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
        max-width: 1000px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
@@ -214,6 +239,8 @@ th, td { padding: 3px 9px; border-bottom: 1px solid #eee; text-align: right; }
 th { background: #f5f5f5; } td:first-child, th:first-child { text-align: left; }
 pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; }
 .note { color: #8a4b00; } .muted { color: #777; }
+.fail { color: #fff; background: #c62828; padding: 4px 8px; display: inline-block; }
+.pass { color: #fff; background: #2e7d32; padding: 4px 8px; display: inline-block; }
 svg { display: block; margin: 1em 0; }
 svg .title { font-weight: 600; font-size: 13px; } svg .tick { font-size: 11px; fill: #555; }
 svg .label { font-size: 12px; fill: #333; } svg .legend { font-size: 12px; }
@@ -222,11 +249,13 @@ svg .sep { stroke: #bbb; stroke-dasharray: 2 3; } svg .seplabel { font-size: 10p
 """
 
 
-def _html_table(rows: Sequence[dict[str, object]], columns: Sequence[tuple[str, str]]) -> str:
+def html_table(rows: Sequence[dict[str, object]], columns: Sequence[tuple[str, str]]) -> str:
+    """An HTML table of ``rows`` with ``(key, heading)`` columns: numbers to about four significant
+    digits as in the text tables (:func:`~loadtest.report.format_cell`), every cell escaped."""
     head = "".join(f"<th>{escape(label)}</th>" for _, label in columns)
     body = []
     for row in rows:
-        cells = "".join(f"<td>{escape(str(row.get(key, '')))}</td>" for key, _ in columns)
+        cells = "".join(f"<td>{escape(format_cell(row.get(key, '')))}</td>" for key, _ in columns)
         body.append(f"<tr>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -347,6 +376,79 @@ def _timeline_charts(result: RunResult) -> list[str]:
     ]
 
 
+_NOTE = " class='note'"
+
+#: Percentiles plotted by the percentile-distribution chart.
+SPECTRUM_PERCENTILES = (
+    *range(0, 90, 5),
+    90.0,
+    92.5,
+    95.0,
+    96.25,
+    97.5,
+    98.75,
+    99.0,
+    99.375,
+    99.5,
+    99.75,
+    99.9,
+    99.95,
+    99.99,
+    99.995,
+    99.999,
+)
+
+
+def _spectrum_position(percentile: float) -> float:
+    """x of a percentile on the spectrum axis: the number of nines, ``-log10(1 - p/100)``."""
+    return -math.log10(max(1e-9, 1.0 - percentile / 100.0))
+
+
+def percentile_spectrum(
+    title: str, histograms: Sequence[tuple[str, LogLinearHistogram, bool]], y_label: str = "milliseconds"
+) -> str:
+    """The HdrHistogram "percentile spectrum" chart: value (ms) against percentile, with the
+    x axis stretched by nines (0, 90, 99, 99.9 %... equally spaced) so the tail is readable.
+
+    Args:
+        histograms: ``(name, microsecond histogram, dashed)`` per line.
+    """
+    series = []
+    most_nines = 1.0
+    for name, histogram, dashed in histograms:
+        if not histogram.count:
+            continue
+        # beyond 1 / count the percentiles repeat the maximum: stop the line there
+        wanted = [p for p in SPECTRUM_PERCENTILES if 1.0 - p / 100.0 >= 1.0 / histogram.count]
+        values = histogram.percentiles(wanted)
+        points = [(_spectrum_position(p), values[p] / 1000) for p in wanted]
+        points.append((_spectrum_position(100.0 * (1.0 - 1.0 / histogram.count)), histogram.max / 1000))
+        most_nines = max(most_nines, points[-1][0])
+        series.append(Series(name, points, dashed))
+    nines = max(1, math.ceil(most_nines - 1e-9))
+    ticks = [(float(n), ("0" if n == 0 else f"{100 - 10 ** (2 - n):g}") + "%") for n in range(nines + 1)]
+    return line_chart(title, series, "percentile", y_label, markers=False, x_ticks=ticks)
+
+
+def _phase_spectrum(phase: PhaseResult) -> str:
+    stats = phase.stats
+    title = f"Latency by percentile, phase {phase.index} ({phase.label})"
+    if isinstance(stats, RequestStats):
+        lines: list[tuple[str, LogLinearHistogram, bool]] = [("latency", stats.latency, False)]
+        if phase.mode == "closed":
+            lines.append(("corrected (CO)", phase.corrected_latency(), True))
+        elif phase.mode == "open":
+            lines.append(("service time", stats.service_time, True))
+        return percentile_spectrum(title, lines)
+    return percentile_spectrum(
+        f"Stream timings by percentile, phase {phase.index} ({phase.label})",
+        [
+            ("time to first event", stats.time_to_first_event, False),
+            ("event gap", stats.event_gap, True),
+        ],
+    )
+
+
 def _phase_details(phase: PhaseResult) -> str:
     data = phase.to_dict()
     parts = [f"<h3>Phase {phase.index}: {escape(phase.label)}</h3>"]
@@ -365,7 +467,33 @@ def _phase_details(phase: PhaseResult) -> str:
             ("p99", "p99 ms"),
             ("max", "max ms"),
         ]
-        parts.append(_html_table(rows, columns))
+        parts.append(html_table(rows, columns))
+    generator = phase.generator
+    parts.append(
+        f"<p{_NOTE if generator.bound else ''}>Generator self-check: loop thread at "
+        f"{generator.cpu:.0%} of a core, event-loop lag p90 {generator.lag_p90_ms:.1f} ms"
+        f"{' - ' + escape(generator.reason()) if generator.bound else ' (not saturated)'}.</p>"
+    )
+    if "corrected_latency_ms" in data:
+        measured, corrected = data["latency_ms"], data["corrected_latency_ms"]
+        keys = ("p50", "p90", "p99", "p99.9", "max")
+        corrected_rows: list[dict[str, object]] = [
+            {"kind": "measured (from each actual send)", **{key: measured[key] for key in keys}},
+            {"kind": "corrected for coordinated omission", **{key: corrected[key] for key in keys}},
+        ]
+        parts.append(html_table(corrected_rows, [("kind", "latency ms"), *((key, key) for key in keys)]))
+        parts.append(f"<p class='muted'>{escape(data['corrected_note'])}</p>")
+    if "event_ids" in data:
+        ids = data["event_ids"]
+        resume = data["time_to_resume_ms"]
+        parts.append(
+            f"<p{_NOTE if ids['lost'] or ids['duplicated'] or ids['out_of_order'] else ''}>"
+            f"Event ids: {ids['lost']:,} lost, {ids['duplicated']:,} duplicated, {ids['out_of_order']:,} "
+            f"out of order, {ids['untracked']:,} without an id; {ids['reconnects']:,} reconnects "
+            f"({ids['reconnect_lost']:,} ids skipped across them; time to resume p50 {resume['p50']} ms, "
+            f"max {resume['max']} ms).</p>"
+        )
+    parts.append(_phase_spectrum(phase))
     if "schedule" in data:
         schedule = data["schedule"]
         parts.append(
@@ -417,7 +545,12 @@ def render_html(result: RunResult) -> str:
     if result.interrupted:
         body.append("<p class='note'>The run was interrupted; the last phase is partial.</p>")
     body.append("<h2>Summary</h2>")
-    body.append(_html_table(summaries, (("phase", "phase"), *columns)))
+    body.append(html_table(summaries, (("phase", "phase"), *columns)))
+    notes = run_notes(result)
+    if notes:
+        body.append("<ul class='note'>" + "".join(f"<li>{escape(note)}</li>" for note in notes) + "</ul>")
+    if result.checks:
+        body.append(checks_html(result))
     body.append("<h2>Charts</h2>")
     body.extend(_sweep_charts(result))
     body.extend(_timeline_charts(result))
@@ -428,10 +561,25 @@ def render_html(result: RunResult) -> str:
     body.append(f"<pre>{escape(text_table)}</pre>")
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Load test: {escape(scenario.name)}</title><style>{_CSS}</style></head>\n<body>\n"
+        f"<title>Load test: {escape(scenario.name)}</title><style>{CSS}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
     )
+
+
+def checks_html(result: RunResult) -> str:
+    """The run's checks (thresholds) as a table, failures first."""
+    failed = [outcome for outcome in result.checks if not outcome.passed]
+    verdict = (
+        f"<p class='fail'>{len(failed)} of {len(result.checks)} checks FAILED (exit status 99)</p>"
+        if failed
+        else f"<p class='pass'>all {len(result.checks)} checks held</p>"
+    )
+    rows: list[dict[str, object]] = [
+        {"result": "FAILED" if not outcome.passed else "held", "message": outcome.message()}
+        for outcome in sorted(result.checks, key=lambda outcome: outcome.passed)
+    ]
+    return "<h2>Checks</h2>" + verdict + html_table(rows, (("result", "result"), ("message", "check")))
 
 
 def write_html(result: RunResult, path: Path) -> Path:

@@ -1,15 +1,20 @@
 """Read Locust's ``--csv`` output back: a summary table, and the failure count for checks.
 
+The p50 column is Locust's ``50%`` percentile, not its ``Median Response Time``: Locust clamps
+that median to the exact minimum, so when every response rounds down (Locust keeps whole
+milliseconds below 100 ms) the "median" it writes is the fastest response. Both percentiles are
+Locust's rounded values; min and max are exact.
+
 Example:
     >>> rows = [
     ...     {"Type": "GET", "Name": "/echo", "Request Count": "10", "Failure Count": "0",
-    ...      "Median Response Time": "1", "95%": "2", "99%": "3", "Max Response Time": "3.5",
-    ...      "Requests/s": "5.0"},
+    ...      "Median Response Time": "1.37", "Min Response Time": "1.37", "50%": "1", "95%": "2",
+    ...      "99%": "3", "Max Response Time": "3.5", "Requests/s": "5.0"},
     ... ]
     >>> print(locust_table(rows))
-    type  name   requests  failures  p50 ms  p95 ms  p99 ms  max ms  req/s
-    ----  -----  --------  --------  ------  ------  ------  ------  -----
-    GET   /echo        10         0       1       2       3     3.5      5
+    type  name   requests  failures  min ms  p50 ms  p95 ms  p99 ms  max ms  req/s
+    ----  -----  --------  --------  ------  ------  ------  ------  ------  -----
+    GET   /echo        10         0    1.37       1       2       3     3.5      5
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ _COLUMNS = (
     ("Name", "name"),
     ("Request Count", "requests"),
     ("Failure Count", "failures"),
-    ("Median Response Time", "p50 ms"),
+    ("Min Response Time", "min ms"),
+    ("50%", "p50 ms"),
     ("95%", "p95 ms"),
     ("99%", "p99 ms"),
     ("Max Response Time", "max ms"),
@@ -49,11 +55,17 @@ def _number(text: str) -> float | str:
     return value
 
 
+def _value(row: Mapping[str, str], key: str) -> str:
+    if key == "50%" and not row.get(key):  # an older Locust without percentile columns
+        return row.get("Median Response Time", "")
+    return row.get(key, "")
+
+
 def locust_table(rows: Sequence[Mapping[str, str]]) -> str:
     """Locust's per-request statistics as a plain-text table."""
     cells = [
         {
-            key: _number(row.get(key, "")) if key not in ("Type", "Name") else row.get(key, "")
+            key: _number(_value(row, key)) if key not in ("Type", "Name") else row.get(key, "")
             for key, _ in _COLUMNS
         }
         for row in rows

@@ -16,11 +16,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .runner import RunResult
+from .runner import STALL_NOTE_FACTOR, PhaseResult, RunResult
+from .stats import RequestStats, StreamStats
 
 __all__ = [
     "SUMMARY_COLUMNS",
+    "format_cell",
     "format_table",
+    "run_notes",
+    "stall_notes",
     "summary_table",
     "write_csv",
     "write_json",
@@ -40,6 +44,7 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("p99_ms", "p99 ms"),
         ("p99.9_ms", "p99.9 ms"),
         ("max_ms", "max ms"),
+        ("co_p99_ms", "co p99 ms"),
     ),
     "open": (
         ("rate", "rate/s"),
@@ -65,11 +70,13 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("gap_p50_ms", "gap p50 ms"),
         ("gap_p99_ms", "gap p99 ms"),
         ("gap_max_ms", "gap max ms"),
+        ("lost", "lost"),
+        ("reconnects", "reconnects"),
     ),
 }
 
 
-def _cell(value: Any) -> str:
+def format_cell(value: Any) -> str:
     """Numbers to about four significant digits (the histograms are good to 0.4 %)."""
     if isinstance(value, bool):
         return str(value)
@@ -94,7 +101,7 @@ def format_table(
         all(isinstance(row.get(column), str) for row in rows if row.get(column, "") != "") and rows
         for column in columns
     ]
-    cells = [[_cell(row.get(column, "")) for column in columns] for row in rows]
+    cells = [[format_cell(row.get(column, "")) for column in columns] for row in rows]
     widths = [max([len(title)] + [len(line[i]) for line in cells]) for i, title in enumerate(titles)]
 
     def line(values: Sequence[str]) -> str:
@@ -110,35 +117,78 @@ def format_table(
 
 
 def summary_table(result: RunResult) -> str:
-    """The run's phases as a text table (columns chosen by mode)."""
+    """The run's phases as a text table (columns chosen by mode), then its notes and checks."""
     columns = SUMMARY_COLUMNS[result.scenario.mode]
     rows = [phase.summary() for phase in result.phases]
     kind = {"closed": "closed loop", "open": "open loop", "sse": "event streams"}[result.scenario.mode]
     title = f"{result.scenario.name}: {kind} on {result.scenario.target}"
+    if result.processes > 1:
+        title += f" ({result.processes} generator processes, merged)"
     table = format_table(rows, [key for key, _ in columns], [label for _, label in columns])
+    notes = run_notes(result)
+    failed = [outcome for outcome in result.checks if not outcome.passed]
+    if result.checks:
+        held = len(result.checks) - len(failed)
+        notes.append(f"checks: {held} of {len(result.checks)} held" + (", FAILED:" if failed else ""))
+        notes.extend(f"  {outcome.message()}" for outcome in failed)
+    return "\n".join([title, table, *notes])
+
+
+def run_notes(result: RunResult) -> list[str]:
+    """What a reader must know beside the numbers: a saturated generator, an unkept schedule, a
+    stall a closed loop hid, the commonest errors."""
     notes = []
     if result.interrupted:
         notes.append("interrupted: the last phase is partial")
     for phase in result.phases:
+        where = f"phase {phase.index} ({phase.label})"
         if phase.users_started < phase.concurrency:
             notes.append(
-                f"phase {phase.index} ({phase.label}): only {phase.users_started} of {phase.concurrency} "
+                f"{where}: only {phase.users_started} of {phase.concurrency} "
                 "users got to start before the phase ended (the load generator is saturated)"
             )
         elif phase.duration and phase.ramp_up > 0.1 * phase.duration:
             notes.append(
-                f"phase {phase.index} ({phase.label}): starting all users took {phase.ramp_up:.2f} s "
-                "(the load generator is busy)"
+                f"{where}: starting all users took {phase.ramp_up:.2f} s (the load generator is busy)"
             )
+        if phase.generator.bound:
+            notes.append(f"{where}: {phase.generator.reason()}")
         if phase.unsent:
             notes.append(
-                f"phase {phase.index} ({phase.label}): fell {phase.behind:.2f} s behind schedule; "
+                f"{where}: fell {phase.behind:.2f} s behind schedule; "
                 f"{phase.unsent} planned requests were never sent and are not in the percentiles"
             )
+        notes.extend(f"{where}: {note}" for note in stall_notes(phase))
         stats = phase.stats
+        if isinstance(stats, StreamStats) and (stats.lost or stats.duplicated or stats.out_of_order):
+            notes.append(
+                f"{where}: event ids: {stats.lost} lost, {stats.duplicated} duplicated, "
+                f"{stats.out_of_order} out of order"
+            )
         for kind, count in stats.errors.most_common(3):
-            notes.append(f"phase {phase.index} ({phase.label}): {count} x {kind}")
-    return "\n".join([title, table, *notes])
+            notes.append(f"{where}: {count} x {kind}")
+    return notes
+
+
+def stall_notes(phase: PhaseResult) -> list[str]:
+    """Closed loop: a warning when the slowest response took :data:`STALL_NOTE_FACTOR` times the
+    median and the coordinated-omission corrected p99 is at least twice the measured one."""
+    stats = phase.stats
+    if phase.mode != "closed" or not isinstance(stats, RequestStats) or not stats.completed:
+        return []
+    median = stats.latency.value_at_percentile(50)
+    if stats.latency.max < STALL_NOTE_FACTOR * max(median, 1):
+        return []
+    corrected = phase.corrected_latency().value_at_percentile(99) / 1000
+    measured = stats.latency.value_at_percentile(99) / 1000
+    if corrected < 2 * measured:
+        return []  # a slow response or two, not a stall that hides the tail
+    return [
+        f"the slowest response took {stats.latency.max / 1000:,.1f} ms, "
+        f"{stats.latency.max / max(median, 1):,.0f}x the median: a closed loop stops sending while "
+        f"the server stalls, so p99 {measured:,.1f} ms understates it; corrected for coordinated "
+        f"omission p99 is {corrected:,.1f} ms (co_p99_ms)"
+    ]
 
 
 def write_json(result: RunResult, path: Path) -> Path:

@@ -15,210 +15,44 @@ Timing uses ``time.perf_counter`` (the clock flowno's ``sleep`` uses too).
 from __future__ import annotations
 
 import math
-import platform
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from time import perf_counter
+from time import perf_counter, thread_time
 from typing import Any
 
 from flowno import Event, spawn
 
 from flowno_io import EventLoop, HttpClient, Timeout, sleep, streaming_response_is_ok
 
+from .result import (
+    GENERATOR_CPU_LIMIT,
+    GENERATOR_LAG_LIMIT_MS,
+    STALL_NOTE_FACTOR,
+    GeneratorLoad,
+    PhaseResult,
+    RunResult,
+)
 from .scenario import RequestPicker, RequestSpec, Scenario
 from .schedule import ArrivalSchedule
-from .stats import RequestStats, StreamStats, latency_summary
+from .stats import EventIdTracker, RequestStats, StreamStats
 
-__all__ = ["PhaseResult", "RunResult", "run_scenario", "run_scenario_async"]
+__all__ = [
+    "GENERATOR_CPU_LIMIT",
+    "GENERATOR_LAG_LIMIT_MS",
+    "STALL_NOTE_FACTOR",
+    "GeneratorLoad",
+    "PhaseResult",
+    "RunResult",
+    "run_scenario",
+    "run_scenario_async",
+]
 
 #: Seconds between progress-line refreshes.
 PROGRESS_INTERVAL = 0.5
 #: Idle keep-alive connections are kept this long by the client (longer than any gap in a phase).
 KEEPALIVE_EXPIRY = 30.0
-
-
-@dataclass
-class PhaseResult:
-    """The outcome of one phase (one concurrency level, or one rate).
-
-    Attributes:
-        index: position in the run (0-based).
-        mode: ``closed``, ``open`` or ``sse``.
-        concurrency: virtual users (closed/sse) or most requests in flight (open).
-        rate: open mode: planned arrivals per second.
-        started_at: wall-clock start (UTC, ISO 8601).
-        elapsed: seconds from the start until the last user finished.
-        stats: :class:`~loadtest.stats.RequestStats` or :class:`~loadtest.stats.StreamStats`.
-        planned, unsent, behind: open mode: arrivals planned, never sent, and how far behind the
-            schedule (seconds) the phase was when its send window closed.
-        users_started: users (or workers) that got to run before the phase ended.
-        ramp_up: seconds from the phase start (when all users are released at once) until the
-            last of them got its first turn on the loop.
-    """
-
-    index: int
-    mode: str
-    concurrency: int
-    rate: float | None
-    duration: float | None
-    count: int | None
-    started_at: str
-    stats: RequestStats | StreamStats
-    elapsed: float = 0.0
-    planned: int = 0
-    unsent: int = 0
-    behind: float = 0.0
-    users_started: int = 0
-    ramp_up: float = 0.0
-    finished: bool = False
-
-    @property
-    def label(self) -> str:
-        """Short name: ``c=100`` or ``rate=500/s c=64``."""
-        if self.rate is not None:
-            return f"rate={self.rate:g}/s c={self.concurrency}"
-        return f"c={self.concurrency}"
-
-    def summary(self) -> dict[str, Any]:
-        """The phase's headline numbers, flat (one CSV row)."""
-        elapsed = self.elapsed or 1e-9
-        row: dict[str, Any] = {
-            "phase": self.index,
-            "mode": self.mode,
-            "concurrency": self.concurrency,
-            "rate": self.rate if self.rate is not None else "",
-            "elapsed_s": round(self.elapsed, 3),
-            "users_started": self.users_started,
-            "ramp_up_s": round(self.ramp_up, 3),
-        }
-        stats = self.stats
-        if isinstance(stats, RequestStats):
-            latency = latency_summary(stats.latency)
-            row.update(
-                {
-                    "requests": stats.completed,
-                    "ok": stats.ok,
-                    "failed": stats.failed,
-                    "throughput_rps": round(stats.completed / elapsed, 2),
-                    "mb_received": round(stats.bytes_received / 1e6, 3),
-                }
-            )
-            row.update({f"{key}_ms": value for key, value in latency.items()})
-            if self.mode == "open":
-                lag = latency_summary(stats.send_lag)
-                row.update(
-                    {
-                        "planned": self.planned,
-                        "unsent": self.unsent,
-                        "behind_s": round(self.behind, 3),
-                        "lag_p99_ms": lag["p99"],
-                        "lag_max_ms": lag["max"],
-                        "service_p99_ms": latency_summary(stats.service_time)["p99"],
-                    }
-                )
-        else:
-            ttfe = latency_summary(stats.time_to_first_event)
-            gap = latency_summary(stats.event_gap)
-            row.update(
-                {
-                    "streams": stats.started,
-                    "completed": stats.completed,
-                    "cut": stats.cut,
-                    "failed": stats.failed,
-                    "events": stats.events,
-                    "events_per_s": round(stats.events / elapsed, 2),
-                    "streams_per_s": round(stats.completed / elapsed, 2),
-                    "ttfe_p50_ms": ttfe["p50"],
-                    "ttfe_p99_ms": ttfe["p99"],
-                    "ttfe_max_ms": ttfe["max"],
-                    "gap_p50_ms": gap["p50"],
-                    "gap_p99_ms": gap["p99"],
-                    "gap_max_ms": gap["max"],
-                }
-            )
-        row["errors"] = sum(stats.errors.values())
-        return row
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything about the phase, JSON-ready (histograms in sparse form)."""
-        stats = self.stats
-        data: dict[str, Any] = {
-            "index": self.index,
-            "label": self.label,
-            "mode": self.mode,
-            "concurrency": self.concurrency,
-            "rate": self.rate,
-            "duration": self.duration,
-            "count": self.count,
-            "started_at": self.started_at,
-            "elapsed_s": self.elapsed,
-            "finished": self.finished,
-            "summary": self.summary(),
-            "errors": dict(stats.errors),
-            "error_samples": stats.error_samples,
-            "statuses": {str(code): n for code, n in sorted(stats.statuses.items())},
-            "timeline_interval_s": stats.timeline.interval,
-            "timeline": stats.timeline.rows(end=self.elapsed or None),
-        }
-        if isinstance(stats, RequestStats):
-            data["latency_ms"] = latency_summary(stats.latency)
-            data["service_time_ms"] = latency_summary(stats.service_time)
-            data["endpoints"] = {name: ep.summary(self.elapsed or 1e-9) for name, ep in stats.by_name.items()}
-            data["histograms_us"] = {
-                "latency": stats.latency.to_dict(),
-                "service_time": stats.service_time.to_dict(),
-            }
-            if self.mode == "open":
-                data["schedule"] = {
-                    "planned": self.planned,
-                    "sent": self.planned - self.unsent,
-                    "unsent": self.unsent,
-                    "behind_s": self.behind,
-                    "send_lag_ms": latency_summary(stats.send_lag),
-                    "note": "latency is measured from each request's intended send time "
-                    "(coordinated-omission corrected); service_time from its actual send; "
-                    "unsent requests are not in the percentiles",
-                }
-                data["histograms_us"]["send_lag"] = stats.send_lag.to_dict()
-        else:
-            data["time_to_first_event_ms"] = latency_summary(stats.time_to_first_event)
-            data["event_gap_ms"] = latency_summary(stats.event_gap)
-            data["stream_duration_ms"] = latency_summary(stats.stream_duration)
-            data["histograms_us"] = {
-                "time_to_first_event": stats.time_to_first_event.to_dict(),
-                "event_gap": stats.event_gap.to_dict(),
-                "stream_duration": stats.stream_duration.to_dict(),
-            }
-        return data
-
-
-@dataclass
-class RunResult:
-    """A whole run: the scenario and its phases, in order."""
-
-    scenario: Scenario
-    phases: list[PhaseResult] = field(default_factory=list)
-    started_at: str = ""
-    finished_at: str = ""
-    interrupted: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form of the run."""
-        return {
-            "tool": "loadtest (flowno_io.HttpClient on one flowno event loop)",
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "interrupted": self.interrupted,
-            "environment": {
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-                "argv": sys.argv,
-            },
-            "scenario": self.scenario.describe(),
-            "phases": [phase.to_dict() for phase in self.phases],
-        }
+#: Seconds between the generator self-check's samples of its own event-loop lag.
+GENERATOR_SAMPLE_INTERVAL = 0.05
 
 
 def _now_iso() -> str:
@@ -244,6 +78,8 @@ class _Phase:
         self.gate = Event()
         self.start = math.inf
         self.deadline = math.inf
+        self.cpu_start = 0.0
+        self.users_done: float | None = None
         self.count = scenario.count
         self.issued = 0
         self.schedule: ArrivalSchedule | None = None
@@ -253,6 +89,7 @@ class _Phase:
     async def begin(self) -> None:
         """Start the clock (and the arrival schedule) and release the waiting users."""
         self.start = start = perf_counter()
+        self.cpu_start = thread_time()
         duration = self.scenario.duration
         self.deadline = math.inf if duration is None else start + duration
         rate = self.result.rate
@@ -300,6 +137,9 @@ class LoadRunner:
         self.scenario = scenario
         self.progress = progress
         self.client_options = client_options or {}
+        #: Called (blocking) with each phase's index before it starts: ``--processes`` lines the
+        #: processes' phases up with it.
+        self.before_phase: Callable[[int], None] | None = None
         self.result = RunResult(scenario, started_at=_now_iso())
         self._current: _Phase | None = None
         self._running = False
@@ -311,6 +151,8 @@ class LoadRunner:
         ticker = await spawn(self._progress_ticker()) if self.progress is not None else None
         try:
             for index, (concurrency, rate) in enumerate(self.scenario.phases()):
+                if self.before_phase is not None:
+                    self.before_phase(index)
                 await self.run_phase(index, concurrency, rate)
         finally:
             self._running = False
@@ -369,8 +211,11 @@ class LoadRunner:
                 phase.active_users += 1
                 handles.append(await spawn(user(phase, number)))
             await phase.begin()
+            watcher = await spawn(self._watch_generator(phase))
             for handle in handles:
                 await handle.join()
+            phase.users_done = perf_counter()
+            await watcher.join()
         finally:
             self._close_phase(phase)
         result.finished = True
@@ -379,7 +224,10 @@ class LoadRunner:
     def _close_phase(self, phase: _Phase) -> None:
         """Fill in the phase's elapsed time and schedule outcome, and close its client."""
         result = phase.result
-        result.elapsed = perf_counter() - phase.start if phase.start != math.inf else 0.0
+        end = phase.users_done if phase.users_done is not None else perf_counter()
+        result.elapsed = end - phase.start if phase.start != math.inf else 0.0
+        if result.elapsed > 0:
+            result.generator.cpu = (thread_time() - phase.cpu_start) / result.elapsed
         if phase.schedule is not None:
             result.unsent = phase.schedule.unsent
             result.behind = phase.schedule.behind()
@@ -483,42 +331,82 @@ class LoadRunner:
             phase.active_users -= 1
 
     async def _one_stream(self, phase: _Phase, stats: StreamStats, spec: RequestSpec) -> None:
+        """One logical stream: open it, read it to the end (or the deadline); with ``reconnect``,
+        reopen it with ``Last-Event-ID`` each time the server closes it, until the server answers
+        204 (the EventSource rule for "stop") or the phase ends."""
         start = phase.start
         stats.started += 1
-        sent = perf_counter()
-        try:
-            response = await phase.client.stream_request(
-                spec.method, spec.url, spec.body, headers=phase.headers[spec.name]
-            )
-        except Exception as exc:
-            stats.record_failure(perf_counter() - start, _error_kind(exc), str(exc))
-            return
-        status = response.status_code
-        stats.record_open(status)
-        if not streaming_response_is_ok(response) or not spec.is_expected(status):
-            await response.aclose()
-            stats.record_failure(perf_counter() - start, f"HTTP {status}", "")
-            return
+        first_sent = sent = perf_counter()
+        tracker = EventIdTracker()
+        headers = phase.headers[spec.name]
         previous: float | None = None
+        closed_at: float | None = None  # when the server closed the stream we are resuming
         cut = False
         try:
-            async for event in response.events():
-                now = perf_counter()
-                if event.data != "[DONE]":  # the OpenAI end marker is not a payload event
-                    if previous is None:
-                        stats.record_first_event(now - start, now - sent)
-                    else:
-                        stats.record_event(now - start, now - previous)
-                    previous = now
-                if now >= phase.deadline:
-                    cut = True
+            while True:
+                try:
+                    response = await phase.client.stream_request(
+                        spec.method, spec.url, spec.body, headers=headers
+                    )
+                except Exception as exc:
+                    stats.record_failure(perf_counter() - start, _error_kind(exc), str(exc))
+                    return
+                status = response.status_code
+                stats.record_open(status)
+                if closed_at is not None and status == 204:
+                    await response.aclose()
+                    break  # nothing left to resume: the stream is complete
+                if not streaming_response_is_ok(response) or not spec.is_expected(status):
+                    await response.aclose()
+                    stats.record_failure(perf_counter() - start, f"HTTP {status}", "")
+                    return
+                done = False
+                try:
+                    async for event in response.events():
+                        now = perf_counter()
+                        if event.data == "[DONE]":  # the OpenAI end marker is not a payload event
+                            done = True
+                        else:
+                            before = tracker.last
+                            skipped = tracker.observe(event.id)
+                            if closed_at is not None:
+                                stats.record_resume(now - closed_at, skipped if before is not None else 0)
+                                closed_at = None
+                            if previous is None:
+                                stats.record_first_event(now - start, now - sent)
+                            else:
+                                stats.record_event(now - start, now - previous)
+                            previous = now
+                        if now >= phase.deadline:
+                            cut = True
+                            break
+                except Exception as exc:
+                    stats.record_failure(perf_counter() - start, _error_kind(exc), str(exc))
+                    return
+                finally:
+                    await response.aclose()
+                if cut or done or not self.scenario.reconnect or perf_counter() >= phase.deadline:
                     break
-        except Exception as exc:
-            stats.record_failure(perf_counter() - start, _error_kind(exc), str(exc))
-            return
+                # The server closed the stream: reconnect as an EventSource does.
+                stats.record_reconnect()
+                closed_at = sent = perf_counter()
+                if tracker.last is not None:
+                    headers = {**(headers or {}), "Last-Event-ID": str(tracker.last)}
         finally:
-            await response.aclose()
-        stats.record_end(perf_counter() - sent, cut=cut)
+            stats.record_ids(tracker)
+        stats.record_end(perf_counter() - first_sent, cut=cut)
+
+    async def _watch_generator(self, phase: _Phase) -> None:
+        """The self-check: how late the loop wakes a timer, every GENERATOR_SAMPLE_INTERVAL s.
+
+        A loop busy with its own ready tasks (or starved of CPU) fires timers late; the same
+        delay holds back every send and every read of the phase.
+        """
+        lag = phase.result.generator.lag
+        while phase.active_users > 0:
+            due = perf_counter() + GENERATOR_SAMPLE_INTERVAL
+            await sleep(GENERATOR_SAMPLE_INTERVAL)
+            lag.record_seconds(perf_counter() - due)
 
     # -- progress -------------------------------------------------------------------------------
 
@@ -567,13 +455,19 @@ async def run_scenario_async(
 
 
 def run_scenario(
-    scenario: Scenario, progress: Callable[[str | None], None] | None = None, **client_options: Any
+    scenario: Scenario,
+    progress: Callable[[str | None], None] | None = None,
+    *,
+    before_phase: Callable[[int], None] | None = None,
+    **client_options: Any,
 ) -> RunResult:
     """Run ``scenario`` on a new flowno ``EventLoop`` (one per process at a time) and return the result.
 
+    ``before_phase`` is called with each phase's index before it starts (blocking the loop).
     On ``KeyboardInterrupt`` the phases finished so far are returned, marked ``interrupted``.
     """
     runner = LoadRunner(scenario, progress, client_options)
+    runner.before_phase = before_phase
     try:
         EventLoop().run_until_complete(runner.run(), join=True)
     except KeyboardInterrupt:

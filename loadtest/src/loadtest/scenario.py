@@ -11,6 +11,10 @@ A scenario file (parsed with the standard library's ``tomllib``)::
     # rate = [200, 500]                # open mode: requests/s, one phase per rate
     timeout = 10.0                     # seconds per request
     headers = { "X-Load-Test" = "1" }  # sent with every request
+    thresholds = ["p99<50ms", "error_rate<0.01"]  # pass/fail checks (exit 99 when one fails)
+    # schedule_check = false           # open mode: do not fail a run that fell behind schedule
+    # strict = true                    # fail a phase where the generator was saturated
+    # reconnect = true                 # sse mode: reconnect with Last-Event-ID when the server closes
 
     [[request]]
     name = "echo json"                 # label in reports (default: "METHOD path")
@@ -57,6 +61,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias, cast
 from urllib.parse import urlsplit
 
+from .thresholds import ThresholdError, parse_threshold
+
 __all__ = [
     "DEFAULT_DURATION",
     "DEFAULT_TIMEOUT",
@@ -84,7 +90,7 @@ LOCAL_HOST_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 _SCENARIO_KEYS = frozenset(
     {"name", "target", "mode", "concurrency", "rate", "duration", "count", "timeout", "think_time"}
-    | {"headers", "seed", "request"}
+    | {"headers", "seed", "request", "thresholds", "schedule_check", "strict", "reconnect"}
 )
 _REQUEST_KEYS = frozenset({"name", "method", "path", "body", "json", "headers", "weight", "expect_status"})
 
@@ -188,6 +194,12 @@ class Scenario:
         timeout: seconds per request; a stream gets it per read.
         think_time: closed/sse mode: seconds a user waits between its requests.
         seed: seed of the request picker (``None``: a fixed default, so runs repeat).
+        thresholds: pass/fail expressions (:mod:`loadtest.thresholds`), checked on every phase.
+        schedule_check: open mode: fail the run when the schedule was not kept (unsent requests,
+            or more than 1 s behind).
+        strict: fail the run when a phase was generator-bound.
+        reconnect: sse mode: when the server closes a stream, reconnect with ``Last-Event-ID``
+            (as a browser's EventSource does) until it answers 204 or the phase ends.
     """
 
     name: str
@@ -201,6 +213,10 @@ class Scenario:
     timeout: float = DEFAULT_TIMEOUT
     think_time: float = 0.0
     seed: int | None = None
+    thresholds: tuple[str, ...] = ()
+    schedule_check: bool = True
+    strict: bool = False
+    reconnect: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -231,6 +247,13 @@ class Scenario:
                 raise ScenarioError("open mode needs a positive rate (requests per second)")
         elif self.rates:
             raise ScenarioError("a rate applies to open mode only")
+        if self.reconnect and self.mode != "sse":
+            raise ScenarioError("reconnect applies to sse mode only")
+        for text in self.thresholds:
+            try:
+                parse_threshold(text)
+            except ThresholdError as exc:
+                raise ScenarioError(str(exc)) from None
 
     def with_target(self, target: str, allow_remote: bool = False) -> Scenario:
         """This scenario aimed at ``target`` (checked), each request's URL filled in."""
@@ -260,6 +283,10 @@ class Scenario:
             "count": self.count,
             "timeout": self.timeout,
             "think_time": self.think_time,
+            "thresholds": list(self.thresholds),
+            "schedule_check": self.schedule_check,
+            "strict": self.strict,
+            "reconnect": self.reconnect,
             "requests": [
                 {
                     "name": spec.name,
@@ -401,7 +428,24 @@ def scenario_from_mapping(data: Mapping[str, Any], default_name: str = "scenario
         timeout=_number_list(data.get("timeout", DEFAULT_TIMEOUT), "timeout", float)[0],
         think_time=_number_list(data.get("think_time", 0.0), "think_time", float)[0],
         seed=None if seed is None else int(seed),
+        thresholds=_string_list(data.get("thresholds", []), "thresholds"),
+        schedule_check=_flag(data.get("schedule_check", True), "schedule_check"),
+        strict=_flag(data.get("strict", False), "strict"),
+        reconnect=_flag(data.get("reconnect", False), "reconnect"),
     )
+
+
+def _string_list(value: Any, key: str) -> tuple[str, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) for item in values):
+        raise ScenarioError(f"{key} must be a string or a list of strings")
+    return tuple(values)
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ScenarioError(f"{key} must be true or false, not {value!r}")
+    return value
 
 
 def parse_scenario(text: str, default_name: str = "scenario") -> Scenario:

@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from .histogram import REPORTED_PERCENTILES, LogLinearHistogram
 __all__ = [
     "DEFAULT_MAX_INTERVALS",
     "EndpointStats",
+    "EventIdTracker",
     "RequestStats",
     "StreamStats",
     "Timeline",
@@ -114,6 +115,44 @@ class Timeline:
         self._intervals = merged
         self.interval *= 2
 
+    def merge(self, other: Timeline) -> None:
+        """Add ``other`` (a timeline of the same phase from another generator) interval by interval.
+
+        Both started at the same base interval, so the finer one is coarsened until they match.
+        """
+        other = Timeline.from_state(other.to_state())  # a copy: coarsening changes it
+        while self.interval < other.interval * 0.999:
+            self._coarsen()
+        while other.interval < self.interval * 0.999:
+            other._coarsen()
+        for index, slot in enumerate(other._intervals):
+            while len(self._intervals) <= index:
+                self._intervals.append(_Interval())
+            self._intervals[index].merge(slot)
+        while len(self._intervals) > self.max_intervals:
+            self._coarsen()
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything, exactly (JSON-ready), for :meth:`from_state` in another process."""
+        return {
+            "interval": self.interval,
+            "max_intervals": self.max_intervals,
+            "intervals": [
+                [slot.completed, slot.errors, slot.events, slot.histogram.to_dict()]
+                for slot in self._intervals
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Timeline:
+        """Rebuild a timeline from :meth:`to_state`."""
+        timeline = cls(float(state["interval"]), int(state["max_intervals"]))
+        for completed, errors, events, histogram in state["intervals"]:
+            timeline._intervals.append(
+                _Interval(int(completed), int(errors), int(events), LogLinearHistogram.from_dict(histogram))
+            )
+        return timeline
+
     def record(self, offset: float, latency_us: int, ok: bool = True) -> None:
         """Count a completion ``offset`` seconds into the phase, with its latency."""
         slot = self._slot(offset)
@@ -180,11 +219,68 @@ class _Errors:
         self.counts: Counter[str] = Counter()
         self.samples: dict[str, list[str]] = {}
 
-    def add(self, kind: str, message: str) -> None:
-        self.counts[kind] += 1
+    def add(self, kind: str, message: str, count: int = 1) -> None:
+        self.counts[kind] += count
         samples = self.samples.setdefault(kind, [])
         if len(samples) < MAX_ERROR_SAMPLES and message and message not in samples:
             samples.append(message[:300])
+
+    def merge(self, counts: Mapping[str, int], samples: Mapping[str, list[str]]) -> None:
+        for kind, count in counts.items():
+            self.add(kind, "", int(count))
+            for message in samples.get(kind, []):
+                self.add(kind, message, 0)
+
+
+class _PhaseStats:
+    """What request and stream statistics share: exact state for other processes, and merging.
+
+    Subclasses name their histograms and counters; statuses, errors and the timeline are common.
+    """
+
+    _HISTOGRAMS: tuple[str, ...] = ()
+    _COUNTERS: tuple[str, ...] = ()
+    statuses: Counter[int]
+    timeline: Timeline
+    _errors: _Errors
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything measured, exactly (JSON-ready): histograms, counters, errors, timeline."""
+        return {
+            "kind": type(self).__name__,
+            "histograms": {name: getattr(self, name).to_dict() for name in self._HISTOGRAMS},
+            "counters": {name: getattr(self, name) for name in self._COUNTERS},
+            "statuses": {str(code): n for code, n in self.statuses.items()},
+            "errors": dict(self._errors.counts),
+            "error_samples": self._errors.samples,
+            "timeline": self.timeline.to_state(),
+        }
+
+    def _load_state(self, state: Mapping[str, Any]) -> None:
+        for name in self._HISTOGRAMS:
+            setattr(self, name, LogLinearHistogram.from_dict(state["histograms"][name]))
+        for name in self._COUNTERS:
+            setattr(self, name, int(state["counters"][name]))
+        self.statuses = Counter({int(code): int(n) for code, n in state["statuses"].items()})
+        self._errors = _Errors()
+        self._errors.merge(state["errors"], state["error_samples"])
+        self.timeline = Timeline.from_state(state["timeline"])
+
+    def merge(self, other: _PhaseStats) -> None:
+        """Add ``other`` (the same phase measured by another generator): exact, histograms included.
+
+        Raises:
+            TypeError: ``other`` measured another kind of traffic.
+        """
+        if type(other) is not type(self):
+            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
+        for name in self._HISTOGRAMS:
+            getattr(self, name).merge(getattr(other, name))
+        for name in self._COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.statuses.update(other.statuses)
+        self._errors.merge(other._errors.counts, other._errors.samples)
+        self.timeline.merge(other.timeline)
 
 
 @dataclass
@@ -207,7 +303,7 @@ class EndpointStats:
         }
 
 
-class RequestStats:
+class RequestStats(_PhaseStats):
     """Everything measured about request/response traffic in one phase.
 
     Attributes:
@@ -219,6 +315,9 @@ class RequestStats:
         errors: failures by kind: an exception type (``ReadTimeout``) or ``HTTP 503``.
         statuses: responses by status code.
     """
+
+    _HISTOGRAMS = ("latency", "service_time", "send_lag")
+    _COUNTERS = ("ok", "failed", "bytes_received")
 
     def __init__(self, timeline_interval: float = 1.0) -> None:
         self.latency = LogLinearHistogram()
@@ -246,6 +345,36 @@ class RequestStats:
     def error_samples(self) -> dict[str, list[str]]:
         """A few messages per failure kind."""
         return self._errors.samples
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything measured, exactly (per-endpoint histograms included)."""
+        state = super().to_state()
+        state["endpoints"] = {
+            name: {"latency": ep.latency.to_dict(), "ok": ep.ok, "failed": ep.failed}
+            for name, ep in self.by_name.items()
+        }
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> RequestStats:
+        """Rebuild from :meth:`to_state` (e.g. a result file of another process)."""
+        stats = cls()
+        stats._load_state(state)
+        for name, ep in state.get("endpoints", {}).items():
+            stats.by_name[name] = EndpointStats(
+                LogLinearHistogram.from_dict(ep["latency"]), ep["ok"], ep["failed"]
+            )
+        return stats
+
+    def merge(self, other: _PhaseStats) -> None:
+        """Add ``other``, per endpoint too (see :meth:`_PhaseStats.merge`)."""
+        super().merge(other)
+        assert isinstance(other, RequestStats)
+        for name, theirs in other.by_name.items():
+            mine = self._endpoint(name)
+            mine.latency.merge(theirs.latency)
+            mine.ok += theirs.ok
+            mine.failed += theirs.failed
 
     def _endpoint(self, name: str) -> EndpointStats:
         endpoint = self.by_name.get(name)
@@ -307,7 +436,75 @@ class RequestStats:
         self.send_lag.record(max(0, round(lag * 1e6)))
 
 
-class StreamStats:
+class EventIdTracker:
+    """One stream's event ids, checked for loss, duplicates and order.
+
+    Ids are expected to be consecutive integers (as the stream service sends them); events with
+    no id or a non-integer one are counted in :attr:`untracked` only. A gap counts its ids as
+    lost; an id inside an earlier gap arriving late is out of order (and no longer lost); an id
+    seen before is a duplicate. Memory holds only the ids still missing.
+
+    Args:
+        after: the ``Last-Event-ID`` a resumed stream was opened with (ids should start after it).
+
+    Example:
+        >>> tracker = EventIdTracker()
+        >>> [tracker.observe(event_id) for event_id in ["1", "2", "5", "3", "3", "6", None]]
+        [0, 0, 2, 0, 0, 0, 0]
+        >>> tracker.lost, tracker.out_of_order, tracker.duplicated, tracker.untracked, tracker.last
+        (1, 1, 1, 1, 6)
+    """
+
+    __slots__ = ("_missing", "_untracked_gaps", "duplicated", "last", "out_of_order", "untracked")
+
+    def __init__(self, after: int | None = None) -> None:
+        #: The highest id seen (or the ``Last-Event-ID`` resumed after).
+        self.last = after
+        self._missing: set[int] = set()
+        self._untracked_gaps = 0
+        self.duplicated = 0
+        self.out_of_order = 0
+        self.untracked = 0
+
+    @property
+    def lost(self) -> int:
+        """Ids skipped and not (yet) received."""
+        return len(self._missing) + self._untracked_gaps
+
+    def observe(self, event_id: str | None) -> int:
+        """Check one event's id; returns how many ids it showed lost (a gap before it), else 0."""
+        try:
+            number = int(event_id) if event_id is not None else None
+        except ValueError:
+            number = None
+        if number is None:
+            self.untracked += 1
+            return 0
+        last = self.last
+        if last is None or number == last + 1:
+            self.last = number
+            return 0
+        if number > last:
+            gap = number - last - 1
+            if gap <= MAX_TRACKED_GAP:
+                self._missing.update(range(last + 1, number))
+            else:
+                self._untracked_gaps += gap
+            self.last = number
+            return gap
+        if number in self._missing:
+            self._missing.discard(number)
+            self.out_of_order += 1
+        else:
+            self.duplicated += 1
+        return 0
+
+
+#: A jump in ids larger than this is counted once as lost events but not remembered id by id.
+MAX_TRACKED_GAP = 100_000
+
+
+class StreamStats(_PhaseStats):
     """Everything measured about event streams (SSE) in one phase.
 
     Attributes:
@@ -319,7 +516,30 @@ class StreamStats:
         cut: streams still open when the phase ended (closed by us, not an error).
         failed: streams that could not open, got a non-2xx status, or broke mid-way.
         events: events received in all.
+        lost, duplicated, out_of_order: events by id (:class:`EventIdTracker`), over all streams.
+        untracked: events without an integer id (not checked).
+        reconnects: reconnections after the server closed a stream (``reconnect`` scenarios).
+        reconnect_lost: ids skipped across a reconnect (the resumed stream did not start right
+            after ``Last-Event-ID``); also counted in ``lost``.
+        time_to_resume: microseconds from the server closing a stream to the first event of the
+            reconnected one.
     """
+
+    _HISTOGRAMS = ("time_to_first_event", "event_gap", "stream_duration", "time_to_resume")
+    _COUNTERS = (
+        "started",
+        "opened",
+        "completed",
+        "cut",
+        "failed",
+        "events",
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "untracked",
+        "reconnects",
+        "reconnect_lost",
+    )
 
     def __init__(self, timeline_interval: float = 1.0) -> None:
         self.time_to_first_event = LogLinearHistogram()
@@ -331,6 +551,13 @@ class StreamStats:
         self.cut = 0
         self.failed = 0
         self.events = 0
+        self.lost = 0
+        self.duplicated = 0
+        self.out_of_order = 0
+        self.untracked = 0
+        self.reconnects = 0
+        self.reconnect_lost = 0
+        self.time_to_resume = LogLinearHistogram()
         self.statuses: Counter[int] = Counter()
         self._errors = _Errors()
         self.timeline = Timeline(timeline_interval)
@@ -344,6 +571,30 @@ class StreamStats:
     def error_samples(self) -> dict[str, list[str]]:
         """A few messages per failure kind."""
         return self._errors.samples
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> StreamStats:
+        """Rebuild from :meth:`to_state` (e.g. a result file of another process)."""
+        stats = cls()
+        stats._load_state(state)
+        return stats
+
+    def record_ids(self, tracker: EventIdTracker) -> None:
+        """Add one finished stream's id bookkeeping."""
+        self.lost += tracker.lost
+        self.duplicated += tracker.duplicated
+        self.out_of_order += tracker.out_of_order
+        self.untracked += tracker.untracked
+
+    def record_reconnect(self) -> None:
+        """Count a reconnection after the server closed a stream."""
+        self.reconnects += 1
+
+    def record_resume(self, seconds: float, skipped: int) -> None:
+        """Count a resumed stream's first event, ``seconds`` after the previous one was closed;
+        ``skipped``: ids missing between ``Last-Event-ID`` and it."""
+        self.time_to_resume.record(max(0, round(seconds * 1e6)))
+        self.reconnect_lost += skipped
 
     def record_open(self, status: int) -> None:
         """Count a response head (a stream that opened when 2xx)."""

@@ -21,7 +21,7 @@
     ├── HTTPStatusError             ``response.raise_for_status()`` on a 4xx/5xx
     └── TooManyRedirects            the client followed more redirects than allowed
 
-Network errors are translated from ``OSError`` at the I/O boundary (``_stream.py``), so code above
+Network errors are translated from ``OSError`` at the I/O boundary (``io/socket_stream.py``), so code above
 it never sees a bare ``OSError``.
 """
 

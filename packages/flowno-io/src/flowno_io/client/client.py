@@ -1,8 +1,8 @@
 """``HttpClient``: HTTP/1.1 requests on the flowno event loop, with the API of ``flowno.io``.
 
-Keep-alive connections are pooled per (scheme, host, port) (``_pool.py``); responses are parsed
-by ``_http11_client.py``; streaming bodies (raw bytes, JSON lines, Server-Sent Events) are in
-``_streaming.py``. One client may be shared by any number of tasks on one loop.
+Keep-alive connections are pooled per (scheme, host, port) (``client/pool.py``); responses are parsed
+by ``protocol/http11_client.py``; streaming bodies (raw bytes, JSON lines, Server-Sent Events) are in
+``client/response_stream.py``. One client may be shared by any number of tasks on one loop.
 
 Example:
     >>> from flowno import EventLoop, spawn

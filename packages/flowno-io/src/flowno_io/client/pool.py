@@ -125,7 +125,7 @@ class Connection:
         self._host = host
         self.origin = origin
         self.stream = stream
-        # Plain TCP connections wait for responses through the pool's reactor (see _reactor.py).
+        # Plain TCP connections wait for responses through the pool's reactor (see client/reactor.py).
         self._waiter = waiter
         self._timer: Timer | None = None
         self._timed_out = False

@@ -2,7 +2,7 @@
 
 A :class:`BodyReader` owns the connection of one response until its body ends; the iterators
 here turn its bytes into byte chunks, JSON lines, or Server-Sent Events (parsed by the shared
-sans-IO decoders in ``_decoders.py`` and ``_sse.py``). A body cut short by the server raises
+sans-IO decoders in ``protocol/decoders.py`` and ``protocol/sse.py``). A body cut short by the server raises
 (``RemoteProtocolError`` / ``ReadError``); it never ends as if it were complete.
 """
 

@@ -3,7 +3,7 @@
 Flowno 0.1.19 cannot wake a task early: a task parked on a socket wakes only when the socket is
 ready, and a sleeping task cannot be cancelled. So a timeout here does not wake the waiter
 directly. A :class:`Timer` runs a plain callback when it expires, and the callback makes the thing
-the waiter sleeps on ready: ``socket.shutdown()`` for a socket wait (see ``_stream.py``), or
+the waiter sleeps on ready: ``socket.shutdown()`` for a socket wait (see ``io/socket_stream.py``), or
 ``Event.set()`` for an event wait (return the ``Event`` from the callback).
 
 One :class:`Clock` task per event loop keeps a heap of armed timers. It ticks at most every

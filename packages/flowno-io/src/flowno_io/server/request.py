@@ -37,9 +37,11 @@ class Request:
     __slots__ = (
         "_body",
         "_connection",
+        "_content_length",
         "_continue_sent",
         "_query",
         "_reading_done",
+        "_upgrade",
         "client",
         "headers",
         "http_version",
@@ -65,7 +67,10 @@ class Request:
         self._connection = connection
         self._body: bytes | None = None
         self._query: dict[str, list[str]] | None = None
-        self._continue_sent = not head.expect_continue
+        # RFC 9110 §10.1.1: a 100 (Continue) goes only to HTTP/1.1 clients.
+        self._continue_sent = not head.expect_continue or head.http_version != "1.1"
+        self._content_length = head.content_length
+        self._upgrade = head.upgrade
         # A request with neither Content-Length nor chunked coding has no body; llhttp has then
         # already queued END_OF_MESSAGE right after the head.
         self._reading_done = False
@@ -112,6 +117,8 @@ class Request:
             if event is None:
                 if parser.error is not None:
                     raise parser.error
+                if connection.feed_unfed():
+                    continue
                 data = await connection.stream.receive_some(timeout=connection.server.body_timeout)
                 if not data:
                     raise ReadError("client closed the connection before the body was complete")
@@ -146,6 +153,28 @@ class Request:
             return orjson.loads(await self.body())
         except orjson.JSONDecodeError as exc:
             raise RemoteProtocolError(f"request body is not valid JSON: {exc}", 400) from None
+
+    def _drain_parsed(self) -> bool:
+        """Drop the body bytes already parsed, without waiting; True once the body has ended."""
+        if self._reading_done:
+            return True
+        connection = self._connection
+        parser = connection.parser
+        while parser.has_events() or connection.feed_unfed():
+            event = parser.next_event()
+            if event is None:
+                continue
+            if event is END_OF_MESSAGE:
+                self._reading_done = True
+                return True
+            if not isinstance(event, bytes):
+                raise RemoteProtocolError("request framing error")
+        return False
+
+    @property
+    def expecting_continue(self) -> bool:
+        """True while the client waits for ``100 Continue`` before sending the body it announced."""
+        return not self._continue_sent
 
     @property
     def body_consumed(self) -> bool:

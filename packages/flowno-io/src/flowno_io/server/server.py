@@ -14,9 +14,9 @@ Design, around the limits of flowno 0.1.19's loop (see ``docs/flowno-upstream.md
   handler, a full socket buffer, a streaming response) the driver hands the suspended coroutine
   to a worker task, which resumes it on the loop and then returns the connection to the driver.
   Workers are pooled and reused, because flowno keeps every finished task forever.
-* **Try the syscall first.** All I/O is non-blocking and waits only on ``EAGAIN`` (``_stream.py``).
+* **Try the syscall first.** All I/O is non-blocking and waits only on ``EAGAIN`` (``io/socket_stream.py``).
 * **Timeouts by timer.** A parked connection's keep-alive or header deadline closes it from the
-  clock task; a worker's waits time out by socket shutdown (``_clock.py``).
+  clock task; a worker's waits time out by socket shutdown (``io/clock.py``).
 
 Error policy (as uvicorn's): malformed request → its 4xx (400, 413, 431, 505) and close; a
 handler that raises → 500 if nothing was sent yet, else close; the server keeps serving.
@@ -28,7 +28,6 @@ import errno
 import inspect
 import logging
 import resource
-import select
 import socket as _socket
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from time import monotonic
@@ -41,8 +40,10 @@ from .._errors import HttpError, NetworkError, ProtocolError, TimeoutError
 from ..io.clock import Timer, get_clock
 from ..io.coroutines import resume as _resume
 from ..io.flowno_compat import sleep
-from ..io.socket_stream import SocketStream, wait_readable
+from ..io.poller import READABLE, Poller
+from ..io.socket_stream import SocketStream
 from ..io.wakeup import Wakeup
+from ..protocol.framing import frame_response
 from ..protocol.headers import Headers
 from ..protocol.http11_server import (
     DEFAULT_MAX_BODY_BYTES,
@@ -85,6 +86,18 @@ DEFAULT_WRITE_TIMEOUT = 30.0
 #: Bytes of unread request body the server reads and drops to keep a connection alive; a larger
 #: leftover closes the connection instead.
 MAX_DRAIN_BYTES = 256 * 1024
+#: Bytes of pipelined input parsed at a time: requests are parsed only as earlier ones are
+#: answered, so a client that pipelines and stops reading holds at most this much parsed.
+FEED_SLICE = 4096
+#: Lingering close after an error answer (nginx's ``lingering_close``): read and drop what the
+#: client still sends, so it can read our 4xx instead of losing it to a reset. At most
+#: ``LINGERING_TIME`` seconds in all, ``LINGERING_TIMEOUT`` seconds of silence, and
+#: ``LINGERING_MAX_BYTES`` bytes (nginx: 30 s, 5 s, no byte limit).
+LINGERING_TIME = 5.0
+LINGERING_TIMEOUT = 2.0
+LINGERING_MAX_BYTES = 64 * 1024 * 1024
+#: Bodies larger than this are sent after the head rather than copied into one buffer with it.
+COPY_BODY_BYTES = 16 * 1024
 
 #: Seconds ``close()`` (and SIGTERM) gives in-flight requests before shutting their sockets down.
 DEFAULT_SHUTDOWN_GRACE = 10.0
@@ -92,7 +105,6 @@ DEFAULT_SHUTDOWN_GRACE = 10.0
 FORCE_CLOSE_WAIT = 1.0
 
 _SERVER_HEADER = b"Server: flowno-io\r\n"
-_NO_BODY_STATUS = frozenset({204, 304})
 
 
 def _default_max_connections() -> int:
@@ -115,6 +127,7 @@ class _Connection:
         "server",
         "stream",
         "timer",
+        "unfed",
     )
 
     def __init__(self, server: HttpServer, sock: _socket.socket, client: Any) -> None:
@@ -128,6 +141,24 @@ class _Connection:
         self.parked = False
         self.head_deadline: float | None = None
         self.timer: Timer | None = None
+        #: Bytes read from the socket but not yet given to the parser (see ``FEED_SLICE``).
+        self.unfed: memoryview | bytes = b""
+
+    def feed_unfed(self) -> bool:
+        """Give the parser the next slice of the bytes read ahead; False when there are none.
+
+        A protocol error is kept by the parser (``parser.error``) and answered after the requests
+        parsed before it.
+        """
+        unfed = self.unfed
+        if not unfed or self.parser.error is not None:
+            return False
+        self.unfed = unfed[FEED_SLICE:]
+        try:
+            self.parser.feed(bytes(unfed[:FEED_SLICE]))
+        except ProtocolError:
+            pass
+        return True
 
     def expire(self) -> None:
         """The keep-alive or header deadline of a parked connection passed: close it."""
@@ -157,13 +188,23 @@ class ResponseWriter:
         chunked: True once :meth:`write_head` chose chunked framing (HTTP/1.1).
     """
 
-    __slots__ = ("_connection", "chunked", "head_only", "head_sent", "keep_alive", "request")
+    __slots__ = (
+        "_connection",
+        "_request_keep_alive",
+        "chunked",
+        "head_only",
+        "head_sent",
+        "keep_alive",
+        "request",
+    )
 
-    def __init__(self, connection: _Connection, request: Request, keep_alive: bool) -> None:
+    def __init__(self, connection: _Connection, request: Request, request_keep_alive: bool) -> None:
         self._connection = connection
+        self._request_keep_alive = request_keep_alive
         self.request = request
         self.head_only = request.method == "HEAD"
-        self.keep_alive = keep_alive
+        #: Whether the connection serves another request after this response (set by the head).
+        self.keep_alive = False
         self.chunked = False
         self.head_sent = False
 
@@ -178,24 +219,27 @@ class ResponseWriter:
         return self._connection.server
 
     async def write_head(self, status_code: int, headers: Headers) -> None:
-        """Send the status line and headers, choosing the framing of an unknown-length body.
+        """Send the status line and headers; the framing rule (``protocol/framing.py``) decides.
 
-        HTTP/1.1 gets ``Transfer-Encoding: chunked``; HTTP/1.0 gets the raw body and the
-        connection closes after it.
+        HTTP/1.1 gets ``Transfer-Encoding: chunked`` unless ``headers`` give a ``Content-Length``;
+        HTTP/1.0 gets the raw body and the connection closes after it.
         """
-        extra = [_SERVER_HEADER, b"Date: ", http_date(), b"\r\n"]
-        if "content-length" not in headers and status_code not in _NO_BODY_STATUS:
-            if self.request.http_version == "1.1":
-                self.chunked = True
-                extra.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                self.keep_alive = False
-        if not self.keep_alive:
-            extra.append(b"Connection: close\r\n")
-        elif self.request.http_version == "1.0":
-            extra.append(b"Connection: keep-alive\r\n")
+        request = self.request
+        server = self._connection.server
+        framing = frame_response(
+            status_code,
+            headers,
+            body_length=None,
+            method=request.method,
+            http_version=request.http_version,
+            request_keep_alive=self._request_keep_alive,
+            server_keep_alive=server._may_keep_alive(request, streaming=True),
+        )
+        self.chunked = framing.chunked
+        self.keep_alive = framing.keep_alive
         self.head_sent = True
-        await self._send(encode_response_head(status_code, headers, b"".join(extra)))
+        extra = b"%bDate: %b\r\n%b" % (_SERVER_HEADER, http_date(), framing.header_lines)
+        await self._send(encode_response_head(status_code, framing.headers, extra))
 
     async def write(self, data: bytes) -> None:
         """Send a piece of the body (framed as a chunk when chunked; nothing for HEAD)."""
@@ -288,8 +332,7 @@ class HttpServer:
         self._idle_workers: list[_Worker] = []
         self._connections: set[_Connection] = set()
         self._parked: dict[int, _Connection] = {}
-        self._epoll: select.epoll | None = None
-        self._wake_writer: _socket.socket | None = None
+        self._poller: Poller | None = None
         self._accepting = False
         self._closing = False
         self._grace = shutdown_grace
@@ -375,38 +418,27 @@ class HttpServer:
         """Accept and serve connections until :meth:`close` is called."""
         listener = self.bind()
         self._closed = Event()
-        epoll = self._epoll = select.epoll()
-        wake_reader, self._wake_writer = _socket.socketpair()
-        wake_reader.setblocking(False)
-        self._wake_writer.setblocking(False)
-        epoll.register(listener.fileno(), select.EPOLLIN)
-        epoll.register(wake_reader.fileno(), select.EPOLLIN)
+        poller = self._poller = Poller(wakeable=True)
+        poller.register(listener.fileno(), READABLE)
         self._accepting = True
-        handle = SocketHandle(epoll)  # the loop waits on the epoll descriptor itself
         listener_fd = listener.fileno()
-        wake_fd = wake_reader.fileno()
         parked = self._parked
         signals = await ShutdownSignals.install(self)  # SIGINT/SIGTERM → close(), on the main thread
         logger.info("serving on http://%s:%s", self.host, self.port)
         try:
             while not self._closing:
-                events = epoll.poll(0, 256)
+                events = poller.ready(256)
                 if events:
                     # Ready work: yield to the loop's other tasks without a selector round trip.
-                    # (Registering this epoll with the loop's selector costs O(its connections):
+                    # (Registering the poller with the loop's selector costs O(its connections):
                     # the kernel checks nested epolls for loops, ~2 ms with 10,000 connections.)
                     await sleep(0)
                 else:
-                    await wait_readable(handle)
-                    events = epoll.poll(0, 256)
+                    await poller.wait()
+                    events = poller.ready(256)
                 for fd, _ in events:
                     if fd == listener_fd:
                         await self._accept_ready(listener)
-                    elif fd == wake_fd:
-                        try:
-                            wake_reader.recv(4096)
-                        except OSError:
-                            pass
                     else:
                         connection = parked.get(fd)
                         if connection is not None:
@@ -415,10 +447,8 @@ class HttpServer:
             await self._shut_down(listener)
             if signals is not None:
                 signals.uninstall()
-            epoll.close()
-            wake_reader.close()
-            self._wake_writer.close()
-            self._epoll = None
+            poller.close()
+            self._poller = None
             await self._closed.set()
 
     async def close(self, grace: float | None = None) -> None:
@@ -438,12 +468,8 @@ class HttpServer:
             await self._closed.wait()
 
     def _wake_driver(self) -> None:
-        writer = self._wake_writer
-        if writer is not None:
-            try:
-                writer.send(b"x")
-            except OSError:
-                pass
+        if self._poller is not None:
+            self._poller.poke()
 
     async def _shut_down(self, listener: _socket.socket) -> None:
         listener.close()
@@ -497,18 +523,18 @@ class HttpServer:
             logger.error("accept failed: %s", exc)
 
     def _pause_accepting(self) -> None:
-        if self._accepting and self._epoll is not None and self._listener is not None:
-            self._epoll.unregister(self._listener.fileno())
+        if self._accepting and self._poller is not None and self._listener is not None:
+            self._poller.unregister(self._listener.fileno())
             self._accepting = False
 
     def _resume_accepting(self) -> None:
         if (
             not self._accepting
-            and self._epoll is not None
+            and self._poller is not None
             and self._listener is not None
             and len(self._connections) < self.max_connections
         ):
-            self._epoll.register(self._listener.fileno(), select.EPOLLIN)
+            self._poller.register(self._listener.fileno(), READABLE)
             self._accepting = True
 
     async def _park(self, connection: _Connection) -> None:
@@ -518,7 +544,7 @@ class HttpServer:
 
     def _park_nowait(self, connection: _Connection) -> bool:
         """:meth:`_park` without awaiting; False when the clock task must still be started."""
-        if self._closing or self._epoll is None:
+        if self._closing or self._poller is None:
             self._drop(connection)
             return True
         if connection.parser.in_head:
@@ -534,7 +560,7 @@ class HttpServer:
             timer = connection.timer = get_clock().timer(connection.expire)
         running = timer.set_deadline(deadline)
         if not connection.parked:
-            self._epoll.register(connection.fd, select.EPOLLIN)
+            self._poller.register(connection.fd, READABLE)
             self._parked[connection.fd] = connection
             connection.parked = True
         return running
@@ -543,8 +569,8 @@ class HttpServer:
         if connection.parked:
             connection.parked = False
             del self._parked[connection.fd]
-            if self._epoll is not None:
-                self._epoll.unregister(connection.fd)
+            if self._poller is not None:
+                self._poller.unregister(connection.fd)
         if connection.timer is not None:
             connection.timer.disarm()
 
@@ -595,25 +621,37 @@ class HttpServer:
             await spawn(self._worker(job))
 
     async def _exchange(self, connection: _Connection, data: bytes) -> bool:
-        """Feed ``data`` and answer every complete request; True to keep the connection."""
+        """Answer every request in ``data``, in order; True to keep the connection.
+
+        Pipelined input is parsed ``FEED_SLICE`` bytes at a time, only as the requests before it
+        are answered: a client that pipelines and stops reading holds the raw bytes it sent and
+        a few parsed requests, not thousands. The requests parsed before a protocol error are
+        answered, then the error.
+        """
         parser = connection.parser
-        error: ProtocolError | None = None
-        try:
-            parser.feed(data)
-        except ProtocolError as exc:
-            error = exc  # the requests parsed before the bad bytes are still answered, in order
-        # The error answers the request being parsed when it failed: no body if that was a HEAD.
-        head_only = parser.message_method == "HEAD"
+        if len(data) <= FEED_SLICE:
+            try:
+                parser.feed(data)
+            except ProtocolError:
+                pass  # kept in parser.error, answered after the requests before it
+        else:
+            connection.unfed = memoryview(data)
+            connection.feed_unfed()
         while True:
             event = parser.next_event()
             if event is None:
+                if connection.feed_unfed():
+                    continue
                 break
             if type(event) is RequestHead:
-                if error is not None and not parser.body_complete():
+                if parser.error is not None and not parser.body_complete():
                     break  # this request's own bytes are bad: answer it with the error
                 if not await self._handle(connection, event):
                     return False
+        error = parser.error
         if error is not None:
+            # The error answers the request being parsed when it failed: no body for a HEAD.
+            head_only = parser.message_method == "HEAD"
             await self._send_error(connection, error.status_hint, str(error), head_only=head_only)
             return False
         return True
@@ -700,27 +738,25 @@ class HttpServer:
     async def _handle(self, connection: _Connection, head: RequestHead) -> bool:
         """Answer one request; True when the connection may serve another."""
         request = Request(head, connection)
-        keep_alive = head.keep_alive and not head.upgrade and not self._closing
+        head_only = head.method == "HEAD"
         try:
             result = await self._call_handler(request)
         except ProtocolError as exc:  # bad body framing, body too large, invalid JSON
-            await self._send_error(connection, exc.status_hint, str(exc), head_only=head.method == "HEAD")
+            await self._send_error(connection, exc.status_hint, str(exc), head_only=head_only)
             return False
         except (NetworkError, TimeoutError):
             return False
         except Exception:
             logger.exception("handler for %s %s raised", request.method, request.path)
-            await self._send_error(connection, 500, "internal server error", head_only=head.method == "HEAD")
+            await self._send_error(connection, 500, "internal server error", head_only=head_only)
             return False
         connection.requests_served += 1
         self.stats["requests_served"] += 1
-        if not request.body_consumed and head.expect_continue and not request._continue_sent:
-            keep_alive = False  # the client may or may not send the body it announced
         try:
             if isinstance(result, Response):
-                keep_alive = await self._send_response(connection, request, result, keep_alive)
+                keep_alive = await self._send_response(connection, request, result, head.keep_alive)
             else:
-                writer = ResponseWriter(connection, request, keep_alive)
+                writer = ResponseWriter(connection, request, head.keep_alive)
                 try:
                     await result.send(writer)
                 except (NetworkError, TimeoutError):
@@ -728,18 +764,42 @@ class HttpServer:
                 except Exception:
                     logger.exception("streaming response for %s %s failed", request.method, request.path)
                     if not writer.head_sent:
-                        await self._send_error(
-                            connection, 500, "internal server error", head_only=writer.head_only
-                        )
+                        await self._send_error(connection, 500, "internal server error", head_only=head_only)
                     return False
                 keep_alive = writer.keep_alive
         except (NetworkError, TimeoutError):
             return False
-        if not keep_alive or self._closing:
+        if not keep_alive:
             return False
         if request.body_consumed:
             return True
         return await self._finish_body(connection, request)
+
+    def _may_keep_alive(self, request: Request, *, streaming: bool = False) -> bool:
+        """The server's side of keep-alive, asked when a response's head is framed.
+
+        No when the server is closing, the request asked to upgrade, or the rest of its body
+        cannot be drained cheaply (unknown length, more than ``MAX_DRAIN_BYTES``, or a client
+        still waiting for ``100 Continue``, which may never send it). A plain response first drops
+        the body bytes already read; a streaming one may still read the body, so it does not.
+        """
+        if self._closing or request._upgrade:
+            return False
+        if request.body_consumed:
+            return True
+        if request.expecting_continue:
+            return False
+        if streaming:
+            if request._connection.parser.body_complete():
+                return True  # the rest of the body is in memory: draining it later cannot wait
+        else:
+            try:
+                if request._drain_parsed():
+                    return True
+            except ProtocolError:
+                return False
+        length = request._content_length
+        return length is not None and length <= MAX_DRAIN_BYTES
 
     async def _call_handler(self, request: Request) -> Any:
         if not self._has_routes:
@@ -760,29 +820,33 @@ class HttpServer:
         return _to_response(result)
 
     async def _send_response(
-        self, connection: _Connection, request: Request, response: Response, keep_alive: bool
+        self, connection: _Connection, request: Request, response: Response, request_keep_alive: bool
     ) -> bool:
-        headers = response.headers
-        status = response.status_code
+        """Send a plain response; True when the connection may serve another request."""
         body = response.body
-        connection_header = headers.get("connection")
-        if connection_header is not None and connection_header.lower() == "close":
-            keep_alive = False
-        extra = [_SERVER_HEADER, b"Date: ", http_date(), b"\r\n"]
-        if status in _NO_BODY_STATUS or status < 200:
-            body = b""
-        elif "content-length" not in headers:
-            extra.append(b"Content-Length: %d\r\n" % len(body))
-        if connection_header is None:
-            if not keep_alive:
-                extra.append(b"Connection: close\r\n")
-            elif request.http_version == "1.0":
-                extra.append(b"Connection: keep-alive\r\n")
-        data = encode_response_head(status, headers, b"".join(extra))
-        if body and request.method != "HEAD":
-            data += body
-        await connection.stream.send_all(data, timeout=self.write_timeout)
-        return keep_alive
+        framing = frame_response(
+            response.status_code,
+            response.headers,
+            body_length=len(body),
+            method=request.method,
+            http_version=request.http_version,
+            request_keep_alive=request_keep_alive,
+            server_keep_alive=self._may_keep_alive(request),
+        )
+        head = encode_response_head(
+            response.status_code,
+            framing.headers,
+            b"%bDate: %b\r\n%b" % (_SERVER_HEADER, http_date(), framing.header_lines),
+        )
+        stream = connection.stream
+        if not framing.send_body or not body:
+            await stream.send_all(head, timeout=self.write_timeout)
+        elif len(body) <= COPY_BODY_BYTES:
+            await stream.send_all(head + body, timeout=self.write_timeout)
+        else:  # no copy of a large body: the head goes first, on its own
+            await stream.send_all(head, timeout=self.write_timeout)
+            await stream.send_all(body, timeout=self.write_timeout)
+        return framing.keep_alive
 
     async def _finish_body(self, connection: _Connection, request: Request) -> bool:
         """Read and drop what the handler left of the request body; False to close instead."""
@@ -801,18 +865,53 @@ class HttpServer:
     async def _send_error(
         self, connection: _Connection, status: int, message: str, *, head_only: bool = False
     ) -> None:
-        """Answer ``status`` with a JSON error body (none for HEAD), then the connection closes."""
-        body = orjson.dumps({"error": message})
-        head = encode_response_head(
+        """Answer ``status`` with a JSON error body (none for HEAD), then close with lingering."""
+        body = orjson.dumps({"error": message, "status": status})
+        framing = frame_response(
             status,
-            Headers(),
-            b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n%bDate: %b\r\n"
-            % (len(body), _SERVER_HEADER, http_date()),
+            _ERROR_HEADERS,
+            body_length=len(body),
+            method="HEAD" if head_only else "GET",
+            server_keep_alive=False,
+        )
+        head = encode_response_head(
+            status, framing.headers, b"%bDate: %b\r\n%b" % (_SERVER_HEADER, http_date(), framing.header_lines)
         )
         try:
-            await connection.stream.send_all(head if head_only else head + body, timeout=self.write_timeout)
+            await connection.stream.send_all(
+                head + body if framing.send_body else head, timeout=self.write_timeout
+            )
         except (NetworkError, TimeoutError):
-            pass
+            return
+        await self._linger(connection)
+
+    async def _linger(self, connection: _Connection) -> None:
+        """Lingering close: stop sending, then read and drop what the client still sends.
+
+        A client that writes its whole request (a large body we refused with 413, say) before
+        reading would otherwise get a reset, which destroys our answer in flight.
+        """
+        stream = connection.stream
+        try:
+            stream.sock.shutdown(_socket.SHUT_WR)
+        except OSError:
+            return
+        deadline = monotonic() + LINGERING_TIME
+        discarded = 0
+        while discarded < LINGERING_MAX_BYTES and not self._closing:
+            timeout = min(LINGERING_TIMEOUT, deadline - monotonic())
+            if timeout <= 0:
+                return
+            try:
+                data = await stream.receive_some(timeout=timeout)
+            except (NetworkError, TimeoutError):
+                return
+            if not data:
+                return
+            discarded += len(data)
+
+
+_ERROR_HEADERS = Headers({"Content-Type": "application/json"})
 
 
 def _to_response(result: Any) -> Any:

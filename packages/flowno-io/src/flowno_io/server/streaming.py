@@ -44,12 +44,13 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-from flowno import SocketHandle, spawn
+from flowno import spawn
 
 from .._errors import NetworkError, ReadError, TimeoutError
 from ..io.clock import get_clock
+from ..io.coroutines import resume as _resume
 from ..io.flowno_compat import TaskCancelled, TaskHandle, current_loop, current_task, interrupt, sleep
-from ..io.socket_stream import wait_readable
+from ..io.poller import HANGUP, WRITABLE, Poller
 from ..protocol.headers import Headers
 from ..protocol.http11_server import encode_chunk
 from ..protocol.sse import ServerSentEvent, encode_comment
@@ -66,14 +67,14 @@ __all__ = [
 
 logger = logging.getLogger("flowno_io.server")
 
+#: Bytes of pieces a producer yields without waiting that are written together at most.
+BATCH_BYTES = 64 * 1024
 #: Seconds of silence after which an event stream sends a heartbeat comment (as sse-starlette;
 #: proxies commonly drop connections idle for 30-60 s).
 DEFAULT_PING_INTERVAL = 15.0
 
-_EPOLL = getattr(select, "epoll", None)
-_WATCH_EVENTS = getattr(select, "EPOLLRDHUP", 0x2000) | getattr(select, "EPOLLHUP", 0x10)
-_GONE_EVENTS = _WATCH_EVENTS | getattr(select, "EPOLLERR", 0x8)
-_EPOLLOUT = getattr(select, "EPOLLOUT", 0x4)
+_WATCH_EVENTS = HANGUP
+_GONE_EVENTS = HANGUP | select.EPOLLERR
 
 Body = AsyncIterable[Any] | Iterable[Any]
 
@@ -234,9 +235,7 @@ class _StreamMonitor:
         # A proxy: ``_monitors`` maps the server to this monitor, which must not keep it alive.
         self.server: HttpServer = weakref.proxy(server)
         self.streams: dict[int, _ActiveStream] = {}
-        self._epoll: Any = None
-        self._wake_r: _socket.socket | None = None
-        self._wake_w: _socket.socket | None = None
+        self._poller: Poller | None = None
         self._heap: list[tuple[float, int, _ActiveStream]] = []
         self._seq = itertools.count()
         self._running = False
@@ -246,15 +245,11 @@ class _StreamMonitor:
 
     async def watch(self, stream: _ActiveStream) -> None:
         """Start watching ``stream`` (spawning the monitor task if needed)."""
-        if self._wake_w is None:
-            self._open()
+        if self._poller is None:
+            self._poller = Poller(wakeable=True)
         stream.monitor = self
         self.streams[stream.fd] = stream
-        if self._epoll is not None:
-            try:
-                self._epoll.register(stream.fd, _WATCH_EVENTS)
-            except FileExistsError:
-                self._epoll.modify(stream.fd, _WATCH_EVENTS)
+        self._poller.register(stream.fd, _WATCH_EVENTS)
         if stream.heartbeat is not None and stream.interval is not None:
             self._schedule(stream, stream.last_write + stream.interval)
         if self.server.closing and stream.end_on_shutdown:
@@ -269,11 +264,8 @@ class _StreamMonitor:
             return
         del self.streams[stream.fd]
         stream.heap_seq = -1  # its heap entry is now stale
-        if self._epoll is not None:
-            try:
-                self._epoll.unregister(stream.fd)
-            except OSError:
-                pass
+        if self._poller is not None:
+            self._poller.unregister(stream.fd)
         if not self.streams and self.server.closing:
             self._poke()  # let the monitor exit
 
@@ -281,35 +273,23 @@ class _StreamMonitor:
         """Flush ``stream.pending`` once the socket is writable; drop the client after the write timeout."""
         if self.streams.get(stream.fd) is not stream:
             return
-        if self._epoll is not None:
-            self._epoll.modify(stream.fd, _WATCH_EVENTS | _EPOLLOUT)
+        if self._poller is not None:
+            self._poller.modify(stream.fd, _WATCH_EVENTS | WRITABLE)
         deadline = stream.pending_since + self.server.write_timeout
         if stream.due is None or stream.due > deadline:
             self._schedule(stream, deadline)
 
     # -- the task --------------------------------------------------------------------------------
 
-    def _open(self) -> None:
-        self._wake_r, self._wake_w = _socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        if _EPOLL is not None:
-            self._epoll = _EPOLL()
-            self._epoll.register(self._wake_r.fileno(), select.EPOLLIN)
-
     def _close(self) -> None:
-        for resource in (self._epoll, self._wake_r, self._wake_w):
-            if resource is not None:
-                resource.close()
-        self._epoll = self._wake_r = self._wake_w = None
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
         self._heap.clear()
 
     def _poke(self) -> None:
-        if self._wake_w is not None:
-            try:
-                self._wake_w.send(b"\0")
-            except OSError:
-                pass  # the buffer is full of wake-ups already
+        if self._poller is not None:
+            self._poller.poke()
 
     def _schedule(self, stream: _ActiveStream, due: float, poke: bool = True) -> None:
         seq = next(self._seq)
@@ -326,20 +306,14 @@ class _StreamMonitor:
         self._poke()
 
     async def _run(self) -> None:
-        assert self._wake_r is not None
-        handle = SocketHandle(self._epoll if self._epoll is not None else self._wake_r)
+        poller = self._poller
+        assert poller is not None
         timer = get_clock().timer(self._poke)
         try:
             while self.streams or not self.server.closing:
-                await wait_readable(handle)
-                try:
-                    while self._wake_r.recv(4096):
-                        pass
-                except BlockingIOError:
-                    pass
+                await poller.wait()
                 now = monotonic()
-                if self._epoll is not None:
-                    self._on_socket_events(self._epoll.poll(0), now)
+                self._on_socket_events(poller.ready(), now)
                 self._on_due(now)
                 if self._heap:
                     await timer.arm_at(self._heap[0][0])
@@ -360,8 +334,8 @@ class _StreamMonitor:
                 continue
             if stream.pending and stream.in_producer:
                 stream.send_nowait(stream.pending, now)
-            if not stream.pending:  # flushed here or by the worker: stop watching writability
-                self._epoll.modify(fd, _WATCH_EVENTS)
+            if not stream.pending and self._poller is not None:  # flushed: stop watching writability
+                self._poller.modify(fd, _WATCH_EVENTS)
 
     def _on_due(self, now: float) -> None:
         heap = self._heap
@@ -409,6 +383,22 @@ def _monitor_for(server: HttpServer) -> _StreamMonitor:
     if monitor is None:
         monitor = _monitors[server] = _StreamMonitor(server)
     return monitor
+
+
+def _abandon(step: Any) -> None:
+    """End a producer step suspended in an ``await`` (its ``finally`` blocks run).
+
+    ``close()`` on an ``__anext__()`` awaitable leaves the generator marked running, so a later
+    ``aclose()`` would fail: ``GeneratorExit`` is thrown into it instead.
+    """
+    try:
+        step.throw(GeneratorExit())
+    except (GeneratorExit, StopIteration, StopAsyncIteration, RuntimeError):
+        return
+    except Exception:
+        logger.exception("a streaming producer raised while being closed")
+        return
+    step.close()  # it awaited again while closing: give up on it
 
 
 async def _close_body(iterator: Any) -> None:
@@ -535,30 +525,70 @@ class StreamingResponse:
             await _close_body(iterator)
 
     async def _pump(self, iterator: AsyncIterator[Any] | Iterator[Any], stream: _ActiveStream) -> None:
+        """Send what the producer yields; pieces it yields without waiting go out in one write.
+
+        Each ``__anext__()`` is started inline: when it finishes without waiting, its piece joins
+        a batch; when it must wait, the batch is written first (so nothing ready is held back),
+        then the producer waits. A producer that never waits is written every ``BATCH_BYTES``, so
+        a slow reader still holds it back by the socket buffer.
+        """
         is_async = isinstance(iterator, AsyncIterator)
+        batch: list[bytes] = []
+        batched = 0
         while not stream.gone and not stream.shutdown:
             stream.in_producer = True
             try:
                 if is_async:
-                    item = await iterator.__anext__()  # type: ignore[union-attr]
+                    step: Any = iterator.__anext__()  # type: ignore[union-attr]
+                    try:
+                        command = step.send(None)
+                    except StopIteration as done:
+                        item = done.value  # produced without waiting
+                    else:
+                        if batch:  # about to wait: send what is ready first
+                            stream.in_producer = False
+                            try:
+                                await self._write_batch(stream, batch)
+                            except BaseException:
+                                _abandon(step)
+                                raise
+                            batch, batched = [], 0
+                            stream.in_producer = True
+                        item = await _resume(step, command)
                 else:
                     item = next(iterator)  # type: ignore[arg-type]
             except (StopAsyncIteration, StopIteration):
+                stream.in_producer = False
+                if batch:
+                    await self._write_batch(stream, batch)
                 return
             except Exception:
                 if stream.gone or stream.shutdown:
                     return  # the producer reacted to being interrupted
+                stream.in_producer = False
+                if batch:  # what it yielded before failing still goes out
+                    await self._write_batch(stream, batch)
                 raise
             finally:
                 stream.in_producer = False
             data = self._encode(item)
             if not data:
                 continue
-            try:
-                await stream.write(data)
-            except (NetworkError, TimeoutError):
-                stream.gone = True
-                raise
+            batch.append(data)
+            batched += len(data)
+            if batched >= BATCH_BYTES:
+                await self._write_batch(stream, batch)
+                batch, batched = [], 0
+        if batch and not stream.gone:
+            await self._write_batch(stream, batch)
+
+    @staticmethod
+    async def _write_batch(stream: _ActiveStream, batch: list[bytes]) -> None:
+        try:
+            await stream.write(batch[0] if len(batch) == 1 else b"".join(batch))
+        except (NetworkError, TimeoutError):
+            stream.gone = True
+            raise
 
 
 class EventSourceResponse(StreamingResponse):

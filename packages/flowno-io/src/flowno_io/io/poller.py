@@ -1,0 +1,135 @@
+"""One poller: a private ``epoll`` that the flowno loop sees as a single descriptor.
+
+flowno registers a socket with its selector for every wait and unregisters it on wake-up, and
+wakes one task per ready socket (``docs/flowno-upstream.md`` §3). A component that waits for many
+sockets at once (the server's idle keep-alive connections, the streaming responses watched for
+disconnects, a client pool's responses) instead registers them once here, parks one task on the
+poller's own descriptor, and on wake-up reads every ready socket with a non-blocking poll: one loop
+wake-up serves them all. The server driver, the stream monitor and the client reactor all use it.
+
+:meth:`Poller.poke` wakes the parked task from plain code (a close hook, a timer callback), through
+a socket pair registered in the epoll.
+
+Linux only (``select.epoll``), as the rest of the server.
+
+Example:
+    >>> import socket
+    >>> from flowno_io.io.flowno_compat import EventLoop
+    >>> a, b = socket.socketpair()
+    >>> async def main():
+    ...     poller = Poller()
+    ...     poller.register(b.fileno(), READABLE)
+    ...     a.send(b"x")
+    ...     await poller.wait()
+    ...     ready = poller.ready()
+    ...     poller.close()
+    ...     return [fd == b.fileno() for fd, _ in ready]
+    >>> EventLoop().run_until_complete(main(), join=True)
+    [True]
+"""
+
+from __future__ import annotations
+
+import select
+import socket as _socket
+
+from .flowno_compat import handle_of, wait_readable
+
+__all__ = ["EDGE", "HANGUP", "READABLE", "WRITABLE", "Poller"]
+
+READABLE = select.EPOLLIN
+WRITABLE = select.EPOLLOUT
+#: The peer closed its side or reset (incoming bytes alone do not raise these).
+HANGUP = select.EPOLLRDHUP | select.EPOLLHUP
+EDGE = select.EPOLLET
+#: Ready sockets read per poll at most (the rest are reported by the next poll).
+MAX_EVENTS = 1024
+
+
+class Poller:
+    """A private epoll plus the flowno handle a task parks on to wait for any of its sockets."""
+
+    __slots__ = ("_epoll", "_handle", "_wake_reader", "_wake_writer")
+
+    def __init__(self, *, wakeable: bool = False) -> None:
+        """Args:
+        wakeable: also make :meth:`poke` work (a socket pair registered in the epoll).
+        """
+        self._epoll = select.epoll()
+        self._handle = handle_of(self._epoll)
+        self._wake_reader: _socket.socket | None = None
+        self._wake_writer: _socket.socket | None = None
+        if wakeable:
+            self._wake_reader, self._wake_writer = _socket.socketpair()
+            self._wake_reader.setblocking(False)
+            self._wake_writer.setblocking(False)
+            self._epoll.register(self._wake_reader.fileno(), select.EPOLLIN)
+
+    def register(self, fd: int, events: int) -> None:
+        """Watch ``fd`` for ``events`` (re-registering replaces the events)."""
+        try:
+            self._epoll.register(fd, events)
+        except FileExistsError:
+            self._epoll.modify(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        """Change the events watched for ``fd`` (which must be registered)."""
+        self._epoll.modify(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        """Stop watching ``fd`` (nothing happens if it is not watched, or already closed)."""
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass
+
+    def ready(self, max_events: int = MAX_EVENTS) -> list[tuple[int, int]]:
+        """The watched sockets ready now, ``(fd, event mask)``, without waiting.
+
+        A :meth:`poke` is consumed here and not reported.
+        """
+        try:
+            events = self._epoll.poll(0, max_events)
+        except InterruptedError:
+            return []
+        reader = self._wake_reader
+        if reader is None or not events:
+            return events
+        wake_fd = reader.fileno()
+        if not any(fd == wake_fd for fd, _ in events):
+            return events
+        try:
+            while reader.recv(4096):
+                pass
+        except OSError:
+            pass
+        return [event for event in events if event[0] != wake_fd]
+
+    async def wait(self) -> None:
+        """Park the current task until a watched socket may be ready (or :meth:`poke`)."""
+        await wait_readable(self._handle)
+
+    def poke(self) -> None:
+        """Wake the task parked in :meth:`wait`, from plain code (only with ``wakeable=True``)."""
+        writer = self._wake_writer
+        if writer is not None:
+            try:
+                writer.send(b"\0")
+            except OSError:
+                pass  # the buffer is full of wake-ups already
+
+    def fileno(self) -> int:
+        """The epoll's descriptor."""
+        return self._epoll.fileno()
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return bool(self._epoll.closed)
+
+    def close(self) -> None:
+        """Close the epoll and the wake-up pair (never while a task is parked in :meth:`wait`)."""
+        self._epoll.close()
+        for sock in (self._wake_reader, self._wake_writer):
+            if sock is not None:
+                sock.close()
