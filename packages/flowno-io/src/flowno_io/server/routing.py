@@ -14,7 +14,7 @@ Example:
     >>> router.match("DELETE", "/users/42")
     Traceback (most recent call last):
     ...
-    flowno_io._routing.MethodNotAllowed: DELETE not allowed; allowed: GET, HEAD
+    flowno_io.server.routing.MethodNotAllowed: DELETE not allowed; allowed: GET, HEAD
 """
 
 from __future__ import annotations
