@@ -8,9 +8,11 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install test test-stress lint run-services run-cluster loadtest loadtest-distributed fuzz soak bench
+.PHONY: help install install-runtime test test-stress lint run-services run-cluster loadtest loadtest-distributed fuzz soak bench
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
+	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} {printf "  %s%-16s%s %s\n", on, $$1, off, $$2}'
 
 .venv/.synced: pyproject.toml uv.lock packages/flowno-io/pyproject.toml services/echo/pyproject.toml services/stream/pyproject.toml loadtest/pyproject.toml
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -18,6 +20,15 @@ help: ## List the targets
 	@touch $@
 
 install: .venv/.synced ## Install uv if missing, then sync every workspace member into .venv/
+
+# The services and their runtime dependencies only (no dev tools, no load-test or bench extras);
+# --inexact keeps whatever `make install` put in .venv/.
+.venv/.synced-runtime: pyproject.toml uv.lock packages/flowno-io/pyproject.toml services/echo/pyproject.toml services/stream/pyproject.toml
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --locked --inexact --no-default-groups --package echo-service --package stream-service
+	@touch $@
+
+install-runtime: .venv/.synced-runtime ## Install only what the services need to run (used by run-services)
 
 test: install ## Run the test suite (parallel, real sockets on 127.0.0.1)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
@@ -30,7 +41,7 @@ lint: install ## ruff (lint + format check) and mypy --strict on the library
 	$(PY) -m ruff format --check packages services loadtest tests
 	$(PY) -m mypy
 
-run-services: install ## Start the echo (:8080) and stream (:8081) services; Ctrl-C stops both
+run-services: install-runtime ## Start the echo (:8080) and stream (:8081) services; Ctrl-C or closing the terminal stops both
 	bash scripts/run-services.sh
 
 INSTANCES ?= 2

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the echo and stream services in the foreground; Ctrl-C (or SIGTERM) stops both cleanly.
+# Start the echo and stream services in the foreground; Ctrl-C, SIGTERM or closing the terminal
+# (SIGHUP) stops both cleanly, never leaving one running.
 #
 # Environment (all optional):
 #   ECHO_HOST, ECHO_PORT      echo service address   (default 127.0.0.1:8080)
@@ -36,11 +37,20 @@ stopping=0
 
 alive() { kill -0 "$1" 2>/dev/null; }
 
+# say/warn: a message that never fails the stop. Once the terminal is closed (SIGHUP) every write to
+# it fails (EIO), and under `set -e` a failing echo would abort the stop and orphan the services.
+say() { echo "$@" 2>/dev/null || true; }
+warn() { echo "$@" >&2 2>/dev/null || true; }
+# A closed pipe (`make run-services | tee log`, then tee dies) must fail a write, not kill the script.
+trap '' PIPE
+
 stop() {
     # A second Ctrl-C or SIGTERM sends the services a second SIGTERM: they then exit at once.
     trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' INT TERM
+    trap '' HUP  # the terminal is gone or going: nothing more to hear from it
     stopping=1
-    echo "run-services: stopping (pids ${pids[*]})..."
+    say "run-services: stopping (pids ${pids[*]}): in-flight requests get up to ${STOP_TIMEOUT}s;" \
+        "press Ctrl-C again to stop them at once"
     for pid in "${pids[@]}"; do
         kill -TERM "$pid" 2>/dev/null || true
     done
@@ -56,12 +66,12 @@ stop() {
     done
     for pid in "${pids[@]}"; do
         if alive "$pid"; then
-            echo "run-services: $pid did not stop in ${STOP_TIMEOUT}s; killing it" >&2
+            warn "run-services: $pid did not stop in ${STOP_TIMEOUT}s; killing it"
             kill -KILL "$pid" 2>/dev/null || true
         fi
     done
     wait 2>/dev/null || true
-    echo "run-services: stopped"
+    say "run-services: stopped"
 }
 
 on_signal() {
@@ -75,7 +85,7 @@ on_exit() {
     exit "$status"
 }
 
-trap on_signal INT TERM
+trap on_signal INT TERM HUP
 trap on_exit EXIT
 
 # serves_health HOST PORT PID: true when HOST:PORT answers /health from PID or one of its workers
@@ -142,5 +152,5 @@ EOF
 # Until a signal (the trap stops both) or one service exits on its own (then stop the other).
 status=0
 wait -n "${pids[@]}" || status=$?
-echo "run-services: a service exited (status $status); stopping the other" >&2
+warn "run-services: a service exited (status $status); stopping the other"
 exit 1

@@ -23,7 +23,7 @@ RANK = {"_errors": 0, "protocol": 1, "io": 1, "server": 2, "client": 2, "service
 #: Pairs of layers of equal rank that must not import each other.
 SEPARATE = {frozenset({"protocol", "io"}), frozenset({"server", "client"})}
 #: The package's own top-level modules that re-export the public API (they may import anything).
-FACADES = {"__init__", "sse", "testing"}
+FACADES = {"__init__", "flowno", "sse", "testing"}
 
 
 def _layer(parts: tuple[str, ...]) -> str:

@@ -10,6 +10,7 @@ stream (``receive_some``, ``send_all``, ``aclose``, timeouts), for testing code 
 seam without sockets.
 
 Example:
+    >>> from flowno_io.testing import ServerThread
     >>> import urllib.request
     >>> from flowno_io import HttpServer
     >>> server = HttpServer("127.0.0.1", 0, routes={"/": lambda request: "hi"})

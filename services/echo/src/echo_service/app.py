@@ -49,9 +49,11 @@ def _int_param(value: str, name: str, low: int, high: int) -> int | Response:
     """``value`` as an int within ``[low, high]``, or a 400 JSON error response."""
     if not value.isascii() or not value.isdigit():
         return json_error(400, f"{name} must be a non-negative integer", param=name, value=value)
-    number = int(value)
-    if not low <= number <= high:
-        return json_error(400, f"{name} must be within {low}-{high}", param=name, value=number)
+    # Compare digits before converting: int() refuses over 4,300 digits, and the value is echoed
+    # back as the text it was (JSON numbers beyond 64 bits cannot be encoded).
+    number = int(value) if len(value.lstrip("0")) <= len(str(high)) else None
+    if number is None or not low <= number <= high:
+        return json_error(400, f"{name} must be within {low}-{high}", param=name, value=value)
     return number
 
 
@@ -162,6 +164,8 @@ def build_server(
             return code
         if code < 200:  # a 1xx is never a final response: a client would wait for the real one
             return json_error(400, "code must be within 200-599 (1xx is informational only)", param="code")
+        if code in (204, 304):  # no body: no Content-Type either
+            return Response(b"", code)
         return Response.json({"status": code}, code)
 
     @table.route("/health", methods=["GET"], summary="uptime, open connections, requests served, pid")

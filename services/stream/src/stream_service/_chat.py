@@ -91,13 +91,16 @@ class ChatRequest:
     seed_text: str
 
 
-def error_body(message: str, param: str | None = None, kind: str = "invalid_request_error") -> dict[str, Any]:
-    """An error body in the OpenAI API's shape (which the ``openai`` client reads into its exception).
+def error_body(
+    message: str, param: str | None = None, kind: str = "invalid_request_error", *, status: int = 400
+) -> dict[str, Any]:
+    """An error body in the OpenAI API's shape (which the ``openai`` client reads into its exception),
+    with the ``status`` every other error body of the services carries.
 
-    >>> error_body("bad", "messages")
-    {'error': {'message': 'bad', 'type': 'invalid_request_error', 'param': 'messages', 'code': None}}
+    >>> error_body("bad", "messages")["status"], error_body("bad", "messages")["error"]
+    (400, {'message': 'bad', 'type': 'invalid_request_error', 'param': 'messages', 'code': None})
     """
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": None}, "status": status}
 
 
 def _content_text(content: Any, index: int) -> str:

@@ -16,7 +16,8 @@ Routes:
 * ``GET /health`` → uptime, open connections, requests served, active streams, ticker subscribers.
 * ``GET /`` → the route list.
 
-Bad input → 400 with a JSON error body (OpenAI's error shape on ``/v1/...``).
+Bad input → 400 with a JSON error body ``{"error": message, "status": 400, ...}`` (on ``/v1/...``
+the OpenAI shape, ``{"error": {"message": ...}, "status": 400}``, which OpenAI clients read).
 
 Example:
     >>> from flowno_io.testing import ServerThread
@@ -116,9 +117,11 @@ def _int_value(value: str | None, name: str, default: int, low: int, high: int) 
         raise _BadParameter(
             json_error(400, f"{name} must be a non-negative integer", param=name, value=value)
         )
-    number = int(value)
-    if not low <= number <= high:
-        raise _BadParameter(json_error(400, f"{name} must be within {low}-{high}", param=name, value=number))
+    # Compare digits before converting: int() refuses over 4,300 digits, and the value is echoed
+    # back as the text it was (JSON numbers beyond 64 bits cannot be encoded).
+    number = int(value) if len(value.lstrip("0")) <= len(str(high)) else None
+    if number is None or not low <= number <= high:
+        raise _BadParameter(json_error(400, f"{name} must be within {low}-{high}", param=name, value=value))
     return number
 
 
@@ -259,7 +262,8 @@ def build_server(
         try:
             body = await request.json()
         except ProtocolError as exc:
-            return Response.json(error_body(str(exc)), exc.status_hint, {"Connection": "close"})
+            status = exc.status_hint
+            return Response.json(error_body(str(exc), status=status), status, {"Connection": "close"})
         try:
             chat = parse_request(body, tokens_per_second)
         except InvalidRequest as exc:

@@ -38,6 +38,7 @@ from .._errors import (
     TooManyRedirects,
     WriteError,
 )
+from ..io.flowno_compat import running_loop
 from ..protocol.headers import Headers
 from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
 from ..protocol.models import Response
@@ -110,6 +111,7 @@ class Timeout:
     A number instead of a ``Timeout`` sets connect, read, write and pool (as in httpx).
 
     Example:
+        >>> from flowno_io import Timeout
         >>> Timeout.coerce(2.5)
         Timeout(connect=2.5, read=2.5, write=2.5, pool=2.5, total=None)
     """
@@ -137,6 +139,38 @@ class _Unset:
 
 
 _UNSET: Final = _Unset()
+
+
+def _check_options(**options: Any) -> None:
+    """``TypeError``/``ValueError`` naming the first :class:`HttpClient` option of a wrong type or range."""
+
+    def check(name: str, value: object, kinds: type | tuple[type, ...], low: float, wanted: str) -> None:
+        if value is None and "None" in wanted:
+            return
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise TypeError(f"HttpClient {name} must be {wanted}, not {value!r}")
+        if not value >= low:  # type: ignore[operator]  # also NaN
+            raise ValueError(f"HttpClient {name} must be {wanted}, not {value!r}")
+
+    timeout = options["timeout"]
+    if isinstance(timeout, Timeout):
+        for field in ("connect", "read", "write", "pool", "total"):
+            check(f"timeout.{field}", getattr(timeout, field), (int, float), 0, "seconds >= 0 or None")
+    else:
+        check("timeout", timeout, (int, float), 0, "a Timeout, seconds >= 0 (a number) or None")
+    check("keepalive_expiry", options["keepalive_expiry"], (int, float), 0, "seconds >= 0")
+    check("max_connections_per_host", options["max_connections_per_host"], int, 1, "an int >= 1 or None")
+    check("max_redirects", options["max_redirects"], int, 0, "an int >= 0")
+    check("max_header_bytes", options["max_header_bytes"], int, 1, "an int >= 1")
+    check("max_body_bytes", options["max_body_bytes"], int, 0, "an int >= 0 or None")
+    for name, kinds, wanted in (
+        ("base_url", (str, type(None)), "a str or None"),
+        ("follow_redirects", bool, "True or False"),
+        ("verify", (bool, str, ssl.SSLContext), "True, False, a CA bundle path or an ssl.SSLContext"),
+        ("user_agent", str, "a str"),
+    ):
+        if not isinstance(options[name], kinds):
+            raise TypeError(f"HttpClient {name} must be {wanted}, not {options[name]!r}")
 
 
 def _parse_url(url: str) -> tuple[Origin, str, str]:
@@ -236,6 +270,18 @@ class HttpClient:
         verify: bool | str | ssl.SSLContext = True,
         user_agent: str = "flowno-io/0.1",
     ) -> None:
+        _check_options(
+            base_url=base_url,
+            timeout=timeout,
+            max_connections_per_host=max_connections_per_host,
+            keepalive_expiry=keepalive_expiry,
+            follow_redirects=follow_redirects,
+            max_redirects=max_redirects,
+            max_header_bytes=max_header_bytes,
+            max_body_bytes=max_body_bytes,
+            verify=verify,
+            user_agent=user_agent,
+        )
         #: Headers sent with every request; mutable.
         self.headers = Headers(headers) if not isinstance(headers, Headers) else headers
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -498,6 +544,7 @@ class HttpClient:
         max_body_bytes: int | _Unset | None,
     ) -> BodyReader:
         """Send the request (following redirects if asked) and read the final response's head."""
+        running_loop("HttpClient")  # under asyncio: a RuntimeError naming flowno.EventLoop, not "bad yield"
         method = method.upper()
         limits = self.timeout if isinstance(timeout, _Unset) else Timeout.coerce(timeout)
         deadline = None if limits.total is None else monotonic() + limits.total

@@ -485,6 +485,7 @@ class HTTPException(HTTPStatusError):
     """The seed's HTTP error (status line and body), now an :class:`HTTPStatusError`.
 
     Example:
+        >>> from flowno_io import HTTPException, HTTPStatusError
         >>> error = HTTPException("HTTP/1.1 404 Not Found", b"no such page")
         >>> error.status, error.body, isinstance(error, HTTPStatusError)
         ('HTTP/1.1 404 Not Found', b'no such page', True)
@@ -502,6 +503,7 @@ def streaming_response_is_ok(
     """Narrow a streaming response to the 2xx kind (a ``TypeIs`` guard, as in the seed).
 
     Example:
+        >>> from flowno_io import ErrStreamingResponse, Headers, OkStreamingResponse, streaming_response_is_ok
         >>> from flowno_io import Headers
         >>> streaming_response_is_ok(ErrStreamingResponse(None, "HTTP/1.1 500 Oops", Headers(), b""))
         False

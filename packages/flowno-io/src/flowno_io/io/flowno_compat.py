@@ -151,23 +151,22 @@ def _forget_network_wait(loop: Any, task: Any) -> None:
 
 
 @coroutine
-def wait_readable(handle: SocketHandle) -> Generator[Any, None, None]:
+def _wait_socket(command: Any) -> Generator[Any, None, None]:
+    try:
+        yield command
+    except BaseException:
+        _forget_network_wait(flowno.current_event_loop(), current_task())
+        raise
+
+
+def wait_readable(handle: SocketHandle) -> Any:
     """Park the current task until ``handle`` is readable (or has an error or EOF); cancel-safe."""
-    try:
-        yield SocketRecvCommand(handle)
-    except BaseException:
-        _forget_network_wait(flowno.current_event_loop(), current_task())
-        raise
+    return _wait_socket(SocketRecvCommand(handle))
 
 
-@coroutine
-def wait_writable(handle: SocketHandle) -> Generator[Any, None, None]:
+def wait_writable(handle: SocketHandle) -> Any:
     """Park the current task until ``handle`` is writable (or has an error); cancel-safe."""
-    try:
-        yield SocketSendCommand(handle)
-    except BaseException:
-        _forget_network_wait(flowno.current_event_loop(), current_task())
-        raise
+    return _wait_socket(SocketSendCommand(handle))
 
 
 @coroutine
@@ -244,6 +243,7 @@ async def sleep(seconds: float) -> None:
     that pace output, delay, or poll: see the module docstring for the crash it avoids.
 
     Example:
+        >>> from flowno_io import sleep
         >>> from flowno import EventLoop
         >>> async def main():
         ...     await sleep(0.01)
@@ -286,6 +286,7 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
     calls ``flowno.sleep`` at high rates; :func:`flowno_io.run` uses it.
 
     Example:
+        >>> from flowno_io import EventLoop
         >>> from flowno import sleep as flowno_sleep, spawn
         >>> async def pacer():
         ...     for _ in range(100):

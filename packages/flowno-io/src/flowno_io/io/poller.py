@@ -86,24 +86,28 @@ class Poller:
     def ready(self, max_events: int = MAX_EVENTS) -> list[tuple[int, int]]:
         """The watched sockets ready now, ``(fd, event mask)``, without waiting.
 
-        A :meth:`poke` is consumed here and not reported.
+        With ``wakeable=True`` a :meth:`poke` shows up as :attr:`wake_fd`: pass that to
+        :meth:`consume_pokes` (it is not filtered out here, to keep the hot path a bare poll).
         """
         try:
-            events = self._epoll.poll(0, max_events)
+            return self._epoll.poll(0, max_events)
         except InterruptedError:
             return []
+
+    @property
+    def wake_fd(self) -> int:
+        """The descriptor :meth:`ready` reports after a :meth:`poke` (-1 when not wakeable)."""
+        return self._wake_reader.fileno() if self._wake_reader is not None else -1
+
+    def consume_pokes(self) -> None:
+        """Drop the pending pokes (call when :meth:`ready` reported :attr:`wake_fd`)."""
         reader = self._wake_reader
-        if reader is None or not events:
-            return events
-        wake_fd = reader.fileno()
-        if not any(fd == wake_fd for fd, _ in events):
-            return events
-        try:
-            while reader.recv(4096):
+        if reader is not None:
+            try:
+                while reader.recv(4096):
+                    pass
+            except OSError:
                 pass
-        except OSError:
-            pass
-        return [event for event in events if event[0] != wake_fd]
 
     async def wait(self) -> None:
         """Park the current task until a watched socket may be ready (or :meth:`poke`)."""

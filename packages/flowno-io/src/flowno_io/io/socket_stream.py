@@ -43,6 +43,7 @@ class SocketStream:
         sock: a connected socket; it is switched to non-blocking mode and gets ``TCP_NODELAY``.
 
     Example:
+        >>> from flowno_io import SocketStream
         >>> import socket
         >>> from flowno import EventLoop
         >>> a, b = socket.socketpair()

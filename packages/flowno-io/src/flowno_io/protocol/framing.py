@@ -96,35 +96,36 @@ def frame_response(
         A :class:`ResponseFraming`.
     """
     fields = headers._fields
-    app_connection = app_length = None
+    keep_alive = request_keep_alive and server_keep_alive
+    app_length = None
     if "connection" in fields or "transfer-encoding" in fields or "content-length" in fields:
         app_connection = fields.get("connection")
+        if app_connection is not None and any(_has_token(value, "close") for value in app_connection):
+            keep_alive = False
         length_values = fields.get("content-length")
-        app_length = length_values[0] if length_values else None
+        app_length = length_values[0].encode("latin-1") if length_values else None
         headers = headers.copy()
         for name in _FRAMING_FIELDS:
             headers.delete(name)
-    keep_alive = request_keep_alive and server_keep_alive
-    if app_connection is not None and any(_has_token(value, "close") for value in app_connection):
-        keep_alive = False
-    lines: list[bytes] = []
     chunked = False
-    no_body_status = status < 200 or status in NO_BODY_STATUSES
-    send_body = not no_body_status and method != "HEAD"
-    if no_body_status:
-        if status == 304 and app_length is not None:
-            lines.append(b"Content-Length: %b\r\n" % app_length.encode("latin-1"))
-    elif body_length is not None:
-        lines.append(b"Content-Length: %d\r\n" % body_length)
-    elif app_length is not None:
-        lines.append(b"Content-Length: %b\r\n" % app_length.encode("latin-1"))
-    elif http_version == "1.1":
-        chunked = send_body
-        lines.append(b"Transfer-Encoding: chunked\r\n")
-    elif send_body:
-        keep_alive = False  # HTTP/1.0 without a length: the body ends when the connection closes
+    if status < 200 or status in NO_BODY_STATUSES:
+        send_body = False
+        lines = b"Content-Length: %b\r\n" % app_length if status == 304 and app_length is not None else b""
+    else:
+        send_body = method != "HEAD"
+        if body_length is not None:
+            lines = b"Content-Length: %d\r\n" % body_length
+        elif app_length is not None:
+            lines = b"Content-Length: %b\r\n" % app_length
+        elif http_version == "1.1":
+            chunked = send_body
+            lines = b"Transfer-Encoding: chunked\r\n"
+        else:
+            lines = b""
+            if send_body:
+                keep_alive = False  # HTTP/1.0 without a length: the body ends when the connection closes
     if not keep_alive:
-        lines.append(b"Connection: close\r\n")
+        lines += b"Connection: close\r\n"
     elif http_version == "1.0":
-        lines.append(b"Connection: keep-alive\r\n")
-    return ResponseFraming(headers, b"".join(lines), send_body, chunked, keep_alive)
+        lines += b"Connection: keep-alive\r\n"
+    return ResponseFraming(headers, lines, send_body, chunked, keep_alive)

@@ -49,6 +49,7 @@ class Headers:
     header can never inject another line (``ValueError``).
 
     Example:
+        >>> from flowno_io import Headers
         >>> h = Headers({"X-Trace": "1"})
         >>> h.add("Set-Cookie", "a=1")
         >>> h.add("Set-Cookie", "b=2")

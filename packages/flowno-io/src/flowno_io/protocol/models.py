@@ -13,6 +13,7 @@ Example (client side, as ``flowno.io``'s ``Response``):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -92,8 +93,23 @@ class Response:
         status: int = 200,
         headers: Headers | Mapping[str, str | list[str]] | None = None,
     ) -> Response:
-        """A response whose body is ``data`` encoded with orjson (``application/json``)."""
-        return cls(orjson.dumps(data), status, headers, content_type="application/json")
+        """A response whose body is ``data`` encoded with orjson (``application/json``).
+
+        Raises:
+            TypeError: ``data`` holds a value orjson cannot encode (an integer beyond 64 bits, a
+                non-``str`` dict key, an unsupported type); the message names it and where it is.
+
+        Example:
+            >>> Response.json({"n": 2**70})
+            Traceback (most recent call last):
+            ...
+            TypeError: Response.json cannot encode data['n'] = 1180591620717411303424: integers must fit ...
+        """
+        try:
+            body = orjson.dumps(data)
+        except orjson.JSONEncodeError as exc:
+            raise TypeError(f"Response.json cannot encode {_unencodable(data, 'data', str(exc))}") from None
+        return cls(body, status, headers, content_type="application/json")
 
     @property
     def status(self) -> str:
@@ -132,6 +148,34 @@ class Response:
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code} {self.reason}] {len(self.body)} bytes>"
+
+
+_INT_RANGE = range(-(2**63), 2**64)
+
+
+def _unencodable(value: Any, where: str, reason: str) -> str:
+    """Where in ``value`` orjson fails, and why (``reason``: orjson's message, when none is found)."""
+    # orjson names an unsupported type as "Type is not JSON serializable: <name>".
+    unsupported = reason.rpartition(": ")[2] if "not JSON serializable" in reason else None
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, bool) or item is None or isinstance(item, str | float):
+            continue
+        if isinstance(item, int):
+            if item not in _INT_RANGE:
+                return f"{path} = {item}: integers must fit in 64 bits (send a larger one as str(value))"
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                if not isinstance(key, str):
+                    return f"the key {key!r} of {path}: JSON object keys must be str"
+                stack.append((child, f"{path}[{key!r}]"))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, f"{path}[{index}]") for index, child in reversed(list(enumerate(item))))
+        elif type(item).__name__ == unsupported:
+            hint = " (a missing 'await'?)" if inspect.iscoroutine(item) else ""
+            return f"{path} = {item!r}: {type(item).__name__} is not JSON serializable{hint}"
+    return f"{where}: {reason}"
 
 
 def _is_json_type(content_type: str | list[str] | None) -> bool:

@@ -69,6 +69,7 @@ class ServerSentEvent:
         comment: text sent as ``:`` comment lines, ignored by clients (heartbeats, padding).
 
     Example:
+        >>> from flowno_io import ServerSentEvent
         >>> ServerSentEvent("line 1\\nline 2", retry=3000).encode()
         b'retry: 3000\\ndata: line 1\\ndata: line 2\\n\\n'
         >>> ServerSentEvent('{"ok": true}').json()
@@ -139,6 +140,7 @@ def encode_event(
     """Shorthand for ``ServerSentEvent(...).encode()``.
 
     Example:
+        >>> from flowno_io.sse import encode_event
         >>> encode_event([1, 2], event="nums")
         b'event: nums\\ndata: [1,2]\\n\\n'
     """
@@ -149,6 +151,7 @@ def encode_comment(text: str = "") -> bytes:
     """A comment-only message, as sent for heartbeats: clients ignore it, proxies see traffic.
 
     Example:
+        >>> from flowno_io.sse import encode_comment
         >>> encode_comment("ping")
         b': ping\\n\\n'
     """
@@ -176,6 +179,7 @@ class SSEDecoder:
         retry: the latest reconnection time in milliseconds, or ``None``.
 
     Example:
+        >>> from flowno_io import SSEDecoder
         >>> decoder = SSEDecoder()
         >>> decoder.feed(b"retry: 500\\nid: 1\\ndata: a\\r")
         []

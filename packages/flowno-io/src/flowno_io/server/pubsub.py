@@ -173,6 +173,7 @@ class Topic(Generic[T]):
         ValueError: ``max_buffer < 1`` or an unknown policy.
 
     Example (Server-Sent Events to every client, encoded once):
+        >>> from flowno_io import Topic
         >>> from flowno_io import EventSourceResponse, ServerSentEvent
         >>> news: Topic[bytes] = Topic(overflow="disconnect")
         >>> def subscribe(request):

@@ -15,6 +15,17 @@ Example:
     Traceback (most recent call last):
     ...
     flowno_io.server.routing.MethodNotAllowed: DELETE not allowed; allowed: GET, HEAD
+
+Mistakes in a route are caught when it is added, not when a request fails to match:
+
+    >>> router.add("/users/{id:float}", "h")
+    Traceback (most recent call last):
+    ...
+    ValueError: route '/users/{id:float}': unknown converter 'float' in '{id:float}' (use str, int, path)
+    >>> router.add("/users", "h", methods="GET")
+    Traceback (most recent call last):
+    ...
+    TypeError: route '/users': methods must be a list of method names such as ["GET"], not the string 'GET'
 """
 
 from __future__ import annotations
@@ -23,11 +34,16 @@ import re
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["MethodNotAllowed", "NotFound", "Route", "Router"]
+__all__ = ["MethodNotAllowed", "NotFound", "Route", "Router", "check_methods", "check_pattern"]
 
 H = TypeVar("H")
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?\}")
+#: Anything in braces: checked against ``_PARAM`` so a mistake is named instead of matched literally.
+_BRACED = re.compile(r"\{([^{}]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: A method is an HTTP token (RFC 9110 section 5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _CONVERTERS: dict[str, tuple[str, type]] = {
     "str": (r"[^/]+", str),
     "int": (r"[0-9]+", int),
@@ -53,14 +69,13 @@ class Route(Generic[H]):
     __slots__ = ("converters", "handler", "methods", "pattern", "regex")
 
     def __init__(self, pattern: str, handler: H, methods: Iterable[str] | None = None) -> None:
-        if not pattern.startswith("/"):
-            raise ValueError(f"route pattern must start with '/': {pattern!r}")
+        check_pattern(pattern)
         self.pattern = pattern
         self.handler = handler
         if methods is None:
             self.methods: frozenset[str] | None = None
         else:
-            upper = {m.upper() for m in methods}
+            upper = set(check_methods(pattern, methods))
             if "GET" in upper:
                 upper.add("HEAD")  # HEAD is answered from GET, without the body
             self.methods = frozenset(upper)
@@ -91,6 +106,81 @@ class Route(Generic[H]):
         if match is None:
             return None
         return {name: self.converters[name](value) for name, value in match.groupdict().items()}
+
+
+def check_pattern(pattern: str) -> None:
+    """Raise ``TypeError``/``ValueError`` naming the mistake when ``pattern`` is not a valid route.
+
+    >>> check_pattern("/u/{id")
+    Traceback (most recent call last):
+    ...
+    ValueError: route '/u/{id': unbalanced '{' (a parameter is written {name} or {name:int})
+    >>> check_pattern("/u/{1bad}")
+    Traceback (most recent call last):
+    ...
+    ValueError: route '/u/{1bad}': invalid parameter name '1bad' (a Python identifier is needed)
+    """
+    if not isinstance(pattern, str):
+        raise TypeError(f"a route pattern must be a str such as '/users/{{id}}', not {pattern!r}")
+    if not pattern.startswith("/"):
+        raise ValueError(f"route pattern must start with '/': {pattern!r}")
+    names: set[str] = set()
+    for match in _BRACED.finditer(pattern):
+        name, _, converter = match.group(1).partition(":")
+        if not _NAME.match(name):
+            raise ValueError(
+                f"route {pattern!r}: invalid parameter name {name!r} (a Python identifier is needed)"
+            )
+        if converter and converter not in _CONVERTERS:
+            raise ValueError(
+                f"route {pattern!r}: unknown converter {converter!r} in {match.group(0)!r} "
+                f"(use {', '.join(_CONVERTERS)})"
+            )
+        if name in names:
+            raise ValueError(f"route {pattern!r}: parameter {name!r} appears twice")
+        names.add(name)
+    rest = _BRACED.sub("", pattern)
+    for brace in "{}":
+        if brace in rest:
+            raise ValueError(
+                f"route {pattern!r}: unbalanced {brace!r} (a parameter is written {{name}} or {{name:int}})"
+            )
+
+
+def check_methods(pattern: str, methods: Iterable[str]) -> list[str]:
+    """``methods`` upper-cased; ``TypeError``/``ValueError`` naming the mistake when not a list of tokens.
+
+    >>> check_methods("/x", ["get", "POST"])
+    ['GET', 'POST']
+    >>> check_methods("/x", ["GET POST"])
+    Traceback (most recent call last):
+    ...
+    ValueError: route '/x': 'GET POST' is not an HTTP method name (a token: "GET")
+    """
+    if isinstance(methods, str | bytes):
+        raise TypeError(
+            f'route {pattern!r}: methods must be a list of method names such as ["{methods!s}"], '
+            f"not the string {methods!r}"
+            if isinstance(methods, str)
+            else f"route {pattern!r}: methods must be a list of str, not bytes"
+        )
+    try:
+        names = list(methods)
+    except TypeError:
+        raise TypeError(
+            f'route {pattern!r}: methods must be a list of method names such as ["GET"], '
+            f"not {type(methods).__name__}"
+        ) from None
+    checked = []
+    for method in names:
+        if not isinstance(method, str):
+            raise TypeError(f"route {pattern!r}: a method name must be a str, not {method!r}")
+        if not _TOKEN.match(method):
+            raise ValueError(f'route {pattern!r}: {method!r} is not an HTTP method name (a token: "GET")')
+        checked.append(method.upper())
+    if not checked:
+        raise ValueError(f"route {pattern!r}: methods is empty (None answers every method)")
+    return checked
 
 
 class Router(Generic[H]):

@@ -280,8 +280,8 @@ class HttpServer:
     ``Hello, world!`` and the request line), so code written for the seed keeps working.
 
     Example:
-        >>> from flowno import EventLoop
-        >>> from flowno_io import HttpServer, Response, HttpClient
+        >>> from flowno_io import EventLoop, HttpClient, HttpServer, Response
+        >>> from flowno_io.flowno import spawn
         >>> server = HttpServer("127.0.0.1", 0)
         >>> @server.route("/users/{id:int}", methods=["GET"])
         ... async def get_user(request):
@@ -313,6 +313,23 @@ class HttpServer:
         reuse_port: bool = False,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
     ) -> None:
+        if not isinstance(host, str):
+            raise TypeError(f"HttpServer host must be a str such as '127.0.0.1', not {host!r}")
+        _check_port(port)
+        for name, value in (("max_header_bytes", max_header_bytes), ("max_headers", max_headers)):
+            _check_count(name, value, 1)
+        _check_count("max_body_bytes", max_body_bytes, 0)
+        _check_count("backlog", backlog, 0)
+        if max_connections is not None:
+            _check_count("max_connections", max_connections, 1)
+        for name, seconds in (
+            ("header_timeout", header_timeout),
+            ("body_timeout", body_timeout),
+            ("keepalive_timeout", keepalive_timeout),
+            ("write_timeout", write_timeout),
+            ("shutdown_grace", shutdown_grace),
+        ):
+            _check_seconds(name, seconds)
         self.host = host
         self.port = port
         self.max_header_bytes = max_header_bytes
@@ -377,6 +394,7 @@ class HttpServer:
         """
         if self._listener is not None:
             return self._listener
+        _check_port(self.port)  # the attribute may have been set after __init__
         infos = _socket.getaddrinfo(self.host, self.port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE)
         family, type_, proto, _, address = infos[0]
         sock = _socket.socket(family, type_, proto)
@@ -422,6 +440,7 @@ class HttpServer:
         poller.register(listener.fileno(), READABLE)
         self._accepting = True
         listener_fd = listener.fileno()
+        wake_fd = poller.wake_fd
         parked = self._parked
         signals = await ShutdownSignals.install(self)  # SIGINT/SIGTERM → close(), on the main thread
         logger.info("serving on http://%s:%s", self.host, self.port)
@@ -439,6 +458,8 @@ class HttpServer:
                 for fd, _ in events:
                     if fd == listener_fd:
                         await self._accept_ready(listener)
+                    elif fd == wake_fd:
+                        poller.consume_pokes()
                     else:
                         connection = parked.get(fd)
                         if connection is not None:
@@ -640,7 +661,7 @@ class HttpServer:
         while True:
             event = parser.next_event()
             if event is None:
-                if connection.feed_unfed():
+                if connection.unfed and connection.feed_unfed():
                     continue
                 break
             if type(event) is RequestHead:
@@ -785,9 +806,9 @@ class HttpServer:
         """
         if self._closing or request._upgrade:
             return False
-        if request.body_consumed:
+        if request._reading_done:
             return True
-        if request.expecting_continue:
+        if not request._continue_sent:  # the client may never send the body it announced
             return False
         if streaming:
             if request._connection.parser.body_complete():
@@ -807,17 +828,18 @@ class HttpServer:
         try:
             handler, params = self.router.match(request.method, request.path)
         except NotFound:
-            return Response.json({"error": "not found", "path": request.path}, 404)
+            return Response.json({"error": "not found", "status": 404, "path": request.path}, 404)
         except MethodNotAllowed as exc:
             allow = ", ".join(exc.allowed)
-            return Response.json({"error": "method not allowed", "allow": exc.allowed}, 405, {"Allow": allow})
+            body = {"error": f"method {request.method} not allowed", "status": 405, "allow": exc.allowed}
+            return Response.json(body, 405, {"Allow": allow})
         request.path_params = params
         result = handler(request)
         if inspect.isawaitable(result):
             result = await result
         if type(result) is Response:
             return result
-        return _to_response(result)
+        return _to_response(result, handler)
 
     async def _send_response(
         self, connection: _Connection, request: Request, response: Response, request_keep_alive: bool
@@ -914,9 +936,37 @@ class HttpServer:
 _ERROR_HEADERS = Headers({"Content-Type": "application/json"})
 
 
-def _to_response(result: Any) -> Any:
+def _check_port(port: object) -> None:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"HttpServer port must be an int within 0-65535, not {port!r}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"HttpServer port must be within 0-65535 (0: any free port), not {port}")
+
+
+def _check_count(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"HttpServer {name} must be an int, not {value!r}")
+    if value < low:
+        raise ValueError(f"HttpServer {name} must be at least {low}, not {value}")
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"HttpServer {name} must be a number of seconds, not {value!r}")
+    if not value >= 0:  # also NaN
+        raise ValueError(f"HttpServer {name} must be >= 0 seconds, not {value}")
+
+
+def _to_response(result: Any, handler: object = None) -> Any:
     if isinstance(result, Response):
         return result
+    if inspect.iscoroutine(result):
+        result.close()  # never awaited: close it so Python does not warn a second time
+        name = getattr(handler, "__qualname__", None) or repr(handler)
+        raise TypeError(
+            f"handler {name} returned a coroutine ({result.__qualname__}) that was never awaited, "
+            "not a response: add the missing 'await' (return await ...)"
+        )
     if result is None:
         return Response(b"", 204)
     if isinstance(result, (bytes, str)):

@@ -313,7 +313,10 @@ class _StreamMonitor:
             while self.streams or not self.server.closing:
                 await poller.wait()
                 now = monotonic()
-                self._on_socket_events(poller.ready(), now)
+                events = poller.ready()
+                if any(fd == poller.wake_fd for fd, _ in events):
+                    poller.consume_pokes()
+                self._on_socket_events(events, now)
                 self._on_due(now)
                 if self._heap:
                     await timer.arm_at(self._heap[0][0])
@@ -431,6 +434,7 @@ class StreamingResponse:
     shuts down gracefully, the response runs to its end (within the shutdown grace period).
 
     Example:
+        >>> from flowno_io import StreamingResponse
         >>> import urllib.request
         >>> from flowno import sleep
         >>> from flowno_io import HttpServer
@@ -612,6 +616,7 @@ class EventSourceResponse(StreamingResponse):
     :class:`StreamingResponse`; a server shutdown also ends the stream at once.
 
     Example:
+        >>> from flowno_io import EventSourceResponse
         >>> import urllib.request
         >>> from flowno_io import HttpServer, ServerSentEvent
         >>> from flowno_io.testing import ServerThread

@@ -26,7 +26,6 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from time import perf_counter
 from typing import Any, TypeAlias
 
 from .. import Headers, HttpServer, NetworkError, ProtocolError, Request, Response, TimeoutError
+from ..server.routing import Route
 
 __all__ = ["Handler", "RouteTable", "json_error"]
 
@@ -44,14 +44,16 @@ _CLIENT_CLOSED = 499
 #: Access-log status of a request whose client stalled past the server's body timeout.
 _CLIENT_TIMEOUT = 408
 
-_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?\}")
-_PARAM_REGEX = {"str": r"[^/]+", "int": r"[0-9]+", "path": r".*"}
+
+def _unrouted(request: Request) -> None:
+    """The handler of the routes a table keeps only for matching (never called)."""
 
 
 def json_error(status: int, message: str, headers: dict[str, str] | None = None, **details: Any) -> Response:
     """A JSON error response: ``{"error": message, "status": status, **details}``.
 
     Example:
+        >>> from flowno_io.service import json_error
         >>> json_error(400, "count must be an integer", param="count").body
         b'{"error":"count must be an integer","status":400,"param":"count"}'
     """
@@ -64,18 +66,7 @@ class _RouteSpec:
     methods: tuple[str, ...] | None
     summary: str
     handler: Handler
-    regex: re.Pattern[str]
-
-
-def _compile(pattern: str) -> re.Pattern[str]:
-    parts: list[str] = []
-    position = 0
-    for match in _PARAM.finditer(pattern):
-        parts.append(re.escape(pattern[position : match.start()]))
-        parts.append(_PARAM_REGEX[match.group(2) or "str"])
-        position = match.end()
-    parts.append(re.escape(pattern[position:]))
-    return re.compile("".join(parts) + r"\Z")
+    route: Route[Handler]
 
 
 class RouteTable:
@@ -96,16 +87,16 @@ class RouteTable:
     def route(
         self, path: str, methods: Iterable[str] | None = None, summary: str = ""
     ) -> Callable[[Handler], Handler]:
-        """Decorator: add a route (``methods=None`` answers every method)."""
+        """Decorator: add a route (``methods=None`` answers every method).
+
+        Raises:
+            TypeError, ValueError: the pattern or the methods are invalid (see :class:`HttpServer`).
+        """
+        route: Route[Handler] = Route(path, _unrouted, methods)  # checks the pattern and methods now
+        upper = tuple(sorted(route.methods)) if route.methods is not None else None
 
         def decorate(handler: Handler) -> Handler:
-            upper: tuple[str, ...] | None = None
-            if methods is not None:
-                names = {method.upper() for method in methods}
-                if "GET" in names:
-                    names.add("HEAD")  # the server answers HEAD from GET
-                upper = tuple(sorted(names))
-            self._routes.append(_RouteSpec(path, upper, summary, handler, _compile(path)))
+            self._routes.append(_RouteSpec(path, upper, summary, handler, route))
             return handler
 
         return decorate
@@ -128,7 +119,7 @@ class RouteTable:
     def _not_routed(self, request: Request) -> Response:
         allowed: set[str] = set()
         for spec in self._routes:
-            if spec.regex.match(request.path):
+            if spec.route.match_path(request.path) is not None:
                 if spec.methods is None:  # cannot happen: the server would have matched it
                     return json_error(500, "routing error")
                 allowed.update(spec.methods)
@@ -146,7 +137,7 @@ class RouteTable:
                 result = handler(request)
                 if inspect.isawaitable(result):
                     result = await result
-                response = _to_response(result)
+                response = _to_response(result, handler)
             except ProtocolError as exc:  # unreadable body: answer, then the server closes
                 response = json_error(exc.status_hint, str(exc), {"Connection": "close"})
             except (NetworkError, TimeoutError) as exc:  # the client left or stalled: nothing to answer
@@ -164,6 +155,7 @@ class RouteTable:
             return _LoggedStream(self, request, response, start)
 
         logged.__name__ = getattr(handler, "__name__", "handler")
+        logged.__qualname__ = getattr(handler, "__qualname__", logged.__name__)
         logged.__doc__ = handler.__doc__
         return logged
 
@@ -188,10 +180,16 @@ class RouteTable:
         self.access_logger.info(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
 
 
-def _to_response(result: Any) -> Any:
+def _to_response(result: Any, handler: Handler) -> Any:
     """A handler's return value as the server would see it (``Response`` or a streaming response)."""
     if isinstance(result, Response):
         return result
+    if inspect.iscoroutine(result):
+        result.close()
+        raise TypeError(
+            f"handler {getattr(handler, '__qualname__', handler)} returned a coroutine "
+            f"({result.__qualname__}) that was never awaited, not a response: add the missing 'await'"
+        )
     if result is None:
         return Response(b"", 204)
     if isinstance(result, bytes | str):

@@ -7,7 +7,8 @@
   restarts a worker that dies, and forwards SIGTERM/SIGINT to them.
 * SIGTERM or SIGINT: stop accepting, let in-flight requests finish (event streams end at once,
   chat completions run to their end) within the server's grace period, then exit 0. A second
-  signal exits at once.
+  signal exits at once. The first one logs both: how long the service waits, and that a second
+  Ctrl-C forces the exit.
 * Service log lines go to stderr; access-log lines (one JSON object each) to stdout.
 
 This module is the same in ``echo_service`` and ``stream_service``.
@@ -135,6 +136,16 @@ def raise_fd_limit() -> None:
             pass
 
 
+def announce_stop(server: HttpServer) -> None:
+    """Log, as a stop begins, how long in-flight requests may take and how to stop at once."""
+    logger.warning(
+        "stopping: waiting up to %g s for in-flight requests to finish (%d connections open); "
+        "press Ctrl-C again (or send a second SIGTERM) to exit at once",
+        server.shutdown_grace,
+        server.open_connections,
+    )
+
+
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
@@ -155,9 +166,15 @@ def run_service(
     def announce(port: int) -> None:
         print(f"listening on {_url(options.host, port)}", flush=True)
 
+    def build() -> HttpServer:
+        server = build_server(options)
+        # Runs when close() begins (the first SIGINT/SIGTERM), as streaming responses' callbacks do.
+        server._close_callbacks.add(lambda: announce_stop(server))
+        return server
+
     try:
         code = run(
-            lambda: build_server(options),
+            build,
             workers=options.workers,
             host=options.host,
             port=options.port,
