@@ -243,7 +243,7 @@ def memory_stream_pair(max_buffer_bytes: int = DEFAULT_MEMORY_BUFFER) -> tuple[M
         max_buffer_bytes: bytes each direction holds before ``send_all`` waits for the reader.
 
     Example:
-        >>> from flowno_io.testing import run
+        >>> from flowno_io.testing import memory_stream_pair, run
         >>> async def main():
         ...     left, right = memory_stream_pair()
         ...     await left.send_all(b"ping")
