@@ -8,7 +8,7 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install install-runtime test lint run-services run-cluster loadtest loadtest-distributed fuzz soak bench
+.PHONY: help install install-runtime test test-stress lint run-services run-cluster loadtest loadtest-distributed fuzz soak bench
 help: ## List the targets
 	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
 	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -32,6 +32,9 @@ install-runtime: .venv/.synced-runtime ## Install only what the services need to
 
 test: install ## Run the test suite (parallel, real sockets on 127.0.0.1)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q
+
+test-stress: install ## The test suite while CPU hogs keep every core busy (bounded: the hogs stop by themselves)
+	PY=$(PY) bash scripts/test-stress.sh
 
 lint: install ## ruff (lint + format check) and mypy --strict on the library
 	$(PY) -m ruff check packages services loadtest tests

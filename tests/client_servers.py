@@ -242,6 +242,8 @@ class RawServer:
         self.listener.listen(backlog)
         self.listener.settimeout(0.05)
         self.connections = 0
+        #: Connections whose script returned and that the server then closed.
+        self.finished = 0
         self.errors: list[BaseException] = []
         #: Set when the test ends: scripts that hold a connection open wait on it.
         self.stopping = threading.Event()
@@ -285,6 +287,7 @@ class RawServer:
             self.errors.append(exc)
         finally:
             conn.close()
+            self.finished += 1
 
     def stop(self) -> None:
         self.stopping.set()

@@ -1,4 +1,5 @@
-"""Helpers for the streaming, SSE and shutdown tests: servers in threads or subprocesses, raw reads."""
+"""Helpers for the streaming, SSE and shutdown tests: servers in threads or subprocesses (raw reads
+and waiting are in :mod:`helpers`)."""
 
 from __future__ import annotations
 
@@ -73,55 +74,6 @@ def connect(thread: ServerThread, request: bytes = b"", *, rcvbuf: int | None = 
     return sock
 
 
-def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
-    """The response head (without the blank line) and whatever body bytes came with it."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"closed before a full head: {data!r}")
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return head, rest
-
-
-def read_exactly(sock: socket.socket, count: int, already: bytes = b"") -> bytes:
-    """``count`` bytes (fails if the peer closes first)."""
-    data = already
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise AssertionError(f"closed after {len(data)} of {count} bytes: {data[-200:]!r}")
-        data += chunk
-    return data
-
-
-def read_until(sock: socket.socket, marker: bytes, already: bytes = b"", timeout: float = 5.0) -> bytes:
-    """Bytes up to the first ``marker`` that ends a read, or later (what arrived with it included)."""
-    sock.settimeout(timeout)
-    data = bytearray(already)
-    while marker not in data[-(65536 + len(marker)) :]:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise AssertionError(f"closed before {marker!r}: {bytes(data[-200:])!r}")
-        data += chunk
-    return bytes(data)
-
-
-def read_all(sock: socket.socket, already: bytes = b"", timeout: float = 5.0) -> bytes:
-    """Everything until the peer closes (a reset counts as the end)."""
-    sock.settimeout(timeout)
-    data = bytearray(already)
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return bytes(data)
-        if not chunk:
-            return bytes(data)
-        data += chunk
-
-
 def dechunk(body: bytes) -> tuple[list[bytes], bool]:
     """Split a chunked body into its chunks; True when it ended with the last chunk."""
     chunks: list[bytes] = []
@@ -140,16 +92,6 @@ def dechunk(body: bytes) -> tuple[list[bytes], bool]:
         chunks.append(body[start : start + size])
         pos = start + size + 2
     return chunks, False
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 2.0) -> float:
-    """Seconds until ``condition()`` was true (fails after ``timeout``)."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.005)
-    return time.monotonic() - start
 
 
 class ServerProcess:

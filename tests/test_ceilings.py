@@ -22,12 +22,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from rawhttp import read_response
+from helpers import read_response, wait_for
 
 CONNECTIONS = 10_000
 #: The ceiling asserted (measured: about 2 KiB of Python objects per idle connection).
 MAX_BYTES_PER_CONNECTION = 8 * 1024
 GET_HELLO = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n"
+#: Seconds a new request may take with the idle connections open (typically a few ms).
+FRESH_REQUEST_CEILING = 5.0
 BATCH = 500
 
 
@@ -107,10 +109,14 @@ def test_ten_thousand_idle_keep_alive_connections(enough_fds: None) -> None:
         connections = open_served_connections(server.address, CONNECTIONS)
         opened_in = time.monotonic() - started
         try:
-            time.sleep(0.2)
+            # every connection was served, so every one is open (and the /health request's own)
+            wait_for(
+                lambda: server.health()["open_connections"] == CONNECTIONS + 1,
+                message="not every idle connection is counted as open",
+            )
             rss_after = server.rss_kb()
             health = server.health()
-            assert health["open_connections"] == CONNECTIONS + 1  # and the /health request's own
+            assert health["open_connections"] == CONNECTIONS + 1
             assert health["loop_exceptions"] == 0
             started = time.monotonic()
             with socket.create_connection(server.address, timeout=5) as sock:
@@ -131,5 +137,7 @@ def test_ten_thousand_idle_keep_alive_connections(enough_fds: None) -> None:
             f"a new request answered in {fresh_latency * 1000:.1f} ms; workers {health['workers']}"
         )
         assert per_connection < MAX_BYTES_PER_CONNECTION
-        assert fresh_latency < 1.0
+        # A loose ceiling (a loaded machine; the bench measures latency): it catches only work per
+        # request that grows with the idle connections.
+        assert fresh_latency < FRESH_REQUEST_CEILING
         assert health["workers"] <= 2  # idle connections cost no task

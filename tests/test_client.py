@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from client_servers import RawServer, StdlibServer, read_request, response_bytes, wait_for_close
 from flowno import sleep, spawn
+from helpers import HANG_TIMEOUT, until
 
 from flowno_io import Headers
 from flowno_io._errors import (
@@ -295,7 +297,7 @@ def test_connection_closed_by_server_is_detected_before_reuse(raw_server: StartR
     async def main() -> list[bytes]:
         async with HttpClient() as client:
             first = await client.get(raw.url)
-            await sleep(0.1)
+            await until(lambda: raw.finished == 1, message="the server never closed the first connection")
             second = await client.get(raw.url)
             return [first.body, second.body]
 
@@ -427,14 +429,17 @@ def test_closed_client_refuses_requests(server: StdlibServer) -> None:
 
 
 def test_close_wakes_a_waiting_request(raw_server: StartRaw) -> None:
+    request_read = threading.Event()
+
     def script(conn: socket.socket, index: int) -> None:
         read_request(conn)
+        request_read.set()
         wait_for_close(conn)
 
     raw = raw_server(script)
 
     async def closer(client: HttpClient) -> None:
-        await sleep(0.1)
+        await until(request_read.is_set, message="the request never arrived")  # it now waits for an answer
         client.close()
 
     async def main() -> float:
@@ -447,7 +452,8 @@ def test_close_wakes_a_waiting_request(raw_server: StartRaw) -> None:
             return time.monotonic() - started
         raise AssertionError("expected ClosedResourceError")
 
-    assert run(main()) < 1.0  # woken by close(), not by the server's answer
+    # Woken by close(): the server never answers (only the hang bound could end it otherwise).
+    assert run(main()) < HANG_TIMEOUT
 
 
 # -- redirects ------------------------------------------------------------------------------

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from client_servers import StdlibServer
+from helpers import make_certificate
 
 from flowno_io._errors import ConnectError
 from flowno_io.client.client import HttpClient
@@ -22,20 +22,6 @@ from flowno_io.client.response_stream import streaming_response_is_ok
 from flowno_io.testing import run
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-
-
-def make_certificate(directory: Path, name: str, subject_alt_names: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={name}",
-            "-addext", f"subjectAltName={subject_alt_names}",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 @pytest.fixture(scope="module")

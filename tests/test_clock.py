@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 
-from flowno import Event, EventLoop, sleep
+from flowno import Event, EventLoop
+from helpers import HANG_TIMEOUT, until
 
-from flowno_io.io.clock import COMPACT_SLACK, LINGER, TICK, get_clock
+from flowno_io.io.clock import COMPACT_SLACK, LINGER, get_clock
+
+#: Float rounding slack for "never before the deadline" (a timer fires at or after it).
+ROUNDING = 1e-6
 
 
 def run(coro) -> object:  # type: ignore[no-untyped-def]
@@ -20,29 +24,38 @@ def test_timer_fires_once_at_its_deadline() -> None:
         start = time.monotonic()
         timer = get_clock().timer(lambda: fired.append(time.monotonic() - start))
         await timer.arm(0.1)
-        await sleep(0.4)
+        await until(lambda: fired, message="the timer never fired")
+        assert timer.deadline is None and get_clock().armed == 0  # nothing left to fire again
 
-    run(main())
+    run(main())  # the clock task runs on until it exits: a second firing would be recorded
     assert len(fired) == 1
-    assert 0.09 <= fired[0] <= 0.1 + TICK + 0.1
+    assert 0.1 - ROUNDING <= fired[0] < HANG_TIMEOUT  # never early; late only by the load
 
 
 def test_rearming_later_postpones_and_earlier_advances() -> None:
     fired: dict[str, float] = {}
+    order: list[str] = []
+
+    def record(name: str, start: float) -> None:
+        fired.setdefault(name, time.monotonic() - start)
+        order.append(name)
 
     async def main() -> None:
         start = time.monotonic()
-        later = get_clock().timer(lambda: fired.setdefault("later", time.monotonic() - start))
-        earlier = get_clock().timer(lambda: fired.setdefault("earlier", time.monotonic() - start))
+        later = get_clock().timer(lambda: record("later", start))
+        earlier = get_clock().timer(lambda: record("earlier", start))
         await later.arm(0.05)
         await later.arm(0.3)  # moved later: must not fire at 0.05
         await earlier.arm(1.0)
-        await earlier.arm(0.1)  # moved earlier: must fire at ~0.1, not 1.0
-        await sleep(0.6)
+        await earlier.arm(0.1)  # moved earlier: must fire at 0.1, not 1.0
+        await until(lambda: len(order) == 2, message=lambda: f"fired so far: {order}")
 
     run(main())
-    assert fired["later"] >= 0.29
-    assert fired["earlier"] < 0.3
+    assert fired["later"] >= 0.3 - ROUNDING
+    # Deadlines 0.1 and 0.3 fire in that order however late the loop runs; had the move to 0.1
+    # been lost, "earlier" would fire at 1.0, after "later".
+    assert order == ["earlier", "later"]
+    assert fired["earlier"] >= 0.1 - ROUNDING
 
 
 def test_disarmed_timer_does_not_fire() -> None:
@@ -52,9 +65,10 @@ def test_disarmed_timer_does_not_fire() -> None:
         timer = get_clock().timer(lambda: fired.append("x"))
         await timer.arm(0.05)
         timer.disarm()
-        await sleep(0.2)
 
-    run(main())
+    started = time.monotonic()
+    run(main())  # returns once the clock task exits: LINGER (0.25 s) after the disarm
+    assert time.monotonic() - started >= 0.05, "the clock ran past the old deadline"
     assert fired == []
 
 
@@ -90,4 +104,5 @@ def test_clock_task_exits_when_nothing_is_armed() -> None:
 
     started = time.monotonic()
     run(main())  # returns only when every task, the clock's included, has finished
-    assert time.monotonic() - started < 0.01 + LINGER + 2 * TICK + 0.3
+    # It lingers LINGER seconds with nothing armed, then exits (had it not, run() would hang).
+    assert 0.01 + LINGER - ROUNDING <= time.monotonic() - started < HANG_TIMEOUT

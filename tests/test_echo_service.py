@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import HANG_TIMEOUT, wait_for
 from service_process import STARTUP_TIMEOUT, ServiceProcess, start_service, wait_exit
 
 from flowno_io import HttpServer, Request
@@ -203,20 +204,22 @@ def test_access_log_has_one_json_line_per_request(client: httpx.Client, echo: Se
     marker = f"/status/{random.choice([418, 429, 451])}"
     client.get(marker, params={"probe": "access-log"})
     client.get("/no-such-route-for-access-log")
-    deadline = time.monotonic() + 5
-    records: list[dict[str, object]] = []
-    while time.monotonic() < deadline:
-        records = [json.loads(line) for line in echo.stdout_text().splitlines() if line.startswith("{")]
-        if any(r.get("path") == "/no-such-route-for-access-log" for r in records):
-            break
-        time.sleep(0.05)
-    [line] = [r for r in records if r["path"] == marker and r.get("query") == "probe=access-log"]
+
+    def records() -> list[dict[str, object]]:
+        return [json.loads(line) for line in echo.stdout_text().splitlines() if line.startswith("{")]
+
+    # the log is written after each response: wait for the second request's line
+    wait_for(
+        lambda: any(r.get("path") == "/no-such-route-for-access-log" for r in records()),
+        message="the access log line never appeared",
+    )
+    [line] = [r for r in records() if r["path"] == marker and r.get("query") == "probe=access-log"]
     assert line["method"] == "GET"
     assert line["status"] == int(marker.rsplit("/", 1)[1])
     assert line["bytes"] == len(json.dumps({"status": line["status"]}, separators=(",", ":")))
     assert isinstance(line["duration_ms"], float | int)
     assert str(line["client"]).startswith("127.0.0.1:")
-    [missing] = [r for r in records if r["path"] == "/no-such-route-for-access-log"]
+    [missing] = [r for r in records() if r["path"] == "/no-such-route-for-access-log"]
     assert missing["status"] == 404
 
 
@@ -242,9 +245,7 @@ def test_body_over_the_limit_is_a_413_json(echo: ServiceProcess) -> None:
 def test_client_leaving_mid_body_is_logged_as_499_without_a_traceback(echo: ServiceProcess) -> None:
     request = b"POST /echo?probe=client-left HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc"
     assert _raw_exchange(echo.url, request, close_write=True) == b""
-    wait_for_line = time.monotonic() + 5
-    while time.monotonic() < wait_for_line and "probe=client-left" not in echo.stdout_text():
-        time.sleep(0.05)
+    wait_for(lambda: "probe=client-left" in echo.stdout_text(), message="no access log line for the 499")
     [line] = [json.loads(text) for text in echo.stdout_text().splitlines() if "probe=client-left" in text]
     assert line["status"] == 499
     assert line["error"] == "ReadError"
@@ -304,15 +305,14 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
             target=lambda: results.append(httpx.get(service.url + "/delay/700", timeout=10))
         )
         thread.start()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            # /delay holds one connection; /health makes a second one.
-            if httpx.get(service.url + "/health", timeout=5).json()["open_connections"] >= 2:
-                break
-            time.sleep(0.02)
+        # /delay holds one connection; /health makes a second one.
+        wait_for(
+            lambda: httpx.get(service.url + "/health", timeout=HANG_TIMEOUT).json()["open_connections"] >= 2,
+            message="the /delay request never arrived",
+        )
         service.process.send_signal(signal.SIGTERM)
-        thread.join(10)
-        assert wait_exit(service.process, 10) == 0
+        thread.join(HANG_TIMEOUT)
+        assert wait_exit(service.process, HANG_TIMEOUT) == 0
         assert [r.status_code for r in results] == [200]
         with pytest.raises(httpx.ConnectError):
             httpx.get(service.url + "/health", timeout=2)
@@ -324,12 +324,8 @@ def test_sigterm_lets_an_in_flight_request_finish(tmp_path: Path) -> None:
 def test_sigterm_with_workers_leaves_no_process_behind(tmp_path: Path) -> None:
     service = start_service("echo_service", tmp_path, "--workers", "2")
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        workers: list[int] = []
-        while time.monotonic() < deadline and len(workers) < 2:
-            workers = children_of(service.process.pid)
-            time.sleep(0.05)
-        assert len(workers) == 2
+        wait_for(lambda: len(children_of(service.process.pid)) == 2, STARTUP_TIMEOUT, "two workers never ran")
+        workers = children_of(service.process.pid)
         pids = {httpx.get(service.url + "/health", timeout=10).json()["pid"] for _ in range(10)}
         assert pids <= set(workers)
         service.process.send_signal(signal.SIGTERM)

@@ -17,6 +17,7 @@ from flowno import EventLoop, SocketHandle, sleep, spawn
 from flowno import socket as flowno_socket
 from flowno.core.event_loop import selectors as flowno_selectors
 from flowno.core.event_loop.tasks import TaskCancelled
+from helpers import until
 
 
 def test_finished_tasks_are_kept_forever() -> None:
@@ -72,32 +73,39 @@ def test_flowno_sockets_do_not_set_tcp_nodelay() -> None:
 def test_cancel_leaves_a_stale_sleep_that_resumes_the_task_later() -> None:
     log: list[str] = []
 
+    def stale_resume() -> bool:
+        return any(isinstance(e, RuntimeError) for e in loop.exceptions.values())
+
     async def sleeper() -> None:
         try:
             await sleep(0.2)
         except TaskCancelled:
             started = time.monotonic()
-            await sleep(0.5)  # woken early by the stale entry of the cancelled sleep
-            log.append(f"{time.monotonic() - started:.1f}")
+            await sleep(1.0)  # woken early by the stale entry of the cancelled sleep
+            log.append(f"{time.monotonic() - started:.2f}")
 
     async def main() -> None:
         task = await spawn(sleeper())
-        await sleep(0.05)
+        await sleep(0.05)  # the sleeper runs first (FIFO) and parks in its 0.2 s sleep
         task.cancel()
-        await sleep(0.8)
+        # The 1.0 s sleep's own entry later resumes the finished task: an error in the loop.
+        await until(stale_resume, message="the stale sleep entry never resumed the finished task")
 
     loop = EventLoop()
     loop.run_until_complete(main())
-    assert log and float(log[0]) < 0.4  # the 0.5 s sleep ended after ~0.15 s
-    assert any(isinstance(e, RuntimeError) for e in loop.exceptions.values())
+    # Woken ~0.15 s after the cancel by the stale 0.2 s entry; a normal wake takes at least 1.0 s.
+    assert log and float(log[0]) < 1.0
+    assert stale_resume()
 
 
 def test_sigterm_is_ignored_by_run_until_complete() -> None:
     code = textwrap.dedent(
         """
         from flowno import EventLoop, sleep
-        print("ready", flush=True)
-        EventLoop().run_until_complete(sleep(2.0))
+        async def main():
+            print("ready", flush=True)  # printed by a task: the loop runs (its handlers are set)
+            await sleep(2.0)
+        EventLoop().run_until_complete(main())
         print("finished", flush=True)
         """
     )
@@ -105,7 +113,6 @@ def test_sigterm_is_ignored_by_run_until_complete() -> None:
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "ready"
     started = time.monotonic()
-    time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=10)
     assert process.returncode == 0 and "finished" in out  # it slept on: SIGTERM only logs

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import h11
 import pytest
+from helpers import HANG_TIMEOUT, read_response, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from rawhttp import read_response
 
 from flowno_io import EventSourceResponse, HttpServer, Request, Response, ServerSentEvent, StreamingResponse
 from flowno_io._errors import RemoteProtocolError
@@ -40,8 +40,6 @@ from flowno_io.testing import ServerThread
 
 #: Examples per property in ``make test``; ``fuzz/fuzz_long.py`` runs many more.
 SHORT_EXAMPLES = 100
-#: Seconds a read may wait before the connection counts as hung.
-HANG_TIMEOUT = 5.0
 #: Pause between the pieces of a request sent cut (so the server reads them separately).
 PIECE_PAUSE = 0.0005
 CORPUS = Path(__file__).parent / "corpus" / "requests"
@@ -147,10 +145,7 @@ def running_target() -> Iterator[FuzzTarget]:
         target = FuzzTarget(thread, errors, ("127.0.0.1", thread.server.port))
         yield target
         target.check_healthy()
-        deadline = time.monotonic() + HANG_TIMEOUT
-        while thread.server.open_connections and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert thread.server.open_connections == 0, "connections leaked"
+        wait_for(lambda: thread.server.open_connections == 0, HANG_TIMEOUT, "connections leaked")
     finally:
         thread.stop()
         logger.removeHandler(errors)

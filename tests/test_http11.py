@@ -125,24 +125,86 @@ def test_any_split_gives_the_same_events(data: st.DataObject) -> None:
     assert summarize(collect(RequestParser(), chunks)) == EXPECTED
 
 
+#: Every status a request parser error may suggest (RequestParser's docstring).
+PARSER_STATUS_HINTS = (400, 413, 431, 505)
+
+
+def check_framing(events: list[object], fed: int, max_body_bytes: int | None = None) -> None:
+    """Invariants of a successful parse: what every event sequence the parser emits must satisfy.
+
+    Events come as head, body bytes, end-of-message, in that order; the body never holds more bytes
+    than were fed, nor more than the limit; a complete message's body matches its framing headers
+    (Content-Length exactly; none at all without Content-Length or chunked coding).
+    """
+    total_body = 0
+    head: RequestHead | None = None
+    body = 0
+    for event in events:
+        if isinstance(event, RequestHead):
+            assert head is None, "a head before the previous message ended"
+            head, body = event, 0
+        elif isinstance(event, bytes):
+            assert head is not None, "body bytes outside a message"
+            assert event, "an empty body event"
+            body += len(event)
+            total_body += len(event)
+            if max_body_bytes is not None:
+                assert body <= max_body_bytes, "a body past the limit was accepted"
+        else:
+            assert event is END_OF_MESSAGE
+            assert head is not None, "an end of message without a head"
+            chunked = "chunked" in (head.headers.get("transfer-encoding") or "").lower()
+            if chunked:
+                assert head.content_length is None, "Content-Length and chunked both accepted"
+            elif head.content_length is not None:
+                assert body == head.content_length, "the body does not match its Content-Length"
+            else:
+                assert body == 0, "a request without Content-Length or chunked coding has a body"
+            head = None
+    assert total_body <= fed, "more body bytes than bytes fed"
+
+
+def check_error(exc: RemoteProtocolError) -> None:
+    assert exc.status_hint in PARSER_STATUS_HINTS, f"unexpected status hint {exc.status_hint}"
+    if isinstance(exc, TooLargeError):
+        assert exc.status_hint in (413, 431)
+
+
+def test_check_framing_can_fail() -> None:
+    """The invariants are not vacuous: a body that disagrees with its Content-Length is caught."""
+    head = collect(RequestParser(), [b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"])[0]
+    with pytest.raises(AssertionError, match="Content-Length"):
+        check_framing([head, b"ab", END_OF_MESSAGE], fed=100)
+    with pytest.raises(AssertionError, match="more body bytes"):
+        check_framing([head, b"abc", END_OF_MESSAGE], fed=2)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.binary(max_size=64), max_size=8))
-def test_arbitrary_bytes_parse_or_raise_our_error(chunks: list[bytes]) -> None:
+def test_arbitrary_bytes_parse_consistently_or_raise_our_error(chunks: list[bytes]) -> None:
     parser = RequestParser(max_header_bytes=512, max_body_bytes=512)
+    events: list[object] = []
     try:
-        collect(parser, chunks)
+        for chunk in chunks:
+            parser.feed(chunk)
+            while (event := parser.next_event()) is not None:
+                events.append(event)
     except RemoteProtocolError as exc:
-        assert exc.status_hint in (400, 413, 431, 505)
+        check_error(exc)
+        return
+    check_framing(events, fed=sum(map(len, chunks)), max_body_bytes=512)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(0, len(PIPELINE) - 1), st.binary(min_size=1, max_size=4))
-def test_mutated_requests_parse_or_raise_our_error(position: int, noise: bytes) -> None:
+def test_mutated_requests_parse_consistently_or_raise_our_error(position: int, noise: bytes) -> None:
     mutated = PIPELINE[:position] + noise + PIPELINE[position + len(noise) :]
     try:
-        collect(RequestParser(), [mutated])
-    except RemoteProtocolError:
-        pass
+        events = collect(RequestParser(), [mutated])
+    except RemoteProtocolError as exc:
+        check_error(exc)
+        return
+    check_framing(events, fed=len(mutated))
 
 
 def test_field_values_lose_surrounding_whitespace() -> None:

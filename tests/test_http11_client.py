@@ -218,17 +218,70 @@ def test_body_does_not_count_against_the_head_limit() -> None:
 # -- properties -----------------------------------------------------------------------------
 
 
+def check_response(parser: ResponseParser, body: bytes, fed: int) -> None:
+    """Invariants of a response parsed without error, complete or not.
+
+    The body never holds more bytes than were fed, nor any before the head is complete; a complete
+    response's body matches its framing (none for HEAD, 204 and 304; exactly Content-Length
+    without chunked coding); reuse needs a complete, length-delimited, keep-alive response.
+    """
+    assert parser.bytes_received == fed
+    assert len(body) <= fed, "more body bytes than bytes fed"
+    if not parser.headers_complete:
+        assert body == b"", "body bytes before the head was complete"
+        assert not parser.message_complete
+        assert not parser.reusable
+        return
+    assert 200 <= parser.status_code <= 999, "an interim or invalid status was returned as the response"
+    if parser.head_request or parser.status_code in (204, 304):
+        assert body == b"", f"a body on a {parser.status_code} response (or to HEAD)"
+    chunked = "chunked" in (parser.headers.get("transfer-encoding") or "").lower()
+    length = parser.headers.get("content-length")
+    if parser.head_request or parser.status_code in (204, 304):
+        pass
+    elif parser.message_complete and length is not None and not chunked:
+        assert len(body) == int(length), "the body does not match its Content-Length"
+    if parser.close_delimited:
+        assert not parser.keep_alive and not parser.reusable
+    if parser.reusable:
+        assert parser.message_complete and parser.keep_alive and not parser.close_delimited
+
+
+def check_error(exc: RemoteProtocolError) -> None:
+    """A response parser error suggests 400, or 431 for a head over the limit."""
+    if isinstance(exc, TooLargeError):
+        assert exc.status_hint == 431
+    else:
+        assert exc.status_hint == 400, f"unexpected status hint {exc.status_hint}"
+
+
+def test_check_response_can_fail() -> None:
+    """The invariants are not vacuous: a body that disagrees with its Content-Length is caught."""
+    parser, body = parse(CONTENT_LENGTH)
+    check_response(parser, body, fed=len(CONTENT_LENGTH))
+    with pytest.raises(AssertionError, match="Content-Length"):
+        check_response(parser, body[:-1], fed=len(CONTENT_LENGTH))
+    with pytest.raises(AssertionError, match="more body bytes"):
+        check_response(parser, body * 10, fed=len(CONTENT_LENGTH))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300), st.booleans())
-def test_fuzz_parses_or_raises_protocol_error(data: bytes, eof: bool) -> None:
+def test_fuzz_parses_consistently_or_raises_protocol_error(data: bytes, eof: bool) -> None:
     parser = ResponseParser(max_header_bytes=200)
+    body = b""
     try:
         parser.feed(data)
+        body += parser.take_body()
         if eof:
             parser.feed_eof()
-    except RemoteProtocolError:
+            body += parser.take_body()
+    except RemoteProtocolError as exc:
+        check_error(exc)
         return
-    parser.take_body()
+    check_response(parser, body, fed=len(data))
+    if eof:
+        assert parser.message_complete, "feed_eof() returned on an incomplete response"
 
 
 @settings(max_examples=300, deadline=None)
@@ -241,14 +294,22 @@ def test_fuzz_parses_or_raises_protocol_error(data: bytes, eof: bool) -> None:
             [b"Content-Length: 1\r\n", b"Transfer-Encoding: chunked\r\n", b"\r\n", b"0\r\n", b"a"]
         )
     ),
+    st.booleans(),
 )
-def test_fuzz_structured(start: bytes, parts: list[bytes]) -> None:
-    parser = ResponseParser()
+def test_fuzz_structured(start: bytes, parts: list[bytes], head_request: bool) -> None:
+    data = start + b"".join(parts)
+    parser = ResponseParser(head_request=head_request)
+    body = b""
     try:
-        parser.feed(start + b"".join(parts))
+        parser.feed(data)
+        body += parser.take_body()
         parser.feed_eof()
-    except RemoteProtocolError:
-        pass
+        body += parser.take_body()
+    except RemoteProtocolError as exc:
+        check_error(exc)
+        return
+    check_response(parser, body, fed=len(data))
+    assert parser.message_complete, "feed_eof() returned on an incomplete response"
 
 
 @settings(max_examples=200, deadline=None)

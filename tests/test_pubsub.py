@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import pytest
 from flowno import EventLoop, sleep, spawn
+from helpers import until_parked
 
 from flowno_io import Subscription, Topic
 
@@ -49,7 +50,8 @@ def test_waiting_subscribers_are_woken_by_publish() -> None:
             got.append(await subscription.__anext__())
 
         readers = [await spawn(first_item(topic.subscribe())) for _ in range(200)]
-        await sleep(0.01)  # all 200 parked
+        for reader in readers:
+            await until_parked(reader)  # all 200 parked
         topic.publish("x")  # one plain call wakes all of them
         for reader in readers:
             await reader.join()
@@ -127,7 +129,7 @@ def test_closing_a_subscription_wakes_its_reader_and_leaves_the_topic() -> None:
         topic: Topic[int] = Topic()
         subscription = topic.subscribe()
         reader = await spawn(collect(subscription))
-        await sleep(0.01)
+        await until_parked(reader)
         subscription.close()  # from another task, while the reader waits
         return await reader.join(), topic.subscribers
 

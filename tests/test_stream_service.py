@@ -15,6 +15,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import h11
 import httpx
 import openai
 import pytest
+from helpers import HANG_TIMEOUT, wait_for
 from httpx_sse import connect_sse
 from service_process import STARTUP_TIMEOUT, ServiceProcess, start_service, wait_exit
 
@@ -30,15 +32,6 @@ from flowno_io import SSEDecoder
 
 TICKER_INTERVAL_MS = 200
 SERVICE_TOKENS_PER_SECOND = 200.0
-
-
-def wait_for(predicate: object, timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(message)
 
 
 @pytest.fixture(scope="module")
@@ -225,12 +218,14 @@ def test_a_thousand_ticker_subscribers_receive_the_same_ticks(client: httpx.Clie
                         raise AssertionError("the server closed a ticker stream")
                     key.data.feed(data)
 
-        # Every subscriber has its first tick; then 3 more ticks that all of them must see.
-        deadline = time.monotonic() + 30
+        # Every subscriber has its first tick; then 3 more ticks that all of them must see. The
+        # deadline bounds a hang: a thousand streams on a loaded machine may start slowly.
+        deadline = time.monotonic() + 3 * HANG_TIMEOUT
         while time.monotonic() < deadline and not all(s.ticks for s in subscribers):
             pump(time.monotonic() + 0.1)
-        assert all(s.status == 200 for s in subscribers)
-        assert all(s.ticks for s in subscribers), "some subscribers got no tick in 30 s"
+        statuses = Counter(s.status for s in subscribers)
+        assert statuses == {200: SUBSCRIBERS}, f"statuses when the wait ended: {statuses}"
+        assert all(s.ticks for s in subscribers), "some subscribers got no tick"
         common_start = max(min(s.ticks) for s in subscribers)
         wanted = range(common_start, common_start + 3)
         while time.monotonic() < deadline and not all(all(n in s.ticks for n in wanted) for s in subscribers):
@@ -251,7 +246,7 @@ def test_a_thousand_ticker_subscribers_receive_the_same_ticks(client: httpx.Clie
     # The server notices the closed streams on its next writes and drops the subscriptions.
     wait_for(
         lambda: client.get("/health").json()["ticker_subscribers"] == 0,
-        10,
+        HANG_TIMEOUT,
         "ticker subscriptions were not released after the clients left",
     )
 
@@ -307,7 +302,7 @@ def test_stream_ends_with_done_and_keeps_the_pace(client: httpx.Client) -> None:
     chunks = [json.loads(item) for item in data[:-1]]
     assert len(chunks) == 12  # role, 10 tokens, finish
     assert arrivals[-1] >= 10 / 50 - 0.02  # 10 tokens at 50/s
-    assert arrivals[-1] < 5
+    assert arrivals[-1] < HANG_TIMEOUT  # the pace is measured by the bench, not here
 
 
 def test_service_tokens_per_second_is_the_default_pace(client: httpx.Client) -> None:
@@ -315,7 +310,8 @@ def test_service_tokens_per_second_is_the_default_pace(client: httpx.Client) -> 
     response = client.post("/v1/chat/completions", json={"messages": MESSAGES, "max_tokens": 40})
     elapsed = time.monotonic() - start
     assert response.status_code == 200
-    assert 40 / SERVICE_TOKENS_PER_SECOND - 0.02 <= elapsed < 40 / SERVICE_TOKENS_PER_SECOND + 2
+    # the pace (never faster); how much slower a loaded machine runs it is not a property
+    assert 40 / SERVICE_TOKENS_PER_SECOND - 0.02 <= elapsed < HANG_TIMEOUT
 
 
 @pytest.mark.parametrize(
@@ -363,7 +359,7 @@ def test_openai_client_lists_the_model(ai: openai.OpenAI) -> None:
 def test_access_log_covers_streams(client: httpx.Client, stream: ServiceProcess) -> None:
     client.get("/events", params={"count": 2, "interval_ms": 0, "size": 7})
     client.get("/nowhere")
-    wait_for(lambda: '"/nowhere"' in stream.stdout_text(), 5, "no access-log line for /nowhere")
+    wait_for(lambda: '"/nowhere"' in stream.stdout_text(), HANG_TIMEOUT, "no access-log line for /nowhere")
     records = [json.loads(line) for line in stream.stdout_text().splitlines() if line.startswith("{")]
     [line] = [
         r for r in records if r["path"] == "/events" and r.get("query") == "count=2&interval_ms=0&size=7"
@@ -399,13 +395,13 @@ def test_sigterm_ends_open_streams_and_the_process(tmp_path: Path) -> None:
             thread.start()
         wait_for(
             lambda: httpx.get(service.url + "/health", timeout=5).json()["ticker_subscribers"] == 3,
-            10,
+            HANG_TIMEOUT,
             "the ticker streams did not start",
         )
         service.process.send_signal(signal.SIGTERM)
-        assert wait_exit(service.process, 10) == 0
+        assert wait_exit(service.process, HANG_TIMEOUT) == 0
         for thread in threads:
-            thread.join(10)
+            thread.join(HANG_TIMEOUT)
         assert outcomes == ["ended"] * 3  # each stream ended cleanly (chunked terminator), no error
     finally:
         service.stop()
@@ -418,12 +414,17 @@ def test_sigterm_with_workers_leaves_no_process_behind(tmp_path: Path) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline and len(pids) < 1:
             pids.add(httpx.get(service.url + "/health", timeout=10).json()["pid"])
-        workers = [
-            int(entry.name)
-            for entry in Path("/proc").iterdir()
-            if entry.name.isdigit() and _parent_of(int(entry.name)) == service.process.pid
-        ]
-        assert len(workers) == 2 and pids <= set(workers)
+
+        def workers_now() -> list[int]:
+            return [
+                int(entry.name)
+                for entry in Path("/proc").iterdir()
+                if entry.name.isdigit() and _parent_of(int(entry.name)) == service.process.pid
+            ]
+
+        wait_for(lambda: len(workers_now()) == 2, STARTUP_TIMEOUT, "two workers never ran")
+        workers = workers_now()
+        assert pids <= set(workers)
         service.process.send_signal(signal.SIGTERM)
         assert wait_exit(service.process, 15) == 0
         for pid in workers:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from flowno import Condition, Event, EventLoop, Lock, SocketHandle, sleep, spawn
 from flowno.core.event_loop.selectors import sel
+from helpers import until_parked
 
 from flowno_io.io.socket_stream import wait_readable
 from flowno_io.io.wakeup import Wakeup, interrupt
@@ -56,9 +57,9 @@ def _run_interrupt_case(park: Any) -> list[str]:
 
     async def main() -> None:
         task = await spawn(victim())
-        await sleep(0.02)
+        await until_parked(task)
         assert interrupt(task.raw_task, Stop())
-        await sleep(0.02)
+        await until_parked(task)  # now waiting on ``after``
         seen.append("refs:" + ",".join(_references(loop, task.raw_task, allowed=after)))
         await sleep(0.05)  # long enough for a short stale sleep to fire
         after.set()
@@ -172,7 +173,7 @@ def test_wakeup_is_level_triggered_and_leaves_no_waiter_entry() -> None:
     async def main() -> None:
         wakeup.set()  # before anyone waits: the first wait returns at once
         task = await spawn(waiter())
-        await sleep(0.01)
+        await until_parked(task)  # in its second wait
         assert order == ["first"]
         assert not wakeup.is_set
         wakeup.set()
@@ -194,7 +195,8 @@ def test_wakeup_set_wakes_many_waiters_in_one_step(count: int) -> None:
 
     async def main() -> None:
         tasks = [await spawn(waiter(n)) for n in range(count)]
-        await sleep(0.01)
+        for task in tasks:
+            await until_parked(task)
         for wakeup in wakeups:
             wakeup.set()
         for task in tasks:

@@ -5,6 +5,10 @@ in a process at a time. :class:`ServerThread` runs a server on that one loop in 
 thread, for tests that talk to it with blocking clients (raw sockets, ``httpx``, ``http.client``);
 tests that use :class:`~flowno_io.HttpClient` run the server on the client's own loop instead.
 
+:func:`memory_stream_pair` gives two connected in-memory streams with the interface of the socket
+stream (``receive_some``, ``send_all``, ``aclose``, timeouts), for testing code written against the
+seam without sockets.
+
 Example:
     >>> from flowno_io.testing import ServerThread
     >>> import urllib.request
@@ -23,9 +27,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .io.flowno_compat import EventLoop
+from .io.memory_stream import MemoryStream, memory_stream_pair
 from .server.server import HttpServer
 
-__all__ = ["ServerThread", "run"]
+__all__ = ["MemoryStream", "ServerThread", "memory_stream_pair", "run"]
 
 T = TypeVar("T")
 

@@ -24,7 +24,15 @@ import ssl
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from .._errors import ConnectError, ConnectTimeout, ReadError, ReadTimeout, RemoteProtocolError, WriteTimeout
+from .._errors import (
+    ConnectError,
+    ConnectTimeout,
+    ReadError,
+    ReadTimeout,
+    RemoteProtocolError,
+    WriteError,
+    WriteTimeout,
+)
 from .socket_stream import DEFAULT_RECEIVE_SIZE, SocketStream
 
 __all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "ServerTlsStream", "TlsStream", "server_context"]
@@ -134,9 +142,15 @@ class TlsStream:
             raise RemoteProtocolError(f"TLS error: {exc}") from exc
 
     async def send_all(self, data: bytes | bytearray | memoryview, *, timeout: float | None = None) -> None:
-        """Encrypt and send every byte of ``data``."""
+        """Encrypt and send every byte of ``data``.
+
+        Raises:
+            WriteError: the peer closed the connection (as for a plain socket stream).
+        """
         try:
             self._ssl.write(data)
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+            raise WriteError(f"send failed: the peer closed the connection ({exc})") from exc
         except ssl.SSLError as exc:
             raise RemoteProtocolError(f"TLS error: {exc}") from exc
         await self._flush(timeout)
