@@ -26,7 +26,7 @@ from flowno import Event, spawn
 
 from .flowno_compat import running_loop, sleep
 
-__all__ = ["COMPACT_SLACK", "LINGER", "TICK", "Clock", "Timer", "get_clock"]
+__all__ = ["COMPACT_SLACK", "LINGER", "TICK", "Clock", "StreamDeadline", "Timer", "get_clock"]
 
 logger = logging.getLogger("flowno_io")
 
@@ -211,3 +211,41 @@ def get_clock() -> Clock:
     if clock is None:
         clock = _clocks[loop] = Clock()
     return clock
+
+
+class StreamDeadline:
+    """The deadline of a stream's waits (a mixin): when it passes, the stream shuts itself down.
+
+    A task parked on the stream then wakes up, sees :attr:`timed_out`, and raises its timeout; the
+    stream is dead after that (as in httpcore: a timed-out HTTP/1.1 connection cannot be reused).
+    The class using it calls ``StreamDeadline.__init__`` and has a ``shutdown()``.
+    """
+
+    __slots__ = ("_expired", "_timer")
+
+    def __init__(self) -> None:
+        self._timer: Timer | None = None
+        self._expired = False
+
+    def shutdown(self) -> None:
+        raise NotImplementedError
+
+    def _on_deadline(self) -> None:
+        self._expired = True
+        self.shutdown()
+
+    async def _arm(self, deadline: float) -> None:
+        timer = self._timer
+        if timer is None:
+            timer = self._timer = get_clock().timer(self._on_deadline)
+        if not timer.set_deadline(deadline):
+            await timer.arm_at(deadline)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.disarm()
+
+    @property
+    def timed_out(self) -> bool:
+        """True once a deadline expired on this stream (it is then unusable)."""
+        return self._expired

@@ -26,7 +26,7 @@ from __future__ import annotations
 from time import monotonic
 
 from .._errors import ClosedResourceError, ReadError, ReadTimeout, WriteError, WriteTimeout
-from .clock import Timer, get_clock
+from .clock import StreamDeadline
 from .socket_stream import DEFAULT_RECEIVE_SIZE
 from .wakeup import Wakeup
 
@@ -62,42 +62,19 @@ class _Pipe:
         self.writable.set()
 
 
-class MemoryStream:
+class MemoryStream(StreamDeadline):
     """One end of a :func:`memory_stream_pair`: ``receive_some``, ``send_all``, ``aclose`` and the rest.
 
     Make them with :func:`memory_stream_pair`, not directly.
     """
 
-    __slots__ = ("_closed", "_expired", "_incoming", "_outgoing", "_timer")
+    __slots__ = ("_closed", "_incoming", "_outgoing")
 
     def __init__(self, incoming: _Pipe, outgoing: _Pipe) -> None:
         self._incoming = incoming
         self._outgoing = outgoing
-        self._timer: Timer | None = None
-        self._expired = False
+        StreamDeadline.__init__(self)
         self._closed = False
-
-    # -- timeouts -------------------------------------------------------------------------------
-
-    def _on_deadline(self) -> None:
-        self._expired = True
-        self.shutdown()
-
-    async def _arm(self, deadline: float) -> None:
-        timer = self._timer
-        if timer is None:
-            timer = self._timer = get_clock().timer(self._on_deadline)
-        if not timer.set_deadline(deadline):
-            await timer.arm_at(deadline)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.disarm()
-
-    @property
-    def timed_out(self) -> bool:
-        """True once a deadline expired on this stream (it is then unusable)."""
-        return self._expired
 
     # -- receiving ------------------------------------------------------------------------------
 

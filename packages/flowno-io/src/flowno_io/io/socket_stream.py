@@ -27,7 +27,7 @@ from .._errors import (
     WriteError,
     WriteTimeout,
 )
-from .clock import Timer, get_clock
+from .clock import StreamDeadline
 from .flowno_compat import wait_readable, wait_writable
 
 __all__ = [
@@ -60,7 +60,7 @@ def describe_os_error(exc: BaseException) -> str:
     return f"{exc}: {explanation}" if explanation else str(exc)
 
 
-class SocketStream:
+class SocketStream(StreamDeadline):
     """A bidirectional byte stream over a connected TCP socket.
 
     Args:
@@ -82,7 +82,7 @@ class SocketStream:
         b'ping'
     """
 
-    __slots__ = ("_closed", "_expired", "_handle", "_timer", "sock")
+    __slots__ = ("_closed", "_handle", "sock")
 
     def __init__(self, sock: _socket.socket) -> None:
         sock.setblocking(False)
@@ -92,8 +92,7 @@ class SocketStream:
             pass  # not TCP (a Unix socket pair, for instance)
         self.sock = sock
         self._handle: SocketHandle | None = None
-        self._timer: Timer | None = None
-        self._expired = False
+        StreamDeadline.__init__(self)
         self._closed = False
 
     @property
@@ -103,31 +102,6 @@ class SocketStream:
         if handle is None:
             handle = self._handle = SocketHandle(self.sock)
         return handle
-
-    # -- timeouts -------------------------------------------------------------------------------
-
-    def _on_deadline(self) -> None:
-        self._expired = True
-        try:
-            self.sock.shutdown(_socket.SHUT_RDWR)
-        except OSError:
-            pass  # already reset or closed: the waiter wakes anyway
-
-    async def _arm(self, deadline: float) -> None:
-        timer = self._timer
-        if timer is None:
-            timer = self._timer = get_clock().timer(self._on_deadline)
-        if not timer.set_deadline(deadline):
-            await timer.arm_at(deadline)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.disarm()
-
-    @property
-    def timed_out(self) -> bool:
-        """True once a deadline expired on this stream (it is then unusable)."""
-        return self._expired
 
     # -- receiving ------------------------------------------------------------------------------
 
