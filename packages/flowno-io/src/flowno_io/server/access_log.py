@@ -49,7 +49,7 @@ from ..protocol.models import Response
 from .middleware import CallNext, ErrorAnswer
 from .request import Request
 
-__all__ = ["CLIENT_CLOSED_STATUS", "CLIENT_TIMEOUT_STATUS", "AccessLogMiddleware"]
+__all__ = ["CLIENT_CLOSED_STATUS", "CLIENT_TIMEOUT_STATUS", "AccessLogMiddleware", "CountingWriter"]
 
 #: Logged status of a request whose client closed the connection first (nginx's 499).
 CLIENT_CLOSED_STATUS = 499
@@ -142,7 +142,7 @@ class AccessLogMiddleware:
         logger.info(orjson.dumps(record).decode())
 
 
-class _CountingWriter:
+class CountingWriter:
     """Stands in for the server's ``ResponseWriter``: remembers the status, counts body bytes."""
 
     def __init__(self, writer: Any) -> None:
@@ -204,7 +204,7 @@ class _LoggedStream:
         return getattr(self._inner, name)
 
     async def send(self, writer: Any) -> None:
-        counting = _CountingWriter(writer)
+        counting = CountingWriter(writer)
         try:
             await self._inner.send(counting)
         except BaseException as exc:

@@ -32,7 +32,8 @@ from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any, TypeAlias
 
-from .. import Headers, HttpServer, NetworkError, ProtocolError, Request, Response, TimeoutError
+from .. import HttpServer, NetworkError, ProtocolError, Request, Response, TimeoutError
+from ..server.access_log import CountingWriter
 from ..server.routing import Route
 
 __all__ = ["Handler", "RouteTable", "json_error"]
@@ -201,30 +202,6 @@ def _to_response(result: Any, handler: Handler) -> Any:
     raise TypeError(f"a handler returned {type(result).__name__}, not a response")
 
 
-class _CountingWriter:
-    """Stands in for the server's ``ResponseWriter``: remembers the status, counts body bytes."""
-
-    def __init__(self, writer: Any) -> None:
-        object.__setattr__(self, "_writer", writer)
-        object.__setattr__(self, "status", 0)
-        object.__setattr__(self, "size", 0)
-
-    async def write_head(self, status_code: int, headers: Headers) -> None:
-        object.__setattr__(self, "status", status_code)
-        await self._writer.write_head(status_code, headers)
-
-    async def write(self, data: bytes) -> None:
-        await self._writer.write(data)
-        if not self._writer.head_only:
-            object.__setattr__(self, "size", self.size + len(data))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._writer, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._writer, name, value)
-
-
 class _LoggedStream:
     """A streaming response that writes its access-log line when it ends (or fails)."""
 
@@ -238,7 +215,7 @@ class _LoggedStream:
         return getattr(self.inner, name)  # the head (status_code, headers) for server middleware
 
     async def send(self, writer: Any) -> None:
-        counting = _CountingWriter(writer)
+        counting = CountingWriter(writer)
         try:
             await self.inner.send(counting)
         except BaseException as exc:
