@@ -512,22 +512,7 @@ class HttpServer(Exchanges):
         if not data:
             self._drop(connection)
             return
-        exchange = self._exchange(connection, data)
-        try:
-            command = exchange.send(None)
-        except StopIteration as stop:
-            if stop.value and not self._closing:
-                if not self._park_nowait(connection):
-                    await get_clock()._start()
-            else:
-                self._drop(connection)
-            return
-        except Exception:
-            logger.exception("unexpected error on a connection")
-            self._drop(connection)
-            return
-        # The exchange has to wait for something: a worker task takes it over.
-        await self._dispatch((connection, exchange, command))
+        await self._start(connection, self._exchange(connection, data))
 
     async def _dispatch(self, job: tuple[Connection, Exchange, Any]) -> None:
         """Hand a suspended exchange to an idle worker, or to a new one."""
@@ -543,8 +528,9 @@ class HttpServer(Exchanges):
     async def _start(self, connection: Connection, exchange: Exchange) -> None:
         """Run ``exchange`` inline until it first waits, then hand it to a worker.
 
-        An exchange that finishes inline (a TLS handshake whose client was quick) keeps its
-        connection, parked, when it says so.
+        Most exchanges finish inline (the whole request was read, the response fit the socket
+        buffer); one that finishes keeps its connection, parked, when it says so. One that has to
+        wait for something is taken over by a worker task.
         """
         try:
             command = exchange.send(None)
