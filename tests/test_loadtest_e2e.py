@@ -223,16 +223,14 @@ def test_locust_headless_run_has_no_failures(services: dict[str, str], tmp_path:
     # a busy machine. What is asserted is that every user kind ran without a failure.
     assert int(aggregated["Request Count"]) > 0
     assert int(aggregated["Failure Count"]) == 0, Path(f"{prefix}_failures.csv").read_text()
-    for name in (
-        "/echo",
-        "/echo/raw",
-        "/bytes/[n]",
-        "/events ttfe",
-        "/events stream",
-        "chat ttft",
-        "chat stream",
+    # Every user kind (echo, SSE, chat) ran; which of a kind's weighted tasks ran in a short window
+    # on a loaded machine is chance, so each kind needs one of its request names.
+    for kind in (
+        ("/echo", "/echo/raw", "/bytes/[n]"),
+        ("/events ttfe", "/events stream"),
+        ("chat ttft", "chat stream"),
     ):
-        assert int(rows[name]["Request Count"]) > 0, name
+        assert any(int(rows[name]["Request Count"]) > 0 for name in kind if name in rows), kind
     with Path(f"{prefix}_exceptions.csv").open() as stream:
         assert len(list(csv.DictReader(stream))) == 0
     assert (tmp_path / "locust.html").stat().st_size > 1000

@@ -53,7 +53,8 @@ def test_a_saturated_generator_is_flagged_and_strict_fails_the_run(tmp_path: Pat
     generator = phase["generator"]
     assert generator["bound"] is True and phase["summary"]["generator_bound"] == 1
     assert generator["reason"].startswith("generator-bound")
-    assert phase["summary"]["failed"] == 0 and phase["summary"]["events"] > 20_000
+    # The streams ran (how many events a loaded machine got through is not the point: the flag is).
+    assert phase["summary"]["failed"] == 0 and phase["summary"]["events"] > 1_000
     assert "generator-bound" in (tmp_path / "loadtest.html").read_text()
 
 
