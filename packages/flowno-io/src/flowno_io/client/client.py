@@ -187,6 +187,8 @@ def _parse_url(url: str) -> tuple[Origin, str, str]:
     host = parts.hostname
     if not host:
         raise LocalProtocolError(f"invalid URL {url!r}: no host")
+    if not host.isascii():
+        host = _idna(host, url)
     port = port or default_port
     host_header = f"[{host}]" if ":" in host else host
     if port != default_port:
@@ -195,6 +197,45 @@ def _parse_url(url: str) -> tuple[Origin, str, str]:
     if parts.query:
         target = f"{target}?{quote(parts.query, safe=_QUERY_SAFE)}"
     return (scheme, host, port), target, host_header
+
+
+def _idna(host: str, url: str) -> str:
+    """An internationalised host name as ASCII (IDNA, ``bücher.example`` → ``xn--bcher-kva.example``).
+
+    >>> _idna("bücher.example", "")
+    'xn--bcher-kva.example'
+    """
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise LocalProtocolError(f"invalid host name in URL {url!r}: {exc}") from None
+
+
+def _query_value(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return value if isinstance(value, str) else str(value)
+
+
+def _encode_params(params: Params) -> str:
+    """A query string from ``params``, as httpx: ``None`` values are left out, booleans are
+    ``true``/``false``, a list or tuple value repeats its name.
+
+    >>> _encode_params({"q": "a b", "n": None, "t": True, "f": False, "ids": [1, 2]})
+    'q=a+b&t=true&f=false&ids=1&ids=2'
+    """
+    if isinstance(params, str):
+        return params
+    pairs: list[tuple[str, str]] = []
+    items = params.items() if isinstance(params, Mapping) else params
+    for name, value in items:
+        if isinstance(value, list | tuple):
+            pairs.extend((name, _query_value(item)) for item in value if item is not None)
+        elif value is not None:
+            pairs.append((name, _query_value(value)))
+    return urlencode(pairs)
 
 
 def _encode_body(data: RequestData, json: Any) -> tuple[RequestBody, str | None]:
@@ -221,7 +262,13 @@ def _merge_headers(*sources: HeadersLike | None) -> Headers | None:
     for source in sources:
         if source is None:
             continue
-        headers = source if isinstance(source, Headers) else Headers(source)
+        if isinstance(source, Headers):
+            headers = source
+        else:
+            try:
+                headers = Headers(source)
+            except ValueError as exc:  # CR/LF or a control character: never sent
+                raise LocalProtocolError(str(exc)) from None
         if result is None:
             result = headers
         else:
@@ -443,7 +490,10 @@ class HttpClient:
         A 2xx gives an :class:`OkStreamingResponse` whose ``body`` yields, as data arrives:
         each event's data parsed as JSON for ``text/event-stream`` (non-JSON data as ``str``),
         ending at ``data: [DONE]``; each line parsed for JSON lines (``application/x-ndjson``,
-        ``application/jsonl``, or chunked ``application/json``); else decompressed byte chunks.
+        ``application/jsonl``); for ``application/json``, each line's value when every line is
+        JSON, else the whole document as one value; else decompressed byte chunks. The choice
+        depends on the ``Content-Type`` only, never on the framing (``Content-Length``, chunked,
+        compressed): the same endpoint yields the same values behind any proxy.
         ``response.events()`` yields whole ``ServerSentEvent`` s instead. Any other status gives
         an :class:`ErrStreamingResponse` with the whole body as ``bytes``. Arguments are those
         of :meth:`request`.
@@ -558,7 +608,7 @@ class HttpClient:
         body, content_type = _encode_body(data, json)
         query = None
         if params is not None:
-            query = params if isinstance(params, str) else urlencode(params, doseq=True)
+            query = _encode_params(params)
         redirects = 0
         while True:
             target: str | None = None

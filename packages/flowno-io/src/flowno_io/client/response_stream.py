@@ -371,7 +371,9 @@ def body_iterator(reader: BodyReader) -> AsyncIterator[Any]:
         return _SSEData(reader)
     if mime in _JSON_LINES_TYPES:
         return _JSONLines(reader)
-    if mime == "application/json" and "chunked" in (headers.get("transfer-encoding") or "").lower():
+    # Decided by the media type alone, never by the framing: a JSON endpoint yields the same
+    # values whether its server sent Content-Length or (as a gzipping proxy does) chunks.
+    if mime == "application/json":
         return _JSONLines(reader, document_fallback=True)
     return _ByteChunks(reader)
 
