@@ -23,6 +23,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from time import monotonic
 from types import TracebackType
 from typing import Any, Final, TypeAlias
@@ -56,10 +57,12 @@ from .response_stream import (
     HTTPException,
     OkStreamingResponse,
     body_iterator,
+    decode_text,
     streaming_response_is_ok,
 )
 
 __all__ = [
+    "ClientResponse",
     "DEFAULT_MAX_REDIRECTS",
     "DEFAULT_MAX_RESPONSE_BODY_BYTES",
     "DEFAULT_TIMEOUT",
@@ -132,6 +135,39 @@ class Timeout:
 
 #: Default timeouts: connect 10 s, read/write/pool 60 s (model replies can be slow), no total.
 DEFAULT_TIMEOUT = Timeout()
+
+
+class ClientResponse(Response):
+    """The :class:`Response` ``HttpClient`` returns, with where and how long.
+
+    Attributes:
+        url: the URL of the final request (after redirects, with the query sent).
+        history: the redirect responses followed to get here, oldest first (bodies not kept).
+        elapsed: from sending the request to the end of the response body, a ``timedelta``.
+
+    ``text`` decodes with the ``charset`` of ``Content-Type`` (UTF-8 when none).
+    """
+
+    __slots__ = ("elapsed", "history", "url")
+
+    url: str
+    history: list[ClientResponse]
+    elapsed: timedelta
+
+    @property
+    def text(self) -> str:
+        """The body decoded with the ``Content-Type`` charset, UTF-8 by default (invalid bytes replaced)."""
+        return decode_text(self.body, self.headers.get("content-type"))
+
+
+def _history_entry(parser: ResponseParser, url: str) -> ClientResponse:
+    entry = ClientResponse(b"", parser.status_code, parser.headers)
+    entry.reason = parser.reason
+    entry.http_version = parser.http_version
+    entry.url = url
+    entry.history = []
+    entry.elapsed = timedelta(0)
+    return entry
 
 
 class _Unset:
@@ -441,9 +477,10 @@ class HttpClient:
             max_body_bytes: overrides the client's body limit for this request.
 
         Returns:
-            The :class:`Response`, body decompressed (a 4xx/5xx is returned, not raised).
+            The :class:`ClientResponse`, body decompressed (a 4xx/5xx is returned, not raised).
         """
-        reader = await self._send(
+        start = monotonic()
+        reader, final_url, history = await self._send(
             method,
             url,
             data,
@@ -456,9 +493,12 @@ class HttpClient:
         )
         body = await reader.read_all()
         parser = reader.parser
-        response = Response(body, parser.status_code, parser.headers)
+        response = ClientResponse(body, parser.status_code, parser.headers)
         response.reason = parser.reason
         response.http_version = parser.http_version
+        response.url = final_url
+        response.history = history
+        response.elapsed = timedelta(seconds=monotonic() - start)
         return response
 
     async def stream_get(self, url: str, **options: Any) -> OkStreamingResponse[Any] | ErrStreamingResponse:
@@ -510,7 +550,7 @@ class HttpClient:
                 else:
                     print(response.status, await response.decode_json())
         """
-        reader = await self._send(
+        reader, final_url, history = await self._send(
             method,
             url,
             data,
@@ -523,9 +563,14 @@ class HttpClient:
         )
         parser = reader.parser
         status = f"HTTP/{parser.http_version} {parser.status_code} {parser.reason}".rstrip()
+        response: OkStreamingResponse[Any] | ErrStreamingResponse
         if 200 <= parser.status_code < 300:
-            return OkStreamingResponse(self, status, parser.headers, body_iterator(reader), reader)
-        return ErrStreamingResponse(self, status, parser.headers, await reader.read_all())
+            response = OkStreamingResponse(self, status, parser.headers, body_iterator(reader), reader)
+        else:
+            response = ErrStreamingResponse(self, status, parser.headers, await reader.read_all())
+        response.url = final_url
+        response.history = history
+        return response
 
     # -- one request ----------------------------------------------------------------------------
 
@@ -540,6 +585,14 @@ class HttpClient:
                 self._urls.clear()
             self._urls[url] = resolved
         return resolved
+
+    def _full_url(self, url: str, query: str | None) -> str:
+        """The absolute URL of a request (``base_url`` applied, ``params`` appended)."""
+        if self.base_url is not None and "://" not in url:
+            url = f"{self.base_url}/{url.lstrip('/')}"
+        if query:
+            url = f"{url}{'&' if '?' in url else '?'}{query}"
+        return url
 
     def _plain_head(self, method: str, url: str) -> tuple[Origin, bytes]:
         """The head of a request without body or own headers, cached per (method, URL).
@@ -597,8 +650,12 @@ class HttpClient:
         timeout: Timeout | float | _Unset | None,
         follow_redirects: bool | None,
         max_body_bytes: int | _Unset | None,
-    ) -> BodyReader:
-        """Send the request (following redirects if asked) and read the final response's head."""
+    ) -> tuple[BodyReader, str, list[ClientResponse]]:
+        """Send the request (following redirects if asked) and read the final response's head.
+
+        Returns:
+            The final response's body reader, its URL, and the redirect responses before it.
+        """
         running_loop("HttpClient")  # under asyncio: a RuntimeError naming flowno.EventLoop, not "bad yield"
         method = method.upper()
         limits = self.timeout if isinstance(timeout, _Unset) else Timeout.coerce(timeout)
@@ -609,7 +666,7 @@ class HttpClient:
         query = None
         if params is not None:
             query = _encode_params(params)
-        redirects = 0
+        history: list[ClientResponse] = []
         while True:
             target: str | None = None
             if body is None and headers is None and query is None:
@@ -624,15 +681,16 @@ class HttpClient:
             status = parser.status_code
             location = parser.headers.get("location")
             if not follow or status not in _REDIRECT_STATUSES or not location:
-                return reader
-            if redirects >= self.max_redirects:
+                return reader, self._full_url(url, query), history
+            if len(history) >= self.max_redirects:
                 reader.close()
                 raise TooManyRedirects(f"more than {self.max_redirects} redirects")
             keep_body = status in (307, 308)
             if keep_body and body is not None and not isinstance(body, bytes):
-                return reader  # an async iterable cannot be sent again: hand back the redirect
+                # an async iterable cannot be sent again: hand back the redirect
+                return reader, self._full_url(url, query), history
             await reader.discard(_MAX_DRAIN_BYTES)
-            redirects += 1
+            history.append(_history_entry(parser, self._full_url(url, query)))
             if target is None:
                 target = self._resolve(url)[1]
             next_url = urljoin(_absolute(origin, target), location)
