@@ -62,10 +62,10 @@ from .response_stream import (
 )
 
 __all__ = [
-    "ClientResponse",
     "DEFAULT_MAX_REDIRECTS",
     "DEFAULT_MAX_RESPONSE_BODY_BYTES",
     "DEFAULT_TIMEOUT",
+    "ClientResponse",
     "ErrStreamingResponse",
     "HTTPException",
     "HttpClient",
