@@ -27,7 +27,7 @@ from datetime import timedelta
 from time import monotonic
 from types import TracebackType
 from typing import Any, Final, TypeAlias
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 import orjson
 
@@ -43,6 +43,7 @@ from ..io.flowno_compat import running_loop
 from ..protocol.headers import Headers
 from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
 from ..protocol.models import Response
+from .auth import Auth, BasicAuth, DigestAuth, coerce_auth
 from .pool import (
     DEFAULT_KEEPALIVE_EXPIRY,
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
@@ -66,6 +67,7 @@ __all__ = [
     "DEFAULT_MAX_RESPONSE_BODY_BYTES",
     "DEFAULT_TIMEOUT",
     "ClientResponse",
+    "DigestAuth",
     "ErrStreamingResponse",
     "HTTPException",
     "HttpClient",
@@ -98,6 +100,9 @@ RequestData: TypeAlias = (
     bytes | bytearray | memoryview | str | Mapping[str, Any] | AsyncIterable[bytes] | None
 )
 Params: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]] | str
+AuthLike: TypeAlias = Auth | tuple[str, str]
+# (origin, request target, Host header, Authorization from the URL's user:password or None)
+_ParsedURL: TypeAlias = tuple[Origin, str, str, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +214,9 @@ def _check_options(**options: Any) -> None:
             raise TypeError(f"HttpClient {name} must be {wanted}, not {options[name]!r}")
 
 
-def _parse_url(url: str) -> tuple[Origin, str, str]:
-    """``(origin, request target, Host header)`` of an absolute http(s) URL."""
+def _parse_url(url: str) -> _ParsedURL:
+    """``(origin, request target, Host header, Basic Authorization or None)`` of an absolute
+    http(s) URL; the last from its ``user:password@``."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -232,7 +238,11 @@ def _parse_url(url: str) -> tuple[Origin, str, str]:
     target = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
         target = f"{target}?{quote(parts.query, safe=_QUERY_SAFE)}"
-    return (scheme, host, port), target, host_header
+    authorization = None
+    if parts.username is not None:
+        credentials = BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+        authorization = credentials.authorize("GET", url, None)
+    return (scheme, host, port), target, host_header, authorization
 
 
 def _idna(host: str, url: str) -> str:
@@ -331,6 +341,9 @@ class HttpClient:
         verify: ``True`` verifies https certificates against the system store, a path names a
             CA bundle, an ``ssl.SSLContext`` is used as given, ``False`` disables verification.
         user_agent: the ``User-Agent`` header.
+        auth: ``(user, password)`` (Basic), :class:`BasicAuth`, :class:`DigestAuth`, or any
+            :class:`Auth`; sent only to the origin a request starts at, never after a redirect
+            to another one. Credentials in a URL (``http://user:pass@host/``) are sent as Basic.
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -357,6 +370,7 @@ class HttpClient:
         max_body_bytes: int | None = DEFAULT_MAX_RESPONSE_BODY_BYTES,
         verify: bool | str | ssl.SSLContext = True,
         user_agent: str = "flowno-io/0.1",
+        auth: AuthLike | None = None,
     ) -> None:
         _check_options(
             base_url=base_url,
@@ -378,6 +392,8 @@ class HttpClient:
         self.max_redirects = max_redirects
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
+        #: Authentication for every request (``BasicAuth``, ``DigestAuth``, any :class:`Auth`).
+        self.auth = coerce_auth(auth)
         # As the seed: no Accept header (httpbin echoes headers, and the seed's docs show them).
         self._base_fields: dict[str, list[str]] = {
             "user-agent": [user_agent],
@@ -388,7 +404,7 @@ class HttpClient:
             max_connections_per_host=max_connections_per_host,
             keepalive_expiry=keepalive_expiry,
         )
-        self._urls: dict[str, tuple[Origin, str, str]] = {}
+        self._urls: dict[str, _ParsedURL] = {}
         self._heads: dict[tuple[str, str], tuple[dict[str, list[str]], Origin, bytes]] = {}
 
     @property
@@ -462,6 +478,7 @@ class HttpClient:
         timeout: Timeout | float | _Unset | None = _UNSET,
         follow_redirects: bool | None = None,
         max_body_bytes: int | _Unset | None = _UNSET,
+        auth: AuthLike | _Unset | None = _UNSET,
     ) -> Response:
         """Send a request and read the whole response.
 
@@ -475,6 +492,7 @@ class HttpClient:
             timeout: overrides the client's timeouts for this request.
             follow_redirects: overrides the client's setting for this request.
             max_body_bytes: overrides the client's body limit for this request.
+            auth: overrides the client's ``auth`` for this request (``None``: none).
 
         Returns:
             The :class:`ClientResponse`, body decompressed (a 4xx/5xx is returned, not raised).
@@ -490,6 +508,7 @@ class HttpClient:
             timeout,
             follow_redirects,
             max_body_bytes,
+            auth,
         )
         body = await reader.read_all()
         parser = reader.parser
@@ -524,6 +543,7 @@ class HttpClient:
         timeout: Timeout | float | _Unset | None = _UNSET,
         follow_redirects: bool | None = None,
         max_body_bytes: int | _Unset | None = _UNSET,
+        auth: AuthLike | _Unset | None = _UNSET,
     ) -> OkStreamingResponse[Any] | ErrStreamingResponse:
         """Send a request and return as soon as the response head arrives.
 
@@ -560,6 +580,7 @@ class HttpClient:
             timeout,
             follow_redirects,
             max_body_bytes,
+            auth,
         )
         parser = reader.parser
         status = f"HTTP/{parser.http_version} {parser.status_code} {parser.reason}".rstrip()
@@ -574,7 +595,7 @@ class HttpClient:
 
     # -- one request ----------------------------------------------------------------------------
 
-    def _resolve(self, url: str) -> tuple[Origin, str, str]:
+    def _resolve(self, url: str) -> _ParsedURL:
         resolved = self._urls.get(url)
         if resolved is None:
             full = url
@@ -604,8 +625,8 @@ class HttpClient:
         cached = self._heads.get(key)
         if cached is not None and cached[0] == client_fields:
             return cached[1], cached[2]
-        origin, target, host_header = self._resolve(url)
-        head = self._encode_head(method, target, host_header, None, None, None)
+        origin, target, host_header, authorization = self._resolve(url)
+        head = self._encode_head(method, target, host_header, None, None, None, authorization)
         if len(self._heads) >= _URL_CACHE_SIZE:
             self._heads.clear()
         self._heads[key] = ({name: list(values) for name, values in client_fields.items()}, origin, head)
@@ -619,10 +640,13 @@ class HttpClient:
         body: RequestBody,
         content_type: str | None,
         headers: Headers | None,
+        authorization: str | None = None,
     ) -> bytes:
         fields = {"host": [host_header], **self._base_fields, **self.headers._fields}
         if content_type is not None:
             fields["content-type"] = [content_type]
+        if authorization is not None:
+            fields["authorization"] = [authorization]
         if headers is not None:
             fields.update(headers._fields)
         if body is None:
@@ -650,6 +674,7 @@ class HttpClient:
         timeout: Timeout | float | _Unset | None,
         follow_redirects: bool | None,
         max_body_bytes: int | _Unset | None,
+        auth_option: AuthLike | _Unset | None,
     ) -> tuple[BodyReader, str, list[ClientResponse]]:
         """Send the request (following redirects if asked) and read the final response's head.
 
@@ -662,23 +687,45 @@ class HttpClient:
         deadline = None if limits.total is None else monotonic() + limits.total
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         body_limit = self.max_body_bytes if isinstance(max_body_bytes, _Unset) else max_body_bytes
+        auth = self.auth if isinstance(auth_option, _Unset) else coerce_auth(auth_option)
         body, content_type = _encode_body(data, json)
         query = None
         if params is not None:
             query = _encode_params(params)
         history: list[ClientResponse] = []
+        auth_origin: Origin | None = None  # credentials go to the origin the request started at
+        challenged: str | None = None  # the Authorization answering a 401, for the retry
         while True:
             target: str | None = None
-            if body is None and headers is None and query is None:
+            if body is None and headers is None and query is None and auth is None:
                 origin, head = self._plain_head(method, url)
             else:
-                origin, target, host_header = self._resolve(url)
+                origin, target, host_header, authorization = self._resolve(url)
                 if query:
                     target = f"{target}{'&' if '?' in target else '?'}{query}"
-                head = self._encode_head(method, target, host_header, body, content_type, headers)
+                if auth is not None:
+                    if auth_origin is None:
+                        auth_origin = origin
+                    if origin == auth_origin:
+                        authorization = challenged or auth.authorize(method, self._full_url(url, query), None)
+                head = self._encode_head(
+                    method, target, host_header, body, content_type, headers, authorization
+                )
             connection, parser = await self._exchange(method, origin, head, body, limits, deadline)
             reader = BodyReader(connection, parser, limits.read, deadline, body_limit)
             status = parser.status_code
+            if (
+                status == 401
+                and auth is not None
+                and challenged is None
+                and origin == auth_origin
+                and (body is None or isinstance(body, bytes))  # (an async iterable cannot be resent)
+            ):
+                challenged = auth.authorize(method, self._full_url(url, query), parser.headers)
+                if challenged is not None:
+                    await reader.discard(_MAX_DRAIN_BYTES)
+                    continue
+            challenged = None
             location = parser.headers.get("location")
             if not follow or status not in _REDIRECT_STATUSES or not location:
                 return reader, self._full_url(url, query), history
