@@ -44,6 +44,7 @@ from ..protocol.headers import Headers
 from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
 from ..protocol.models import Response
 from .auth import Auth, BasicAuth, DigestAuth, coerce_auth
+from .cookies import ClientCookies, CookieJar
 from .pool import (
     DEFAULT_KEEPALIVE_EXPIRY,
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
@@ -153,11 +154,16 @@ class ClientResponse(Response):
     ``text`` decodes with the ``charset`` of ``Content-Type`` (UTF-8 when none).
     """
 
-    __slots__ = ("elapsed", "history", "url")
+    __slots__ = ("_elapsed", "history", "url")
 
     url: str
     history: list[ClientResponse]
-    elapsed: timedelta
+    _elapsed: float
+
+    @property
+    def elapsed(self) -> timedelta:
+        """From sending the request to the end of the response body."""
+        return timedelta(seconds=self._elapsed)
 
     @property
     def text(self) -> str:
@@ -171,7 +177,7 @@ def _history_entry(parser: ResponseParser, url: str) -> ClientResponse:
     entry.http_version = parser.http_version
     entry.url = url
     entry.history = []
-    entry.elapsed = timedelta(0)
+    entry._elapsed = 0.0
     return entry
 
 
@@ -344,6 +350,9 @@ class HttpClient:
         auth: ``(user, password)`` (Basic), :class:`BasicAuth`, :class:`DigestAuth`, or any
             :class:`Auth`; sent only to the origin a request starts at, never after a redirect
             to another one. Credentials in a URL (``http://user:pass@host/``) are sent as Basic.
+        cookies: ``True`` (default) keeps a cookie jar per client (the stdlib ``http.cookiejar``
+            policy; ``Set-Cookie`` of every response, redirects included, is stored and sent
+            back); ``False`` for none; or a ``CookieJar`` to share or persist (``FileCookieJar``).
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -371,6 +380,7 @@ class HttpClient:
         verify: bool | str | ssl.SSLContext = True,
         user_agent: str = "flowno-io/0.1",
         auth: AuthLike | None = None,
+        cookies: CookieJar | bool = True,
     ) -> None:
         _check_options(
             base_url=base_url,
@@ -394,6 +404,11 @@ class HttpClient:
         self.max_body_bytes = max_body_bytes
         #: Authentication for every request (``BasicAuth``, ``DigestAuth``, any :class:`Auth`).
         self.auth = coerce_auth(auth)
+        if cookies is True:
+            cookies = CookieJar()
+        if cookies is not False and not isinstance(cookies, CookieJar):
+            raise TypeError(f"HttpClient cookies must be True, False or a CookieJar, not {cookies!r}")
+        self._cookies = ClientCookies(cookies) if cookies is not False else None
         # As the seed: no Accept header (httpbin echoes headers, and the seed's docs show them).
         self._base_fields: dict[str, list[str]] = {
             "user-agent": [user_agent],
@@ -411,6 +426,11 @@ class HttpClient:
     def override_headers(self) -> Headers:
         """The seed's name for :attr:`headers`."""
         return self.headers
+
+    @property
+    def cookies(self) -> CookieJar | None:
+        """The client's ``http.cookiejar.CookieJar`` (``None`` when made with ``cookies=False``)."""
+        return None if self._cookies is None else self._cookies.jar
 
     @property
     def pool(self) -> ConnectionPool:
@@ -517,7 +537,7 @@ class HttpClient:
         response.http_version = parser.http_version
         response.url = final_url
         response.history = history
-        response.elapsed = timedelta(seconds=monotonic() - start)
+        response._elapsed = monotonic() - start
         return response
 
     async def stream_get(self, url: str, **options: Any) -> OkStreamingResponse[Any] | ErrStreamingResponse:
@@ -641,12 +661,15 @@ class HttpClient:
         content_type: str | None,
         headers: Headers | None,
         authorization: str | None = None,
+        cookie: str | None = None,
     ) -> bytes:
         fields = {"host": [host_header], **self._base_fields, **self.headers._fields}
         if content_type is not None:
             fields["content-type"] = [content_type]
         if authorization is not None:
             fields["authorization"] = [authorization]
+        if cookie is not None:
+            fields["cookie"] = [cookie]
         if headers is not None:
             fields.update(headers._fields)
         if body is None:
@@ -695,9 +718,16 @@ class HttpClient:
         history: list[ClientResponse] = []
         auth_origin: Origin | None = None  # credentials go to the origin the request started at
         challenged: str | None = None  # the Authorization answering a 401, for the retry
+        cookies = self._cookies
         while True:
             target: str | None = None
-            if body is None and headers is None and query is None and auth is None:
+            if (
+                body is None
+                and headers is None
+                and query is None
+                and auth is None
+                and (cookies is None or not cookies.stored)
+            ):
                 origin, head = self._plain_head(method, url)
             else:
                 origin, target, host_header, authorization = self._resolve(url)
@@ -708,12 +738,15 @@ class HttpClient:
                         auth_origin = origin
                     if origin == auth_origin:
                         authorization = challenged or auth.authorize(method, self._full_url(url, query), None)
+                cookie = None if cookies is None else cookies.header_for(self._full_url(url, query))
                 head = self._encode_head(
-                    method, target, host_header, body, content_type, headers, authorization
+                    method, target, host_header, body, content_type, headers, authorization, cookie
                 )
             connection, parser = await self._exchange(method, origin, head, body, limits, deadline)
             reader = BodyReader(connection, parser, limits.read, deadline, body_limit)
             status = parser.status_code
+            if cookies is not None and "set-cookie" in parser.headers._fields:
+                cookies.extract(self._full_url(url, query), parser.headers)
             if (
                 status == 401
                 and auth is not None
@@ -728,6 +761,8 @@ class HttpClient:
             challenged = None
             location = parser.headers.get("location")
             if not follow or status not in _REDIRECT_STATUSES or not location:
+                if query is None and (self.base_url is None or "://" in url):
+                    return reader, url, history
                 return reader, self._full_url(url, query), history
             if len(history) >= self.max_redirects:
                 reader.close()
