@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from werkzeug.serving import WSGIRequestHandler, make_server
@@ -22,7 +23,16 @@ class HttpbinServer:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         import httpbin  # imported here: it logs a warning about flasgger at import
 
-        self._server = make_server("127.0.0.1", 0, httpbin.app, threaded=True, request_handler=_Http11Handler)
+        app = httpbin.app
+
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            # httpbin accepts chunked request bodies only from a server naming itself gunicorn;
+            # werkzeug de-chunks them just as well (and sets wsgi.input_terminated), so say so.
+            if environ.get("wsgi.input_terminated"):
+                environ["SERVER_SOFTWARE"] = "gunicorn/werkzeug"
+            return app(environ, start_response)
+
+        self._server = make_server("127.0.0.1", 0, wsgi, threaded=True, request_handler=_Http11Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
         self._thread.daemon = True

@@ -45,6 +45,7 @@ from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, Response
 from ..protocol.models import Response
 from .auth import Auth, BasicAuth, DigestAuth, coerce_auth
 from .cookies import ClientCookies, CookieJar
+from .multipart import Files, SizedBody, encode_multipart
 from .pool import (
     DEFAULT_KEEPALIVE_EXPIRY,
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
@@ -290,8 +291,12 @@ def _encode_params(params: Params) -> str:
     return urlencode(pairs)
 
 
-def _encode_body(data: RequestData, json: Any) -> tuple[RequestBody, str | None]:
+def _encode_body(data: RequestData, json: Any, files: Files | None = None) -> tuple[RequestBody, str | None]:
     """The body to send and the ``Content-Type`` it implies."""
+    if files is not None:
+        if data is not None and not isinstance(data, Mapping):
+            raise TypeError("with files=, data must be a mapping of form fields")
+        return encode_multipart(data, files)
     if json is not None:
         return orjson.dumps(json), "application/json"
     if data is None or isinstance(data, bytes):
@@ -499,6 +504,7 @@ class HttpClient:
         follow_redirects: bool | None = None,
         max_body_bytes: int | _Unset | None = _UNSET,
         auth: AuthLike | _Unset | None = _UNSET,
+        files: Files | None = None,
     ) -> Response:
         """Send a request and read the whole response.
 
@@ -513,6 +519,10 @@ class HttpClient:
             follow_redirects: overrides the client's setting for this request.
             max_body_bytes: overrides the client's body limit for this request.
             auth: overrides the client's ``auth`` for this request (``None``: none).
+            files: upload as ``multipart/form-data``: ``{"field": content}`` or
+                ``{"field": (filename, content[, content_type])}``, content being bytes, str, a
+                binary file (streamed, with a ``Content-Length`` when its size is known) or an
+                async iterable of bytes (chunked); ``data`` (a mapping) adds form fields.
 
         Returns:
             The :class:`ClientResponse`, body decompressed (a 4xx/5xx is returned, not raised).
@@ -529,6 +539,7 @@ class HttpClient:
             follow_redirects,
             max_body_bytes,
             auth,
+            files,
         )
         body = await reader.read_all()
         parser = reader.parser
@@ -564,6 +575,7 @@ class HttpClient:
         follow_redirects: bool | None = None,
         max_body_bytes: int | _Unset | None = _UNSET,
         auth: AuthLike | _Unset | None = _UNSET,
+        files: Files | None = None,
     ) -> OkStreamingResponse[Any] | ErrStreamingResponse:
         """Send a request and return as soon as the response head arrives.
 
@@ -601,6 +613,7 @@ class HttpClient:
             follow_redirects,
             max_body_bytes,
             auth,
+            files,
         )
         parser = reader.parser
         status = f"HTTP/{parser.http_version} {parser.status_code} {parser.reason}".rstrip()
@@ -679,6 +692,9 @@ class HttpClient:
         elif isinstance(body, bytes):
             fields.pop("transfer-encoding", None)
             fields["content-length"] = [str(len(body))]
+        elif isinstance(body, SizedBody):
+            fields.pop("transfer-encoding", None)
+            fields["content-length"] = [str(body.length)]
         else:
             fields.pop("content-length", None)
             fields["transfer-encoding"] = ["chunked"]
@@ -698,6 +714,7 @@ class HttpClient:
         follow_redirects: bool | None,
         max_body_bytes: int | _Unset | None,
         auth_option: AuthLike | _Unset | None,
+        files: Files | None,
     ) -> tuple[BodyReader, str, list[ClientResponse]]:
         """Send the request (following redirects if asked) and read the final response's head.
 
@@ -711,7 +728,7 @@ class HttpClient:
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         body_limit = self.max_body_bytes if isinstance(max_body_bytes, _Unset) else max_body_bytes
         auth = self.auth if isinstance(auth_option, _Unset) else coerce_auth(auth_option)
-        body, content_type = _encode_body(data, json)
+        body, content_type = _encode_body(data, json, files)
         query = None
         if params is not None:
             query = _encode_params(params)

@@ -28,6 +28,7 @@ from .._errors import (
     ConnectError,
     ConnectTimeout,
     HttpError,
+    LocalProtocolError,
     PoolTimeout,
     ReadError,
     ReadTimeout,
@@ -39,6 +40,7 @@ from ..io.socket_stream import SocketStream, describe_os_error, open_tcp_stream
 from ..io.tls_stream import TlsStream
 from ..io.wakeup import Wakeup
 from ..protocol.http11_client import CHUNKED_END, ResponseParser, encode_chunk
+from .multipart import SizedBody
 from .reactor import Reactor, ReadWaiter
 
 __all__ = [
@@ -62,7 +64,7 @@ _COALESCE_BYTES = 64 * 1024
 #: ``(scheme, host, port)``
 Origin: TypeAlias = tuple[str, str, int]
 #: What a request body may be: nothing, bytes, or chunks from an async iterable (sent chunked).
-RequestBody: TypeAlias = "bytes | AsyncIterable[bytes] | None"
+RequestBody: TypeAlias = "bytes | SizedBody | AsyncIterable[bytes] | None"
 Stream: TypeAlias = SocketStream | TlsStream
 
 
@@ -152,6 +154,18 @@ class Connection:
                 else:
                     await stream.send_all(head, timeout=_limit(write_timeout, deadline))
                     await stream.send_all(body, timeout=_limit(write_timeout, deadline))
+            elif isinstance(body, SizedBody):
+                await stream.send_all(head, timeout=_limit(write_timeout, deadline))
+                sent = 0
+                async for chunk in body:
+                    sent += len(chunk)
+                    if sent > body.length:
+                        break
+                    await stream.send_all(chunk, timeout=_limit(write_timeout, deadline))
+                    if _expired(deadline):
+                        raise TotalTimeout("request took longer than the total timeout")
+                if sent != body.length:  # a file changed size while it was sent
+                    raise LocalProtocolError(f"request body was {sent} bytes, announced {body.length}")
             else:
                 await stream.send_all(head, timeout=_limit(write_timeout, deadline))
                 async for chunk in body:
