@@ -8,7 +8,7 @@ Example:
     >>> body, content_type = encode_multipart({"note": "hi"}, {"f": ("a.txt", b"abc")}, boundary="B")
     >>> content_type
     'multipart/form-data; boundary=B'
-    >>> for line in body.split(b"\r\n"):
+    >>> for line in body.split(b"\\r\\n"):
     ...     print(line.decode())
     --B
     Content-Disposition: form-data; name="note"
