@@ -53,7 +53,7 @@ def test_params_none_omitted_and_booleans_lowercase(httpbin_server: HttpbinServe
 
 
 def test_idna_host_in_host_header_and_origin() -> None:
-    origin, target, host_header, _ = _parse_url("http://Bücher.example:8080/a?b=c")
+    origin, target, host_header, _, _ = _parse_url("http://Bücher.example:8080/a?b=c")
     assert origin == ("http", "xn--bcher-kva.example", 8080)
     assert host_header == "xn--bcher-kva.example:8080" and target == "/a?b=c"
     with pytest.raises(LocalProtocolError):

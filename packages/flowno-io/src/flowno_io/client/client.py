@@ -54,6 +54,7 @@ from .pool import (
     Origin,
     RequestBody,
 )
+from .proxy import ProxyRoutes
 from .response_stream import (
     BodyReader,
     ErrStreamingResponse,
@@ -103,8 +104,9 @@ RequestData: TypeAlias = (
 )
 Params: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]] | str
 AuthLike: TypeAlias = Auth | tuple[str, str]
-# (origin, request target, Host header, Authorization from the URL's user:password or None)
-_ParsedURL: TypeAlias = tuple[Origin, str, str, str | None]
+# (origin, request target, Host header, Authorization from the URL's user:password or None,
+# Proxy-Authorization when forwarded through a proxy or None)
+_ParsedURL: TypeAlias = tuple[Origin, str, str, str | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +251,7 @@ def _parse_url(url: str) -> _ParsedURL:
     if parts.username is not None:
         credentials = BasicAuth(unquote(parts.username), unquote(parts.password or ""))
         authorization = credentials.authorize("GET", url, None)
-    return (scheme, host, port), target, host_header, authorization
+    return (scheme, host, port), target, host_header, authorization, None
 
 
 def _idna(host: str, url: str) -> str:
@@ -358,6 +360,12 @@ class HttpClient:
         cookies: ``True`` (default) keeps a cookie jar per client (the stdlib ``http.cookiejar``
             policy; ``Set-Cookie`` of every response, redirects included, is stored and sent
             back); ``False`` for none; or a ``CookieJar`` to share or persist (``FileCookieJar``).
+        proxy: an ``http://[user:password@]host:port`` proxy for every request: http requests
+            are forwarded through it, https ones tunnelled with ``CONNECT`` (TLS stays end to
+            end); credentials are sent as ``Proxy-Authorization`` (a 407 is a ``ConnectError``
+            for https, a normal response for http).
+        trust_env: with no ``proxy``, use ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and
+            ``NO_PROXY`` (either case) from the environment, as curl and httpx do.
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -386,6 +394,8 @@ class HttpClient:
         user_agent: str = "flowno-io/0.1",
         auth: AuthLike | None = None,
         cookies: CookieJar | bool = True,
+        proxy: str | None = None,
+        trust_env: bool = True,
     ) -> None:
         _check_options(
             base_url=base_url,
@@ -414,6 +424,10 @@ class HttpClient:
         if cookies is not False and not isinstance(cookies, CookieJar):
             raise TypeError(f"HttpClient cookies must be True, False or a CookieJar, not {cookies!r}")
         self._cookies = ClientCookies(cookies) if cookies is not False else None
+        if proxy is not None and not isinstance(proxy, str):
+            raise TypeError(f"HttpClient proxy must be a URL (str) or None, not {proxy!r}")
+        routes = ProxyRoutes(proxy, trust_env=trust_env)
+        self._proxies = routes if routes else None  # (None: not a call per request)
         # As the seed: no Accept header (httpbin echoes headers, and the seed's docs show them).
         self._base_fields: dict[str, list[str]] = {
             "user-agent": [user_agent],
@@ -635,6 +649,17 @@ class HttpClient:
             if self.base_url is not None and "://" not in url:
                 full = f"{self.base_url}/{url.lstrip('/')}"
             resolved = _parse_url(full)
+            if self._proxies is not None:
+                origin, target, host_header, authorization, _ = resolved
+                proxy = self._proxies.for_origin(origin)
+                if proxy is not None and origin[0] == "http":  # forwarded: the absolute URL as target
+                    resolved = (
+                        origin,
+                        f"http://{host_header}{target}",
+                        host_header,
+                        authorization,
+                        proxy.authorization,
+                    )
             if len(self._urls) >= _URL_CACHE_SIZE:
                 self._urls.clear()
             self._urls[url] = resolved
@@ -658,8 +683,10 @@ class HttpClient:
         cached = self._heads.get(key)
         if cached is not None and cached[0] == client_fields:
             return cached[1], cached[2]
-        origin, target, host_header, authorization = self._resolve(url)
-        head = self._encode_head(method, target, host_header, None, None, None, authorization)
+        origin, target, host_header, authorization, proxy_authorization = self._resolve(url)
+        head = self._encode_head(
+            method, target, host_header, None, None, None, authorization, None, proxy_authorization
+        )
         if len(self._heads) >= _URL_CACHE_SIZE:
             self._heads.clear()
         self._heads[key] = ({name: list(values) for name, values in client_fields.items()}, origin, head)
@@ -675,6 +702,7 @@ class HttpClient:
         headers: Headers | None,
         authorization: str | None = None,
         cookie: str | None = None,
+        proxy_authorization: str | None = None,
     ) -> bytes:
         fields = {"host": [host_header], **self._base_fields, **self.headers._fields}
         if content_type is not None:
@@ -683,6 +711,8 @@ class HttpClient:
             fields["authorization"] = [authorization]
         if cookie is not None:
             fields["cookie"] = [cookie]
+        if proxy_authorization is not None:
+            fields["proxy-authorization"] = [proxy_authorization]
         if headers is not None:
             fields.update(headers._fields)
         if body is None:
@@ -747,7 +777,7 @@ class HttpClient:
             ):
                 origin, head = self._plain_head(method, url)
             else:
-                origin, target, host_header, authorization = self._resolve(url)
+                origin, target, host_header, authorization, proxy_authorization = self._resolve(url)
                 if query:
                     target = f"{target}{'&' if '?' in target else '?'}{query}"
                 if auth is not None:
@@ -757,7 +787,15 @@ class HttpClient:
                         authorization = challenged or auth.authorize(method, self._full_url(url, query), None)
                 cookie = None if cookies is None else cookies.header_for(self._full_url(url, query))
                 head = self._encode_head(
-                    method, target, host_header, body, content_type, headers, authorization, cookie
+                    method,
+                    target,
+                    host_header,
+                    body,
+                    content_type,
+                    headers,
+                    authorization,
+                    cookie,
+                    proxy_authorization,
                 )
             connection, parser = await self._exchange(method, origin, head, body, limits, deadline)
             reader = BodyReader(connection, parser, limits.read, deadline, body_limit)
@@ -790,9 +828,7 @@ class HttpClient:
                 return reader, self._full_url(url, query), history
             await reader.discard(_MAX_DRAIN_BYTES)
             history.append(_history_entry(parser, self._full_url(url, query)))
-            if target is None:
-                target = self._resolve(url)[1]
-            next_url = urljoin(_absolute(origin, target), location)
+            next_url = urljoin(self._full_url(url, query), location)
             next_origin = self._resolve(next_url)[0]
             if next_origin != origin and headers is not None and "authorization" in headers:
                 headers = headers.copy()
@@ -819,7 +855,11 @@ class HttpClient:
         retried = False
         while True:
             connection = await self._pool.acquire(
-                origin, connect_timeout=limits.connect, pool_timeout=limits.pool, deadline=deadline
+                origin,
+                connect_timeout=limits.connect,
+                pool_timeout=limits.pool,
+                deadline=deadline,
+                proxy=None if self._proxies is None else self._proxies.for_origin(origin),
             )
             reused = connection.requests > 0
             parser: ResponseParser | None = None
@@ -844,12 +884,6 @@ class HttpClient:
                     continue
                 raise
             return connection, parser
-
-
-def _absolute(origin: Origin, target: str) -> str:
-    scheme, host, port = origin
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}:{port}{target}"
 
 
 def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | None:

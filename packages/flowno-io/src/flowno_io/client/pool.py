@@ -41,6 +41,7 @@ from ..io.tls_stream import TlsStream
 from ..io.wakeup import Wakeup
 from ..protocol.http11_client import CHUNKED_END, ResponseParser, encode_chunk
 from .multipart import SizedBody
+from .proxy import Proxy, open_tunnel
 from .reactor import Reactor, ReadWaiter
 
 __all__ = [
@@ -360,12 +361,13 @@ class _Waiter:
 
 
 class _HostPool:
-    __slots__ = ("active", "idle", "waiters")
+    __slots__ = ("active", "idle", "proxy", "waiters")
 
     def __init__(self) -> None:
         self.idle: list[Connection] = []  # oldest first
         self.active = 0  # connections in use or being opened
         self.waiters: deque[_Waiter] = deque()
+        self.proxy: Proxy | None = None  # connections go through it
 
 
 class ConnectionPool:
@@ -389,7 +391,8 @@ class ConnectionPool:
         self.ssl_context = ssl_context
         self.max_connections_per_host = max_connections_per_host
         self.keepalive_expiry = keepalive_expiry
-        self._hosts: dict[Origin, _HostPool] = {}
+        # Keyed by the origin, or for proxied connections by (origin or "proxy", proxy).
+        self._hosts: dict[object, _HostPool] = {}
         self._in_use: set[Connection] = set()
         self._reactor_instance: Reactor | None = None
         self.closed = False
@@ -412,8 +415,12 @@ class ConnectionPool:
         connect_timeout: float | None = None,
         pool_timeout: float | None = None,
         deadline: float | None = None,
+        proxy: Proxy | None = None,
     ) -> Connection:
         """A connection to ``origin``: an idle one, a new one, or the next one released.
+
+        Through ``proxy``, an http origin shares the connections to the proxy (requests are
+        forwarded), an https origin gets its own ``CONNECT`` tunnels.
 
         Raises:
             PoolTimeout: none became free within ``pool_timeout``.
@@ -423,9 +430,13 @@ class ConnectionPool:
         """
         if self.closed:
             raise ClosedResourceError("the client was closed")
-        host = self._hosts.get(origin)
+        key: object = origin
+        if proxy is not None:
+            key = (origin if origin[0] == "https" else "proxy", proxy)
+        host = self._hosts.get(key)
         if host is None:
-            host = self._hosts[origin] = _HostPool()
+            host = self._hosts[key] = _HostPool()
+            host.proxy = proxy
         idle = host.idle
         while idle:
             connection = idle.pop()
@@ -498,9 +509,26 @@ class ConnectionPool:
         """
         scheme, hostname, port = origin
         stream: Stream | None = None
+        proxy = host.proxy
         try:
             timeout = _limit(connect_timeout, deadline)
-            stream = await open_tcp_stream(hostname, port, connect_timeout=timeout)
+            if proxy is None:
+                stream = await open_tcp_stream(hostname, port, connect_timeout=timeout)
+            else:
+                stream = await open_tcp_stream(proxy.host, proxy.port, connect_timeout=timeout)
+                if scheme == "https":
+                    try:
+                        await open_tunnel(
+                            stream,
+                            proxy,
+                            hostname,
+                            port,
+                            deadline=None if timeout is None else monotonic() + timeout,
+                        )
+                    except (ReadTimeout, WriteTimeout) as exc:
+                        raise ConnectTimeout(
+                            f"CONNECT to {hostname}:{port} through the proxy timed out"
+                        ) from exc
             if scheme == "https":
                 context = self.ssl_context
                 if context is None:
