@@ -53,6 +53,7 @@ from .pool import (
     ConnectionPool,
     Origin,
     RequestBody,
+    Transport,
 )
 from .proxy import ProxyRoutes
 from .response_stream import (
@@ -366,6 +367,8 @@ class HttpClient:
             for https, a normal response for http).
         trust_env: with no ``proxy``, use ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and
             ``NO_PROXY`` (either case) from the environment, as curl and httpx do.
+        transport: where connections come from instead of the network: for tests,
+            ``flowno_io.testing.MockTransport(handler)`` answers every request in memory.
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -396,6 +399,7 @@ class HttpClient:
         cookies: CookieJar | bool = True,
         proxy: str | None = None,
         trust_env: bool = True,
+        transport: Transport | None = None,
     ) -> None:
         _check_options(
             base_url=base_url,
@@ -427,7 +431,8 @@ class HttpClient:
         if proxy is not None and not isinstance(proxy, str):
             raise TypeError(f"HttpClient proxy must be a URL (str) or None, not {proxy!r}")
         routes = ProxyRoutes(proxy, trust_env=trust_env)
-        self._proxies = routes if routes else None  # (None: not a call per request)
+        # (None: not a call per request; a transport stands in for the network, proxies too)
+        self._proxies = routes if routes and transport is None else None
         # As the seed: no Accept header (httpbin echoes headers, and the seed's docs show them).
         self._base_fields: dict[str, list[str]] = {
             "user-agent": [user_agent],
@@ -437,6 +442,7 @@ class HttpClient:
             ssl_context=_ssl_context(verify),
             max_connections_per_host=max_connections_per_host,
             keepalive_expiry=keepalive_expiry,
+            transport=transport,
         )
         self._urls: dict[str, _ParsedURL] = {}
         self._heads: dict[tuple[str, str], tuple[dict[str, list[str]], Origin, bytes]] = {}

@@ -21,7 +21,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterable
 from time import monotonic
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from .._errors import (
     ClosedResourceError,
@@ -51,6 +51,7 @@ __all__ = [
     "ConnectionPool",
     "Origin",
     "RequestBody",
+    "Transport",
 ]
 
 #: Connections per (scheme, host, port); httpx and aiohttp default to 100 (in total).
@@ -64,7 +65,17 @@ _COALESCE_BYTES = 64 * 1024
 
 #: ``(scheme, host, port)``
 Origin: TypeAlias = tuple[str, str, int]
+
+
 #: What a request body may be: nothing, bytes, or chunks from an async iterable (sent chunked).
+class Transport(Protocol):
+    """Where a pool gets a connection instead of the network (``flowno_io.testing.MockTransport``)."""
+
+    async def open_stream(self, origin: Origin) -> SocketStream:
+        """A connected byte stream to ``origin`` (plain, even for https)."""
+        ...
+
+
 RequestBody: TypeAlias = "bytes | SizedBody | AsyncIterable[bytes] | None"
 Stream: TypeAlias = SocketStream | TlsStream
 
@@ -385,12 +396,14 @@ class ConnectionPool:
         ssl_context: ssl.SSLContext | None = None,
         max_connections_per_host: int | None = DEFAULT_MAX_CONNECTIONS_PER_HOST,
         keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+        transport: Transport | None = None,
     ) -> None:
         if max_connections_per_host is not None and max_connections_per_host < 1:
             raise ValueError("max_connections_per_host must be >= 1 or None")
         self.ssl_context = ssl_context
         self.max_connections_per_host = max_connections_per_host
         self.keepalive_expiry = keepalive_expiry
+        self.transport = transport
         # Keyed by the origin, or for proxied connections by (origin or "proxy", proxy).
         self._hosts: dict[object, _HostPool] = {}
         self._in_use: set[Connection] = set()
@@ -512,7 +525,10 @@ class ConnectionPool:
         proxy = host.proxy
         try:
             timeout = _limit(connect_timeout, deadline)
-            if proxy is None:
+            if self.transport is not None:  # (a test double: no network, no TLS)
+                stream = await self.transport.open_stream(origin)
+                proxy, scheme = None, "http"
+            elif proxy is None:
                 stream = await open_tcp_stream(hostname, port, connect_timeout=timeout)
             else:
                 stream = await open_tcp_stream(proxy.host, proxy.port, connect_timeout=timeout)
