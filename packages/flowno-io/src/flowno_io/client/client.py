@@ -21,13 +21,13 @@ Example:
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from time import monotonic
 from types import TracebackType
 from typing import Any, Final, TypeAlias
-from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
 import orjson
 
@@ -43,7 +43,7 @@ from ..io.flowno_compat import running_loop
 from ..protocol.headers import Headers
 from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
 from ..protocol.models import Response
-from .auth import Auth, BasicAuth, DigestAuth, coerce_auth
+from .auth import Auth, DigestAuth, coerce_auth
 from .cookies import ClientCookies, CookieJar
 from .multipart import Files, SizedBody, encode_multipart
 from .pool import (
@@ -65,6 +65,7 @@ from .response_stream import (
     decode_text,
     streaming_response_is_ok,
 )
+from .urls import Params, _encode_params, _parse_url, _ParsedURL
 
 __all__ = [
     "DEFAULT_MAX_REDIRECTS",
@@ -88,13 +89,9 @@ DEFAULT_MAX_REDIRECTS = 20
 #: Body of a redirect response read and dropped to keep its connection; a larger one closes it.
 _MAX_DRAIN_BYTES = 64 * 1024
 
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _BODY_EXPECTED: Final = frozenset({"POST", "PUT", "PATCH"})
-# Characters left as they are when percent-encoding a path and a query (RFC 3986 pchar + "/?").
-_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
-_QUERY_SAFE: Final = "/?:@!$&'()*+,;=-._~%"
 _URL_CACHE_SIZE = 512
 
 HeadersLike: TypeAlias = Headers | Mapping[str, str | list[str]]
@@ -103,11 +100,7 @@ HeadersLike: TypeAlias = Headers | Mapping[str, str | list[str]]
 RequestData: TypeAlias = (
     bytes | bytearray | memoryview | str | Mapping[str, Any] | AsyncIterable[bytes] | None
 )
-Params: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]] | str
 AuthLike: TypeAlias = Auth | tuple[str, str]
-# (origin, request target, Host header, Authorization from the URL's user:password or None,
-# Proxy-Authorization when forwarded through a proxy or None)
-_ParsedURL: TypeAlias = tuple[Origin, str, str, str | None, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,76 +215,6 @@ def _check_options(**options: Any) -> None:
     ):
         if not isinstance(options[name], kinds):
             raise TypeError(f"HttpClient {name} must be {wanted}, not {options[name]!r}")
-
-
-def _parse_url(url: str) -> _ParsedURL:
-    """``(origin, request target, Host header, Basic Authorization or None)`` of an absolute
-    http(s) URL; the last from its ``user:password@``."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise LocalProtocolError(f"invalid URL {url!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    default_port = _DEFAULT_PORTS.get(scheme)
-    if default_port is None:
-        raise LocalProtocolError(f"unsupported URL {url!r}: only http:// and https:// are supported")
-    host = parts.hostname
-    if not host:
-        raise LocalProtocolError(f"invalid URL {url!r}: no host")
-    if not host.isascii():
-        host = _idna(host, url)
-    port = port or default_port
-    host_header = f"[{host}]" if ":" in host else host
-    if port != default_port:
-        host_header = f"{host_header}:{port}"
-    target = quote(parts.path or "/", safe=_PATH_SAFE)
-    if parts.query:
-        target = f"{target}?{quote(parts.query, safe=_QUERY_SAFE)}"
-    authorization = None
-    if parts.username is not None:
-        credentials = BasicAuth(unquote(parts.username), unquote(parts.password or ""))
-        authorization = credentials.authorize("GET", url, None)
-    return (scheme, host, port), target, host_header, authorization, None
-
-
-def _idna(host: str, url: str) -> str:
-    """An internationalised host name as ASCII (IDNA, ``bücher.example`` → ``xn--bcher-kva.example``).
-
-    >>> _idna("bücher.example", "")
-    'xn--bcher-kva.example'
-    """
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise LocalProtocolError(f"invalid host name in URL {url!r}: {exc}") from None
-
-
-def _query_value(value: Any) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return value if isinstance(value, str) else str(value)
-
-
-def _encode_params(params: Params) -> str:
-    """A query string from ``params``, as httpx: ``None`` values are left out, booleans are
-    ``true``/``false``, a list or tuple value repeats its name.
-
-    >>> _encode_params({"q": "a b", "n": None, "t": True, "f": False, "ids": [1, 2]})
-    'q=a+b&t=true&f=false&ids=1&ids=2'
-    """
-    if isinstance(params, str):
-        return params
-    pairs: list[tuple[str, str]] = []
-    items = params.items() if isinstance(params, Mapping) else params
-    for name, value in items:
-        if isinstance(value, list | tuple):
-            pairs.extend((name, _query_value(item)) for item in value if item is not None)
-        elif value is not None:
-            pairs.append((name, _query_value(value)))
-    return urlencode(pairs)
 
 
 def _encode_body(data: RequestData, json: Any, files: Files | None = None) -> tuple[RequestBody, str | None]:
