@@ -204,6 +204,7 @@ def _check_options(**options: Any) -> None:
         check("timeout", timeout, (int, float), 0, "a Timeout, seconds >= 0 (a number) or None")
     check("keepalive_expiry", options["keepalive_expiry"], (int, float), 0, "seconds >= 0")
     check("max_connections_per_host", options["max_connections_per_host"], int, 1, "an int >= 1 or None")
+    check("max_connections", options["max_connections"], int, 1, "an int >= 1 or None")
     check("max_redirects", options["max_redirects"], int, 0, "an int >= 0")
     check("max_header_bytes", options["max_header_bytes"], int, 1, "an int >= 1")
     check("max_body_bytes", options["max_body_bytes"], int, 0, "an int >= 0 or None")
@@ -269,6 +270,9 @@ class HttpClient:
         timeout: a :class:`Timeout`, a number of seconds, or ``None`` for no limits.
         max_connections_per_host: pooled connections per (scheme, host, port), ``None`` for no
             limit; requests beyond it wait (``Timeout.pool``).
+        max_connections: connections in all hosts together, ``None`` (default) for no limit; at
+            the limit an idle connection to another host is closed to make room, else requests
+            wait (``Timeout.pool``) for one to close.
         keepalive_expiry: seconds an idle connection is kept for reuse.
         follow_redirects: follow 301/302/303/307/308 (off by default, as in httpx).
         max_redirects: redirects followed per request before ``TooManyRedirects``.
@@ -311,6 +315,7 @@ class HttpClient:
         base_url: str | None = None,
         timeout: Timeout | float | None = DEFAULT_TIMEOUT,
         max_connections_per_host: int | None = DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        max_connections: int | None = None,
         keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
         follow_redirects: bool = False,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
@@ -328,6 +333,7 @@ class HttpClient:
             base_url=base_url,
             timeout=timeout,
             max_connections_per_host=max_connections_per_host,
+            max_connections=max_connections,
             keepalive_expiry=keepalive_expiry,
             follow_redirects=follow_redirects,
             max_redirects=max_redirects,
@@ -366,6 +372,7 @@ class HttpClient:
             max_connections_per_host=max_connections_per_host,
             keepalive_expiry=keepalive_expiry,
             transport=transport,
+            max_connections=max_connections,
         )
         self._urls: dict[str, _ParsedURL] = {}
         self._heads: dict[tuple[str, str], tuple[dict[str, list[str]], Origin, bytes]] = {}
