@@ -136,6 +136,7 @@ class MockTransport:
 
     Example:
         >>> from flowno_io import HttpClient, Response
+        >>> from flowno_io.testing import MockTransport, run
         >>> def handler(request):
         ...     return Response.json({"you sent": request.json()}, status=201)
         >>> async def main():
