@@ -162,7 +162,7 @@ def test_make_decoder_picks_the_decoder(header: str | None, kind: type[ContentDe
     assert type(make_decoder(header)) is kind
 
 
-@pytest.mark.parametrize("header", ["br", "zstd", "compress", "gzip, br", "gzip;q=1"])
+@pytest.mark.parametrize("header", ["compress", "gzip, compress", "gzip;q=1"])  # (br, zstd: issue 16)
 def test_unknown_coding_raises_with_415(header: str) -> None:
     with pytest.raises(RemoteProtocolError) as info:
         make_decoder(header)

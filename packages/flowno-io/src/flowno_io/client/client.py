@@ -21,12 +21,13 @@ Example:
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from time import monotonic
 from types import TracebackType
 from typing import Any, Final, TypeAlias
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin
 
 import orjson
 
@@ -42,6 +43,9 @@ from ..io.flowno_compat import running_loop
 from ..protocol.headers import Headers
 from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
 from ..protocol.models import Response
+from .auth import Auth, DigestAuth, coerce_auth
+from .cookies import ClientCookies, CookieJar
+from .multipart import Files, SizedBody, encode_multipart
 from .pool import (
     DEFAULT_KEEPALIVE_EXPIRY,
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
@@ -49,20 +53,26 @@ from .pool import (
     ConnectionPool,
     Origin,
     RequestBody,
+    Transport,
 )
+from .proxy import ProxyRoutes
 from .response_stream import (
     BodyReader,
     ErrStreamingResponse,
     HTTPException,
     OkStreamingResponse,
     body_iterator,
+    decode_text,
     streaming_response_is_ok,
 )
+from .urls import Params, _encode_params, _parse_url, _ParsedURL
 
 __all__ = [
     "DEFAULT_MAX_REDIRECTS",
     "DEFAULT_MAX_RESPONSE_BODY_BYTES",
     "DEFAULT_TIMEOUT",
+    "ClientResponse",
+    "DigestAuth",
     "ErrStreamingResponse",
     "HTTPException",
     "HttpClient",
@@ -79,13 +89,9 @@ DEFAULT_MAX_REDIRECTS = 20
 #: Body of a redirect response read and dropped to keep its connection; a larger one closes it.
 _MAX_DRAIN_BYTES = 64 * 1024
 
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _BODY_EXPECTED: Final = frozenset({"POST", "PUT", "PATCH"})
-# Characters left as they are when percent-encoding a path and a query (RFC 3986 pchar + "/?").
-_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~%"
-_QUERY_SAFE: Final = "/?:@!$&'()*+,;=-._~%"
 _URL_CACHE_SIZE = 512
 
 HeadersLike: TypeAlias = Headers | Mapping[str, str | list[str]]
@@ -94,7 +100,7 @@ HeadersLike: TypeAlias = Headers | Mapping[str, str | list[str]]
 RequestData: TypeAlias = (
     bytes | bytearray | memoryview | str | Mapping[str, Any] | AsyncIterable[bytes] | None
 )
-Params: TypeAlias = Mapping[str, Any] | Sequence[tuple[str, Any]] | str
+AuthLike: TypeAlias = Auth | tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,44 @@ class Timeout:
 DEFAULT_TIMEOUT = Timeout()
 
 
+class ClientResponse(Response):
+    """The :class:`Response` ``HttpClient`` returns, with where and how long.
+
+    Attributes:
+        url: the URL of the final request (after redirects, with the query sent).
+        history: the redirect responses followed to get here, oldest first (bodies not kept).
+        elapsed: from sending the request to the end of the response body, a ``timedelta``.
+
+    ``text`` decodes with the ``charset`` of ``Content-Type`` (UTF-8 when none).
+    """
+
+    __slots__ = ("_elapsed", "history", "url")
+
+    url: str
+    history: list[ClientResponse]
+    _elapsed: float
+
+    @property
+    def elapsed(self) -> timedelta:
+        """From sending the request to the end of the response body."""
+        return timedelta(seconds=self._elapsed)
+
+    @property
+    def text(self) -> str:
+        """The body decoded with the ``Content-Type`` charset, UTF-8 by default (invalid bytes replaced)."""
+        return decode_text(self.body, self.headers.get("content-type"))
+
+
+def _history_entry(parser: ResponseParser, url: str) -> ClientResponse:
+    entry = ClientResponse(b"", parser.status_code, parser.headers)
+    entry.reason = parser.reason
+    entry.http_version = parser.http_version
+    entry.url = url
+    entry.history = []
+    entry._elapsed = 0.0
+    return entry
+
+
 class _Unset:
     __slots__ = ()
 
@@ -160,6 +204,7 @@ def _check_options(**options: Any) -> None:
         check("timeout", timeout, (int, float), 0, "a Timeout, seconds >= 0 (a number) or None")
     check("keepalive_expiry", options["keepalive_expiry"], (int, float), 0, "seconds >= 0")
     check("max_connections_per_host", options["max_connections_per_host"], int, 1, "an int >= 1 or None")
+    check("max_connections", options["max_connections"], int, 1, "an int >= 1 or None")
     check("max_redirects", options["max_redirects"], int, 0, "an int >= 0")
     check("max_header_bytes", options["max_header_bytes"], int, 1, "an int >= 1")
     check("max_body_bytes", options["max_body_bytes"], int, 0, "an int >= 0 or None")
@@ -173,32 +218,12 @@ def _check_options(**options: Any) -> None:
             raise TypeError(f"HttpClient {name} must be {wanted}, not {options[name]!r}")
 
 
-def _parse_url(url: str) -> tuple[Origin, str, str]:
-    """``(origin, request target, Host header)`` of an absolute http(s) URL."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise LocalProtocolError(f"invalid URL {url!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    default_port = _DEFAULT_PORTS.get(scheme)
-    if default_port is None:
-        raise LocalProtocolError(f"unsupported URL {url!r}: only http:// and https:// are supported")
-    host = parts.hostname
-    if not host:
-        raise LocalProtocolError(f"invalid URL {url!r}: no host")
-    port = port or default_port
-    host_header = f"[{host}]" if ":" in host else host
-    if port != default_port:
-        host_header = f"{host_header}:{port}"
-    target = quote(parts.path or "/", safe=_PATH_SAFE)
-    if parts.query:
-        target = f"{target}?{quote(parts.query, safe=_QUERY_SAFE)}"
-    return (scheme, host, port), target, host_header
-
-
-def _encode_body(data: RequestData, json: Any) -> tuple[RequestBody, str | None]:
+def _encode_body(data: RequestData, json: Any, files: Files | None = None) -> tuple[RequestBody, str | None]:
     """The body to send and the ``Content-Type`` it implies."""
+    if files is not None:
+        if data is not None and not isinstance(data, Mapping):
+            raise TypeError("with files=, data must be a mapping of form fields")
+        return encode_multipart(data, files)
     if json is not None:
         return orjson.dumps(json), "application/json"
     if data is None or isinstance(data, bytes):
@@ -221,7 +246,13 @@ def _merge_headers(*sources: HeadersLike | None) -> Headers | None:
     for source in sources:
         if source is None:
             continue
-        headers = source if isinstance(source, Headers) else Headers(source)
+        if isinstance(source, Headers):
+            headers = source
+        else:
+            try:
+                headers = Headers(source)
+            except ValueError as exc:  # CR/LF or a control character: never sent
+                raise LocalProtocolError(str(exc)) from None
         if result is None:
             result = headers
         else:
@@ -239,6 +270,9 @@ class HttpClient:
         timeout: a :class:`Timeout`, a number of seconds, or ``None`` for no limits.
         max_connections_per_host: pooled connections per (scheme, host, port), ``None`` for no
             limit; requests beyond it wait (``Timeout.pool``).
+        max_connections: connections in all hosts together, ``None`` (default) for no limit; at
+            the limit an idle connection to another host is closed to make room, else requests
+            wait (``Timeout.pool``) for one to close.
         keepalive_expiry: seconds an idle connection is kept for reuse.
         follow_redirects: follow 301/302/303/307/308 (off by default, as in httpx).
         max_redirects: redirects followed per request before ``TooManyRedirects``.
@@ -248,6 +282,20 @@ class HttpClient:
         verify: ``True`` verifies https certificates against the system store, a path names a
             CA bundle, an ``ssl.SSLContext`` is used as given, ``False`` disables verification.
         user_agent: the ``User-Agent`` header.
+        auth: ``(user, password)`` (Basic), :class:`BasicAuth`, :class:`DigestAuth`, or any
+            :class:`Auth`; sent only to the origin a request starts at, never after a redirect
+            to another one. Credentials in a URL (``http://user:pass@host/``) are sent as Basic.
+        cookies: ``True`` (default) keeps a cookie jar per client (the stdlib ``http.cookiejar``
+            policy; ``Set-Cookie`` of every response, redirects included, is stored and sent
+            back); ``False`` for none; or a ``CookieJar`` to share or persist (``FileCookieJar``).
+        proxy: an ``http://[user:password@]host:port`` proxy for every request: http requests
+            are forwarded through it, https ones tunnelled with ``CONNECT`` (TLS stays end to
+            end); credentials are sent as ``Proxy-Authorization`` (a 407 is a ``ConnectError``
+            for https, a normal response for http).
+        trust_env: with no ``proxy``, use ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY`` and
+            ``NO_PROXY`` (either case) from the environment, as curl and httpx do.
+        transport: where connections come from instead of the network: for tests,
+            ``flowno_io.testing.MockTransport(handler)`` answers every request in memory.
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -267,6 +315,7 @@ class HttpClient:
         base_url: str | None = None,
         timeout: Timeout | float | None = DEFAULT_TIMEOUT,
         max_connections_per_host: int | None = DEFAULT_MAX_CONNECTIONS_PER_HOST,
+        max_connections: int | None = None,
         keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
         follow_redirects: bool = False,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
@@ -274,11 +323,17 @@ class HttpClient:
         max_body_bytes: int | None = DEFAULT_MAX_RESPONSE_BODY_BYTES,
         verify: bool | str | ssl.SSLContext = True,
         user_agent: str = "flowno-io/0.1",
+        auth: AuthLike | None = None,
+        cookies: CookieJar | bool = True,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        transport: Transport | None = None,
     ) -> None:
         _check_options(
             base_url=base_url,
             timeout=timeout,
             max_connections_per_host=max_connections_per_host,
+            max_connections=max_connections,
             keepalive_expiry=keepalive_expiry,
             follow_redirects=follow_redirects,
             max_redirects=max_redirects,
@@ -295,6 +350,18 @@ class HttpClient:
         self.max_redirects = max_redirects
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
+        #: Authentication for every request (``BasicAuth``, ``DigestAuth``, any :class:`Auth`).
+        self.auth = coerce_auth(auth)
+        if cookies is True:
+            cookies = CookieJar()
+        if cookies is not False and not isinstance(cookies, CookieJar):
+            raise TypeError(f"HttpClient cookies must be True, False or a CookieJar, not {cookies!r}")
+        self._cookies = ClientCookies(cookies) if cookies is not False else None
+        if proxy is not None and not isinstance(proxy, str):
+            raise TypeError(f"HttpClient proxy must be a URL (str) or None, not {proxy!r}")
+        routes = ProxyRoutes(proxy, trust_env=trust_env)
+        # (None: not a call per request; a transport stands in for the network, proxies too)
+        self._proxies = routes if routes and transport is None else None
         # As the seed: no Accept header (httpbin echoes headers, and the seed's docs show them).
         self._base_fields: dict[str, list[str]] = {
             "user-agent": [user_agent],
@@ -304,14 +371,21 @@ class HttpClient:
             ssl_context=_ssl_context(verify),
             max_connections_per_host=max_connections_per_host,
             keepalive_expiry=keepalive_expiry,
+            transport=transport,
+            max_connections=max_connections,
         )
-        self._urls: dict[str, tuple[Origin, str, str]] = {}
+        self._urls: dict[str, _ParsedURL] = {}
         self._heads: dict[tuple[str, str], tuple[dict[str, list[str]], Origin, bytes]] = {}
 
     @property
     def override_headers(self) -> Headers:
         """The seed's name for :attr:`headers`."""
         return self.headers
+
+    @property
+    def cookies(self) -> CookieJar | None:
+        """The client's ``http.cookiejar.CookieJar`` (``None`` when made with ``cookies=False``)."""
+        return None if self._cookies is None else self._cookies.jar
 
     @property
     def pool(self) -> ConnectionPool:
@@ -379,6 +453,8 @@ class HttpClient:
         timeout: Timeout | float | _Unset | None = _UNSET,
         follow_redirects: bool | None = None,
         max_body_bytes: int | _Unset | None = _UNSET,
+        auth: AuthLike | _Unset | None = _UNSET,
+        files: Files | None = None,
     ) -> Response:
         """Send a request and read the whole response.
 
@@ -392,11 +468,17 @@ class HttpClient:
             timeout: overrides the client's timeouts for this request.
             follow_redirects: overrides the client's setting for this request.
             max_body_bytes: overrides the client's body limit for this request.
+            auth: overrides the client's ``auth`` for this request (``None``: none).
+            files: upload as ``multipart/form-data``: ``{"field": content}`` or
+                ``{"field": (filename, content[, content_type])}``, content being bytes, str, a
+                binary file (streamed, with a ``Content-Length`` when its size is known) or an
+                async iterable of bytes (chunked); ``data`` (a mapping) adds form fields.
 
         Returns:
-            The :class:`Response`, body decompressed (a 4xx/5xx is returned, not raised).
+            The :class:`ClientResponse`, body decompressed (a 4xx/5xx is returned, not raised).
         """
-        reader = await self._send(
+        start = monotonic()
+        reader, final_url, history = await self._send(
             method,
             url,
             data,
@@ -406,12 +488,17 @@ class HttpClient:
             timeout,
             follow_redirects,
             max_body_bytes,
+            auth,
+            files,
         )
         body = await reader.read_all()
         parser = reader.parser
-        response = Response(body, parser.status_code, parser.headers)
+        response = ClientResponse(body, parser.status_code, parser.headers)
         response.reason = parser.reason
         response.http_version = parser.http_version
+        response.url = final_url
+        response.history = history
+        response._elapsed = monotonic() - start
         return response
 
     async def stream_get(self, url: str, **options: Any) -> OkStreamingResponse[Any] | ErrStreamingResponse:
@@ -437,13 +524,18 @@ class HttpClient:
         timeout: Timeout | float | _Unset | None = _UNSET,
         follow_redirects: bool | None = None,
         max_body_bytes: int | _Unset | None = _UNSET,
+        auth: AuthLike | _Unset | None = _UNSET,
+        files: Files | None = None,
     ) -> OkStreamingResponse[Any] | ErrStreamingResponse:
         """Send a request and return as soon as the response head arrives.
 
         A 2xx gives an :class:`OkStreamingResponse` whose ``body`` yields, as data arrives:
         each event's data parsed as JSON for ``text/event-stream`` (non-JSON data as ``str``),
         ending at ``data: [DONE]``; each line parsed for JSON lines (``application/x-ndjson``,
-        ``application/jsonl``, or chunked ``application/json``); else decompressed byte chunks.
+        ``application/jsonl``); for ``application/json``, each line's value when every line is
+        JSON, else the whole document as one value; else decompressed byte chunks. The choice
+        depends on the ``Content-Type`` only, never on the framing (``Content-Length``, chunked,
+        compressed): the same endpoint yields the same values behind any proxy.
         ``response.events()`` yields whole ``ServerSentEvent`` s instead. Any other status gives
         an :class:`ErrStreamingResponse` with the whole body as ``bytes``. Arguments are those
         of :meth:`request`.
@@ -460,7 +552,7 @@ class HttpClient:
                 else:
                     print(response.status, await response.decode_json())
         """
-        reader = await self._send(
+        reader, final_url, history = await self._send(
             method,
             url,
             data,
@@ -470,26 +562,52 @@ class HttpClient:
             timeout,
             follow_redirects,
             max_body_bytes,
+            auth,
+            files,
         )
         parser = reader.parser
         status = f"HTTP/{parser.http_version} {parser.status_code} {parser.reason}".rstrip()
+        response: OkStreamingResponse[Any] | ErrStreamingResponse
         if 200 <= parser.status_code < 300:
-            return OkStreamingResponse(self, status, parser.headers, body_iterator(reader), reader)
-        return ErrStreamingResponse(self, status, parser.headers, await reader.read_all())
+            response = OkStreamingResponse(self, status, parser.headers, body_iterator(reader), reader)
+        else:
+            response = ErrStreamingResponse(self, status, parser.headers, await reader.read_all())
+        response.url = final_url
+        response.history = history
+        return response
 
     # -- one request ----------------------------------------------------------------------------
 
-    def _resolve(self, url: str) -> tuple[Origin, str, str]:
+    def _resolve(self, url: str) -> _ParsedURL:
         resolved = self._urls.get(url)
         if resolved is None:
             full = url
             if self.base_url is not None and "://" not in url:
                 full = f"{self.base_url}/{url.lstrip('/')}"
             resolved = _parse_url(full)
+            if self._proxies is not None:
+                origin, target, host_header, authorization, _ = resolved
+                proxy = self._proxies.for_origin(origin)
+                if proxy is not None and origin[0] == "http":  # forwarded: the absolute URL as target
+                    resolved = (
+                        origin,
+                        f"http://{host_header}{target}",
+                        host_header,
+                        authorization,
+                        proxy.authorization,
+                    )
             if len(self._urls) >= _URL_CACHE_SIZE:
                 self._urls.clear()
             self._urls[url] = resolved
         return resolved
+
+    def _full_url(self, url: str, query: str | None) -> str:
+        """The absolute URL of a request (``base_url`` applied, ``params`` appended)."""
+        if self.base_url is not None and "://" not in url:
+            url = f"{self.base_url}/{url.lstrip('/')}"
+        if query:
+            url = f"{url}{'&' if '?' in url else '?'}{query}"
+        return url
 
     def _plain_head(self, method: str, url: str) -> tuple[Origin, bytes]:
         """The head of a request without body or own headers, cached per (method, URL).
@@ -501,8 +619,10 @@ class HttpClient:
         cached = self._heads.get(key)
         if cached is not None and cached[0] == client_fields:
             return cached[1], cached[2]
-        origin, target, host_header = self._resolve(url)
-        head = self._encode_head(method, target, host_header, None, None, None)
+        origin, target, host_header, authorization, proxy_authorization = self._resolve(url)
+        head = self._encode_head(
+            method, target, host_header, None, None, None, authorization, None, proxy_authorization
+        )
         if len(self._heads) >= _URL_CACHE_SIZE:
             self._heads.clear()
         self._heads[key] = ({name: list(values) for name, values in client_fields.items()}, origin, head)
@@ -516,10 +636,19 @@ class HttpClient:
         body: RequestBody,
         content_type: str | None,
         headers: Headers | None,
+        authorization: str | None = None,
+        cookie: str | None = None,
+        proxy_authorization: str | None = None,
     ) -> bytes:
         fields = {"host": [host_header], **self._base_fields, **self.headers._fields}
         if content_type is not None:
             fields["content-type"] = [content_type]
+        if authorization is not None:
+            fields["authorization"] = [authorization]
+        if cookie is not None:
+            fields["cookie"] = [cookie]
+        if proxy_authorization is not None:
+            fields["proxy-authorization"] = [proxy_authorization]
         if headers is not None:
             fields.update(headers._fields)
         if body is None:
@@ -529,6 +658,9 @@ class HttpClient:
         elif isinstance(body, bytes):
             fields.pop("transfer-encoding", None)
             fields["content-length"] = [str(len(body))]
+        elif isinstance(body, SizedBody):
+            fields.pop("transfer-encoding", None)
+            fields["content-length"] = [str(body.length)]
         else:
             fields.pop("content-length", None)
             fields["transfer-encoding"] = ["chunked"]
@@ -547,45 +679,92 @@ class HttpClient:
         timeout: Timeout | float | _Unset | None,
         follow_redirects: bool | None,
         max_body_bytes: int | _Unset | None,
-    ) -> BodyReader:
-        """Send the request (following redirects if asked) and read the final response's head."""
+        auth_option: AuthLike | _Unset | None,
+        files: Files | None,
+    ) -> tuple[BodyReader, str, list[ClientResponse]]:
+        """Send the request (following redirects if asked) and read the final response's head.
+
+        Returns:
+            The final response's body reader, its URL, and the redirect responses before it.
+        """
         running_loop("HttpClient")  # under asyncio: a RuntimeError naming flowno.EventLoop, not "bad yield"
         method = method.upper()
         limits = self.timeout if isinstance(timeout, _Unset) else Timeout.coerce(timeout)
         deadline = None if limits.total is None else monotonic() + limits.total
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         body_limit = self.max_body_bytes if isinstance(max_body_bytes, _Unset) else max_body_bytes
-        body, content_type = _encode_body(data, json)
+        auth = self.auth if isinstance(auth_option, _Unset) else coerce_auth(auth_option)
+        body, content_type = _encode_body(data, json, files)
         query = None
         if params is not None:
-            query = params if isinstance(params, str) else urlencode(params, doseq=True)
-        redirects = 0
+            query = _encode_params(params)
+        history: list[ClientResponse] = []
+        auth_origin: Origin | None = None  # credentials go to the origin the request started at
+        challenged: str | None = None  # the Authorization answering a 401, for the retry
+        cookies = self._cookies
         while True:
             target: str | None = None
-            if body is None and headers is None and query is None:
+            if (
+                body is None
+                and headers is None
+                and query is None
+                and auth is None
+                and (cookies is None or not cookies.stored)
+            ):
                 origin, head = self._plain_head(method, url)
             else:
-                origin, target, host_header = self._resolve(url)
+                origin, target, host_header, authorization, proxy_authorization = self._resolve(url)
                 if query:
                     target = f"{target}{'&' if '?' in target else '?'}{query}"
-                head = self._encode_head(method, target, host_header, body, content_type, headers)
+                if auth is not None:
+                    if auth_origin is None:
+                        auth_origin = origin
+                    if origin == auth_origin:
+                        authorization = challenged or auth.authorize(method, self._full_url(url, query), None)
+                cookie = None if cookies is None else cookies.header_for(self._full_url(url, query))
+                head = self._encode_head(
+                    method,
+                    target,
+                    host_header,
+                    body,
+                    content_type,
+                    headers,
+                    authorization,
+                    cookie,
+                    proxy_authorization,
+                )
             connection, parser = await self._exchange(method, origin, head, body, limits, deadline)
             reader = BodyReader(connection, parser, limits.read, deadline, body_limit)
             status = parser.status_code
+            if cookies is not None and "set-cookie" in parser.headers._fields:
+                cookies.extract(self._full_url(url, query), parser.headers)
+            if (
+                status == 401
+                and auth is not None
+                and challenged is None
+                and origin == auth_origin
+                and (body is None or isinstance(body, bytes))  # (an async iterable cannot be resent)
+            ):
+                challenged = auth.authorize(method, self._full_url(url, query), parser.headers)
+                if challenged is not None:
+                    await reader.discard(_MAX_DRAIN_BYTES)
+                    continue
+            challenged = None
             location = parser.headers.get("location")
             if not follow or status not in _REDIRECT_STATUSES or not location:
-                return reader
-            if redirects >= self.max_redirects:
+                if query is None and (self.base_url is None or "://" in url):
+                    return reader, url, history
+                return reader, self._full_url(url, query), history
+            if len(history) >= self.max_redirects:
                 reader.close()
                 raise TooManyRedirects(f"more than {self.max_redirects} redirects")
             keep_body = status in (307, 308)
             if keep_body and body is not None and not isinstance(body, bytes):
-                return reader  # an async iterable cannot be sent again: hand back the redirect
+                # an async iterable cannot be sent again: hand back the redirect
+                return reader, self._full_url(url, query), history
             await reader.discard(_MAX_DRAIN_BYTES)
-            redirects += 1
-            if target is None:
-                target = self._resolve(url)[1]
-            next_url = urljoin(_absolute(origin, target), location)
+            history.append(_history_entry(parser, self._full_url(url, query)))
+            next_url = urljoin(self._full_url(url, query), location)
             next_origin = self._resolve(next_url)[0]
             if next_origin != origin and headers is not None and "authorization" in headers:
                 headers = headers.copy()
@@ -612,7 +791,11 @@ class HttpClient:
         retried = False
         while True:
             connection = await self._pool.acquire(
-                origin, connect_timeout=limits.connect, pool_timeout=limits.pool, deadline=deadline
+                origin,
+                connect_timeout=limits.connect,
+                pool_timeout=limits.pool,
+                deadline=deadline,
+                proxy=None if self._proxies is None else self._proxies.for_origin(origin),
             )
             reused = connection.requests > 0
             parser: ResponseParser | None = None
@@ -637,12 +820,6 @@ class HttpClient:
                     continue
                 raise
             return connection, parser
-
-
-def _absolute(origin: Origin, target: str) -> str:
-    scheme, host, port = origin
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}:{port}{target}"
 
 
 def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | None:

@@ -21,13 +21,14 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterable
 from time import monotonic
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 from .._errors import (
     ClosedResourceError,
     ConnectError,
     ConnectTimeout,
     HttpError,
+    LocalProtocolError,
     PoolTimeout,
     ReadError,
     ReadTimeout,
@@ -39,6 +40,8 @@ from ..io.socket_stream import SocketStream, describe_os_error, open_tcp_stream
 from ..io.tls_stream import TlsStream
 from ..io.wakeup import Wakeup
 from ..protocol.http11_client import CHUNKED_END, ResponseParser, encode_chunk
+from .multipart import SizedBody
+from .proxy import Proxy, open_tunnel
 from .reactor import Reactor, ReadWaiter
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "ConnectionPool",
     "Origin",
     "RequestBody",
+    "Transport",
 ]
 
 #: Connections per (scheme, host, port); httpx and aiohttp default to 100 (in total).
@@ -61,8 +65,18 @@ _COALESCE_BYTES = 64 * 1024
 
 #: ``(scheme, host, port)``
 Origin: TypeAlias = tuple[str, str, int]
+
+
 #: What a request body may be: nothing, bytes, or chunks from an async iterable (sent chunked).
-RequestBody: TypeAlias = "bytes | AsyncIterable[bytes] | None"
+class Transport(Protocol):
+    """Where a pool gets a connection instead of the network (``flowno_io.testing.MockTransport``)."""
+
+    async def open_stream(self, origin: Origin) -> SocketStream:
+        """A connected byte stream to ``origin`` (plain, even for https)."""
+        ...
+
+
+RequestBody: TypeAlias = "bytes | SizedBody | AsyncIterable[bytes] | None"
 Stream: TypeAlias = SocketStream | TlsStream
 
 
@@ -152,6 +166,18 @@ class Connection:
                 else:
                     await stream.send_all(head, timeout=_limit(write_timeout, deadline))
                     await stream.send_all(body, timeout=_limit(write_timeout, deadline))
+            elif isinstance(body, SizedBody):
+                await stream.send_all(head, timeout=_limit(write_timeout, deadline))
+                sent = 0
+                async for chunk in body:
+                    sent += len(chunk)
+                    if sent > body.length:
+                        break
+                    await stream.send_all(chunk, timeout=_limit(write_timeout, deadline))
+                    if _expired(deadline):
+                        raise TotalTimeout("request took longer than the total timeout")
+                if sent != body.length:  # a file changed size while it was sent
+                    raise LocalProtocolError(f"request body was {sent} bytes, announced {body.length}")
             else:
                 await stream.send_all(head, timeout=_limit(write_timeout, deadline))
                 async for chunk in body:
@@ -331,9 +357,10 @@ class Connection:
 class _Waiter:
     """A request waiting for a connection: handed one, granted a slot, or expired."""
 
-    __slots__ = ("connection", "done", "expired", "granted", "wakeup")
+    __slots__ = ("connection", "done", "expired", "granted", "host", "wakeup")
 
     def __init__(self) -> None:
+        self.host: _HostPool | None = None
         self.wakeup = Wakeup()
         self.connection: Connection | None = None
         self.granted = False  # a slot to open a new connection
@@ -346,12 +373,13 @@ class _Waiter:
 
 
 class _HostPool:
-    __slots__ = ("active", "idle", "waiters")
+    __slots__ = ("active", "idle", "proxy", "waiters")
 
     def __init__(self) -> None:
         self.idle: list[Connection] = []  # oldest first
         self.active = 0  # connections in use or being opened
         self.waiters: deque[_Waiter] = deque()
+        self.proxy: Proxy | None = None  # connections go through it
 
 
 class ConnectionPool:
@@ -360,6 +388,9 @@ class ConnectionPool:
     Args:
         ssl_context: the context for ``https`` origins (created on first use when ``None``).
         max_connections_per_host: connections per origin, in use or idle (``None``: no limit).
+        max_connections: connections in all, in use or idle (``None``: no limit); at the limit an
+            idle connection to another origin is closed to make room, else the request waits
+            (``pool_timeout``) for one to close.
         keepalive_expiry: seconds an idle connection is kept.
     """
 
@@ -369,13 +400,24 @@ class ConnectionPool:
         ssl_context: ssl.SSLContext | None = None,
         max_connections_per_host: int | None = DEFAULT_MAX_CONNECTIONS_PER_HOST,
         keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+        transport: Transport | None = None,
+        max_connections: int | None = None,
     ) -> None:
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be >= 1 or None")
         if max_connections_per_host is not None and max_connections_per_host < 1:
             raise ValueError("max_connections_per_host must be >= 1 or None")
         self.ssl_context = ssl_context
         self.max_connections_per_host = max_connections_per_host
         self.keepalive_expiry = keepalive_expiry
-        self._hosts: dict[Origin, _HostPool] = {}
+        self.transport = transport
+        self.max_connections = max_connections
+        # Connections open or being opened, idle ones included (counted only with max_connections),
+        # and the requests waiting because that many are open (FIFO, whatever their host).
+        self._slots = 0
+        self._slot_waiters: deque[_Waiter] = deque()
+        # Keyed by the origin, or for proxied connections by (origin or "proxy", proxy).
+        self._hosts: dict[object, _HostPool] = {}
         self._in_use: set[Connection] = set()
         self._reactor_instance: Reactor | None = None
         self.closed = False
@@ -398,8 +440,12 @@ class ConnectionPool:
         connect_timeout: float | None = None,
         pool_timeout: float | None = None,
         deadline: float | None = None,
+        proxy: Proxy | None = None,
     ) -> Connection:
         """A connection to ``origin``: an idle one, a new one, or the next one released.
+
+        Through ``proxy``, an http origin shares the connections to the proxy (requests are
+        forwarded), an https origin gets its own ``CONNECT`` tunnels.
 
         Raises:
             PoolTimeout: none became free within ``pool_timeout``.
@@ -409,14 +455,19 @@ class ConnectionPool:
         """
         if self.closed:
             raise ClosedResourceError("the client was closed")
-        host = self._hosts.get(origin)
+        key: object = origin
+        if proxy is not None:
+            key = (origin if origin[0] == "https" else "proxy", proxy)
+        host = self._hosts.get(key)
         if host is None:
-            host = self._hosts[origin] = _HostPool()
+            host = self._hosts[key] = _HostPool()
+            host.proxy = proxy
         idle = host.idle
         while idle:
             connection = idle.pop()
             if monotonic() - connection.idle_since > self.keepalive_expiry or _peer_gone(connection.stream):
                 connection.stream.close()
+                self._slot_freed()
                 continue
             connection.in_use = True
             host.active += 1
@@ -424,9 +475,54 @@ class ConnectionPool:
             return connection
         limit = self.max_connections_per_host
         if limit is None or host.active < limit:
+            if self.max_connections is not None and not self._take_slot(host, self.max_connections):
+                return await self._wait(
+                    origin, host, connect_timeout, pool_timeout, deadline, self._slot_waiters
+                )
             host.active += 1
             return await self._open(origin, host, connect_timeout, deadline)
-        return await self._wait(origin, host, connect_timeout, pool_timeout, deadline)
+        return await self._wait(origin, host, connect_timeout, pool_timeout, deadline, host.waiters)
+
+    def _take_slot(self, host: _HostPool, max_connections: int) -> bool:
+        """Count one more connection against ``max_connections``, closing the oldest idle
+        connection of another origin if that is what it takes; ``False`` if none can be had."""
+        if self._slots >= max_connections:
+            oldest: _HostPool | None = None
+            for other in self._hosts.values():
+                if other is host or not other.idle:
+                    continue
+                if oldest is None or other.idle[0].idle_since < oldest.idle[0].idle_since:
+                    oldest = other
+            if oldest is None:
+                return False
+            oldest.idle.pop(0).stream.close()
+            self._slots -= 1
+        self._slots += 1
+        return True
+
+    def _slot_freed(self) -> None:
+        """A connection closed for good (no waiter of its host took its place)."""
+        if self.max_connections is None:
+            return
+        self._slots -= 1
+        limit = self.max_connections_per_host
+        while self._slot_waiters and self._slots < self.max_connections:
+            waiter = self._slot_waiters.popleft()
+            if waiter.done:
+                continue
+            waiter.done = True
+            host = waiter.host
+            if host is None:
+                continue
+            if not self.closed:
+                if limit is not None and host.active >= limit:  # its host filled up meanwhile
+                    waiter.done = False
+                    host.waiters.append(waiter)
+                    continue
+                waiter.granted = True
+                host.active += 1
+                self._slots += 1
+            waiter.wakeup.set()
 
     async def _wait(
         self,
@@ -435,10 +531,12 @@ class ConnectionPool:
         connect_timeout: float | None,
         pool_timeout: float | None,
         deadline: float | None,
+        queue: deque[_Waiter],
     ) -> Connection:
         waiter = _Waiter()
+        waiter.host = host
         timer = None
-        host.waiters.append(waiter)
+        queue.append(waiter)
         try:
             wait_limit = _limit(pool_timeout, deadline)
             if wait_limit is not None:
@@ -463,7 +561,9 @@ class ConnectionPool:
                 timer.disarm()
             if not waiter.done:  # timed out (or cancelled): leave the queue
                 waiter.done = True
-                host.waiters.remove(waiter)
+                for waiting in (host.waiters, self._slot_waiters):  # (it may have moved)
+                    if waiter in waiting:
+                        waiting.remove(waiter)
         if waiter.connection is not None:
             return waiter.connection
         if waiter.granted:
@@ -484,9 +584,29 @@ class ConnectionPool:
         """
         scheme, hostname, port = origin
         stream: Stream | None = None
+        proxy = host.proxy
         try:
             timeout = _limit(connect_timeout, deadline)
-            stream = await open_tcp_stream(hostname, port, connect_timeout=timeout)
+            if self.transport is not None:  # (a test double: no network, no TLS)
+                stream = await self.transport.open_stream(origin)
+                proxy, scheme = None, "http"
+            elif proxy is None:
+                stream = await open_tcp_stream(hostname, port, connect_timeout=timeout)
+            else:
+                stream = await open_tcp_stream(proxy.host, proxy.port, connect_timeout=timeout)
+                if scheme == "https":
+                    try:
+                        await open_tunnel(
+                            stream,
+                            proxy,
+                            hostname,
+                            port,
+                            deadline=None if timeout is None else monotonic() + timeout,
+                        )
+                    except (ReadTimeout, WriteTimeout) as exc:
+                        raise ConnectTimeout(
+                            f"CONNECT to {hostname}:{port} through the proxy timed out"
+                        ) from exc
             if scheme == "https":
                 context = self.ssl_context
                 if context is None:
@@ -532,6 +652,10 @@ class ConnectionPool:
                 waiter.wakeup.set()
                 return
             host.active -= 1
+            if self._slot_waiters:  # another origin waits for a connection to close: this one
+                connection.stream.close()
+                self._slot_freed()
+                return
             now = monotonic()
             connection.idle_since = now
             idle = host.idle
@@ -539,6 +663,7 @@ class ConnectionPool:
             # Expire from the old end (the list is in release order).
             while idle and now - idle[0].idle_since > self.keepalive_expiry:
                 idle.pop(0).stream.close()
+                self._slot_freed()
             return
         connection.stream.close()
         host.active -= 1
@@ -557,6 +682,7 @@ class ConnectionPool:
                 host.active += 1
             waiter.wakeup.set()
             return
+        self._slot_freed()
 
     # -- state ------------------------------------------------------------------------------
 
@@ -568,7 +694,10 @@ class ConnectionPool:
     def waiting_requests(self, origin: Origin | None = None) -> int:
         """Requests waiting for a connection because ``max_connections_per_host`` are busy."""
         hosts = self._hosts.values() if origin is None else [self._hosts.get(origin, _HostPool())]
-        return sum(not waiter.done for host in hosts for waiter in host.waiters)
+        waiting = sum(not waiter.done for host in hosts for waiter in host.waiters)
+        if origin is None:
+            waiting += sum(not waiter.done for waiter in self._slot_waiters)
+        return waiting
 
     def active_connections(self, origin: Origin | None = None) -> int:
         """Connections in use or being opened (to ``origin``, or in all)."""
@@ -593,6 +722,11 @@ class ConnectionPool:
                 if not waiter.done:
                     waiter.done = True
                     waiter.wakeup.set()
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done:
+                waiter.done = True
+                waiter.wakeup.set()
 
         for connection in self._in_use:
             connection.stream.shutdown()

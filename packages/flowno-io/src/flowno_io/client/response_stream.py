@@ -35,6 +35,7 @@ __all__ = [
     "OkStreamingResponse",
     "ResponseBase",
     "body_iterator",
+    "decode_text",
     "streaming_response_is_ok",
 ]
 
@@ -371,18 +372,48 @@ def body_iterator(reader: BodyReader) -> AsyncIterator[Any]:
         return _SSEData(reader)
     if mime in _JSON_LINES_TYPES:
         return _JSONLines(reader)
-    if mime == "application/json" and "chunked" in (headers.get("transfer-encoding") or "").lower():
+    # Decided by the media type alone, never by the framing: a JSON endpoint yields the same
+    # values whether its server sent Content-Length or (as a gzipping proxy does) chunks.
+    if mime == "application/json":
         return _JSONLines(reader, document_fallback=True)
     return _ByteChunks(reader)
 
 
+def decode_text(body: bytes, content_type: str | None) -> str:
+    """``body`` decoded with the ``charset`` of ``content_type`` (UTF-8 when none or unknown);
+    invalid bytes are replaced.
+
+    >>> decode_text("café".encode("latin-1"), "text/plain; charset=ISO-8859-1")
+    'café'
+    >>> decode_text("café".encode(), "text/plain"), decode_text(b"ok", "text/plain; charset=nonsense")
+    ('café', 'ok')
+    """
+    encoding = "utf-8"
+    if content_type and "charset" in content_type.lower():
+        for parameter in content_type.split(";")[1:]:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "charset":
+                encoding = value.strip().strip('"') or encoding
+                break
+    try:
+        return body.decode(encoding, "replace")
+    except LookupError:
+        return body.decode("utf-8", "replace")
+
+
 @dataclass
 class ResponseBase:
-    """What both streaming responses have: the client, the status line and the headers."""
+    """What both streaming responses have: the client, the status line and the headers.
+
+    ``url`` is the URL of the final request and ``history`` the redirect responses followed to
+    reach it (oldest first; bodies not kept), both set by ``HttpClient``.
+    """
 
     client: HttpClient
     status: str  # e.g. "HTTP/1.1 200 OK"
     headers: Headers
+    url: str = field(default="", init=False, compare=False)
+    history: list[Any] = field(default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def status_code(self) -> int:
@@ -473,8 +504,8 @@ class ErrStreamingResponse(ResponseBase):
         return orjson.loads(await self._body_bytes())
 
     async def text(self) -> str:
-        """The body decoded as UTF-8 (invalid bytes replaced)."""
-        return (await self._body_bytes()).decode("utf-8", "replace")
+        """The body decoded with the ``Content-Type`` charset, UTF-8 by default (invalid bytes replaced)."""
+        return decode_text(await self._body_bytes(), self.headers.get("content-type"))
 
     def raise_for_status(self) -> Self:
         """Raise :class:`HTTPException` (an ``HTTPStatusError``) for a 4xx/5xx; else return self."""

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import errno
 import socket as _socket
+from concurrent.futures import ThreadPoolExecutor
 from time import monotonic
+from typing import Any
 
 from flowno import SocketHandle
 
@@ -35,6 +37,7 @@ __all__ = [
     "SocketStream",
     "describe_os_error",
     "open_tcp_stream",
+    "resolve",
     "wait_readable",
     "wait_writable",
 ]
@@ -240,23 +243,89 @@ class SocketStream(StreamDeadline):
         return self._closed
 
 
+#: Threads resolving names at once (``getaddrinfo`` blocks; the loop never does). More lookups
+#: wait for a thread; each still ends at its own connect deadline.
+RESOLVER_THREADS = 8
+_resolver: ThreadPoolExecutor | None = None
+
+_AddrInfo = list[tuple[Any, Any, int, str, Any]]
+
+
+def _numeric(host: str, port: int) -> _AddrInfo | None:
+    """``getaddrinfo`` for an IP literal (never blocks: no lookup), ``None`` for a name."""
+    try:
+        return _socket.getaddrinfo(host, port, type=_socket.SOCK_STREAM, flags=_socket.AI_NUMERICHOST)
+    except OSError:
+        return None
+
+
+async def resolve(host: str, port: int, *, deadline: float | None = None) -> _AddrInfo:
+    """The addresses of ``host:port`` (``getaddrinfo``), looked up without blocking the loop.
+
+    An IP literal is converted in place. A name is resolved on a worker thread, which wakes the
+    loop through a socket pair when it is done; the task waits for it until ``deadline``.
+
+    Raises:
+        ConnectError: the name does not resolve.
+        ConnectTimeout: not resolved by ``deadline``.
+    """
+    infos = _numeric(host, port)
+    if infos is not None:
+        return infos
+    global _resolver
+    if _resolver is None:
+        _resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="flowno-io-resolver")
+    try:
+        reader, writer = _socket.socketpair()
+    except OSError as exc:  # EMFILE/ENFILE
+        raise ConnectError(f"cannot resolve {host!r}: {describe_os_error(exc)}") from exc
+    reader.setblocking(False)
+    outcome: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(_socket.getaddrinfo(host, port, type=_socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the loop thread
+            outcome.append(exc)
+        try:
+            writer.send(b"!")
+        except OSError:
+            pass  # the waiting task gave up (timeout, cancel) and closed its end
+        finally:
+            writer.close()
+
+    stream = SocketStream(reader)
+    try:
+        _resolver.submit(lookup)
+        try:
+            await stream.receive_some(1, deadline=deadline)
+        except ReadTimeout:
+            raise ConnectTimeout(f"resolving {host!r} timed out") from None
+    finally:
+        stream.close()
+    result = outcome[0] if outcome else ConnectError(f"cannot resolve {host!r}: the resolver failed")
+    if isinstance(result, OSError):
+        raise ConnectError(f"cannot resolve {host!r}: {describe_os_error(result)}") from result
+    if isinstance(result, BaseException):
+        raise result
+    resolved: _AddrInfo = result
+    return resolved
+
+
 async def open_tcp_stream(host: str, port: int, *, connect_timeout: float | None = None) -> SocketStream:
     """Connect to ``host:port`` without blocking the loop and return a :class:`SocketStream`.
 
-    Name resolution uses ``getaddrinfo`` (instant for IP literals and ``localhost``; a slow DNS
-    server would block the loop for its duration). Cancelling the task while it connects closes
-    the socket.
+    Names are resolved off the loop (:func:`resolve`, on a worker thread), within
+    ``connect_timeout``, which counts the lookup and the connection together. Cancelling the task
+    while it connects closes the socket.
 
     Raises:
         ConnectError: refused, unreachable, the name does not resolve, or no socket could be
             opened (the message names the file descriptor limit when that was hit).
         ConnectTimeout: no connection within ``connect_timeout`` seconds.
     """
-    try:
-        infos = _socket.getaddrinfo(host, port, type=_socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ConnectError(f"cannot resolve {host!r}: {describe_os_error(exc)}") from exc
     deadline = None if connect_timeout is None else monotonic() + connect_timeout
+    infos = await resolve(host, port, deadline=deadline)
     last_error: Exception | None = None
     for family, type_, proto, _, address in infos:
         try:
