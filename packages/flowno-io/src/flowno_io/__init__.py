@@ -24,7 +24,9 @@ from ._errors import (
     WriteError,
     WriteTimeout,
 )
+from .client.auth import Auth, BasicAuth, DigestAuth
 from .client.client import (
+    ClientResponse,
     ErrStreamingResponse,
     HttpClient,
     HTTPException,
@@ -37,6 +39,9 @@ from .io.socket_stream import SocketStream, open_tcp_stream
 from .protocol.headers import Headers
 from .protocol.models import Response
 from .protocol.sse import ServerSentEvent, SSEDecoder
+from .server.access_log import AccessLogMiddleware
+from .server.compression import GZipMiddleware
+from .server.cors import CORSMiddleware
 from .server.pubsub import Subscription, Topic
 from .server.request import Request
 from .server.server import HttpServer, ResponseWriter
@@ -44,12 +49,19 @@ from .server.streaming import EventSourceResponse, StreamingResponse, StreamInte
 from .server.workers import run
 
 __all__ = [
+    "AccessLogMiddleware",
+    "Auth",
+    "BasicAuth",
+    "CORSMiddleware",
+    "ClientResponse",
     "ClosedResourceError",
     "ConnectError",
     "ConnectTimeout",
+    "DigestAuth",
     "ErrStreamingResponse",
     "EventLoop",
     "EventSourceResponse",
+    "GZipMiddleware",
     "HTTPException",
     "HTTPStatusError",
     "Headers",
