@@ -51,6 +51,7 @@ class Auth(Protocol):
 class BasicAuth:
     """HTTP Basic authentication (RFC 7617): ``user:password`` in base64, UTF-8 encoded.
 
+    >>> from flowno_io import BasicAuth
     >>> BasicAuth("user", "pass").authorize("GET", "http://h/", None)
     'Basic dXNlcjpwYXNz'
     """
@@ -103,6 +104,7 @@ class DigestAuth:
     variants, ``qop=auth`` (or none, RFC 2069). The nonce of the last challenge is reused with an
     increasing nonce count, so later requests to the same server need no extra round trip.
 
+    >>> from flowno_io import DigestAuth
     >>> auth = DigestAuth("Mufasa", "Circle of Life")
     >>> auth.authorize("GET", "http://h/dir/index.html", None) is None  # no challenge yet
     True
