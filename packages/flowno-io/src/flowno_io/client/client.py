@@ -42,6 +42,7 @@ from ..io.flowno_compat import running_loop
 from ..protocol.headers import Headers
 from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
 from ..protocol.models import Response
+from ..protocol.trace_context import current_trace
 from .pool import (
     DEFAULT_KEEPALIVE_EXPIRY,
     DEFAULT_MAX_CONNECTIONS_PER_HOST,
@@ -556,6 +557,12 @@ class HttpClient:
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         body_limit = self.max_body_bytes if isinstance(max_body_bytes, _Unset) else max_body_bytes
         body, content_type = _encode_body(data, json)
+        trace = current_trace.get()  # inside a traced handler: carry the trace on (server/tracing.py)
+        if trace is not None and (headers is None or "traceparent" not in headers):
+            headers = Headers() if headers is None else headers.copy()
+            headers.set("traceparent", trace.child_traceparent())
+            if trace.tracestate:
+                headers.set("tracestate", trace.tracestate)
         query = None
         if params is not None:
             query = params if isinstance(params, str) else urlencode(params, doseq=True)

@@ -233,7 +233,7 @@ class Exchanges:
         if not self._has_routes:
             return _seed_response(request)
         try:
-            handler, params = self.router.match(request.method, request.path)
+            route, params = self.router.match_route(request.method, request.path)
         except NotFound:
             return Response.json({"error": "not found", "status": 404, "path": request.path}, 404)
         except MethodNotAllowed as exc:
@@ -241,6 +241,8 @@ class Exchanges:
             body = {"error": f"method {request.method} not allowed", "status": 405, "allow": exc.allowed}
             return Response.json(body, 405, {"Allow": allow})
         request.path_params = params
+        request.route = route.pattern
+        handler = route.handler
         result = handler(request)
         if inspect.isawaitable(result):
             result = await result

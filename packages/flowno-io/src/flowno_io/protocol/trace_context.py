@@ -1,0 +1,109 @@
+"""W3C Trace Context (``traceparent``/``tracestate``), sans-IO, and the current request's trace.
+
+A ``traceparent`` is ``version-traceid-parentid-flags``: ``00-`` then 32 and 16 lowercase hex
+digits and two of flags (https://www.w3.org/TR/trace-context/#traceparent-header). An invalid one
+(wrong length, upper case, all-zero ids, version ``ff``) is ignored and a new trace is started, as
+the spec asks.
+
+:data:`current_trace` holds the :class:`TraceContext` of the request being handled; the server's
+``TracingMiddleware`` (``server/tracing.py``) sets it around every step of the handler, and
+``HttpClient`` reads it to send ``traceparent`` onward with a new parent id.
+
+Example:
+    >>> incoming = TraceContext.from_headers(
+    ...     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "congo=t61rcWkgMzE")
+    >>> incoming.trace_id, incoming.parent_id, incoming.sampled
+    ('4bf92f3577b34da6a3ce929d0e0e4736', '00f067aa0ba902b7', True)
+    >>> outgoing = incoming.child_traceparent()
+    >>> outgoing[:36] == "00-4bf92f3577b34da6a3ce929d0e0e4736-", outgoing[-3:]
+    (True, '-01')
+    >>> TraceContext.from_headers("00-" + "0" * 32 + "-00f067aa0ba902b7-01").parent_id is None
+    True
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from random import getrandbits
+
+__all__ = ["TraceContext", "current_trace", "new_span_id", "new_trace_id"]
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+#: ``tracestate`` longer than this is dropped rather than forwarded (the spec's 512-character hint).
+MAX_TRACESTATE = 512
+
+
+def new_trace_id() -> str:
+    """32 random lowercase hex digits (never all zero)."""
+    return "%032x" % (getrandbits(128) or 1)
+
+
+def new_span_id() -> str:
+    """16 random lowercase hex digits (never all zero)."""
+    return "%016x" % (getrandbits(64) or 1)
+
+
+class TraceContext:
+    """One request's place in a trace.
+
+    Attributes:
+        trace_id: the trace's id (32 hex digits), kept from the caller or new.
+        span_id: this server's span for the request (16 hex digits, new for every request).
+        parent_id: the caller's span id from its ``traceparent``, ``None`` when this request
+            started the trace.
+        flags: the trace flags (``1``: sampled).
+        tracestate: the caller's ``tracestate``, forwarded unchanged (``None`` when absent).
+    """
+
+    __slots__ = ("flags", "parent_id", "span_id", "trace_id", "tracestate")
+
+    def __init__(
+        self,
+        trace_id: str,
+        span_id: str,
+        parent_id: str | None = None,
+        flags: int = 1,
+        tracestate: str | None = None,
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.flags = flags
+        self.tracestate = tracestate
+
+    @classmethod
+    def from_headers(cls, traceparent: str | None, tracestate: str | None = None) -> TraceContext:
+        """The context of a request carrying these headers; a new trace when ``traceparent`` is bad."""
+        if traceparent is not None:
+            match = _TRACEPARENT.fullmatch(traceparent.strip())
+            if match is not None:
+                version, trace_id, parent_id, flags = match.groups()
+                if version != "ff" and trace_id != _ZERO_TRACE and parent_id != _ZERO_SPAN:
+                    if tracestate is not None and len(tracestate) > MAX_TRACESTATE:
+                        tracestate = None
+                    return cls(trace_id, new_span_id(), parent_id, int(flags, 16), tracestate)
+        return cls(new_trace_id(), new_span_id())
+
+    @property
+    def sampled(self) -> bool:
+        """The ``sampled`` flag."""
+        return bool(self.flags & 1)
+
+    @property
+    def traceparent(self) -> str:
+        """This span as a ``traceparent`` (the value a call made from it would carry)."""
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags:02x}"
+
+    def child_traceparent(self) -> str:
+        """A ``traceparent`` for an outgoing call: same trace, a new span id as its parent id."""
+        return f"00-{self.trace_id}-{new_span_id()}-{self.flags:02x}"
+
+    def __repr__(self) -> str:
+        return f"<TraceContext {self.traceparent} parent={self.parent_id}>"
+
+
+#: The trace of the request whose handler is running (``None`` outside one).
+current_trace: ContextVar[TraceContext | None] = ContextVar("flowno_io_trace", default=None)
