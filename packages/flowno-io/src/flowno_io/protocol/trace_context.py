@@ -49,6 +49,9 @@ def new_span_id() -> str:
 class TraceContext:
     """One request's place in a trace.
 
+    Built from the request's headers without parsing them: the ids are parsed (or made) the first
+    time one is read, so a request whose trace nobody reads costs one object.
+
     Attributes:
         trace_id: the trace's id (32 hex digits), kept from the caller or new.
         span_id: this server's span for the request (16 hex digits, new for every request).
@@ -58,7 +61,7 @@ class TraceContext:
         tracestate: the caller's ``tracestate``, forwarded unchanged (``None`` when absent).
     """
 
-    __slots__ = ("flags", "parent_id", "span_id", "trace_id", "tracestate")
+    __slots__ = ("_flags", "_parent_id", "_raw", "_span_id", "_trace_id", "_tracestate")
 
     def __init__(
         self,
@@ -68,15 +71,24 @@ class TraceContext:
         flags: int = 1,
         tracestate: str | None = None,
     ) -> None:
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = parent_id
-        self.flags = flags
-        self.tracestate = tracestate
+        self._raw: tuple[str | None, str | None] | None = None
+        self._trace_id = trace_id
+        self._span_id = span_id
+        self._parent_id = parent_id
+        self._flags = flags
+        self._tracestate = tracestate
 
     @classmethod
     def from_headers(cls, traceparent: str | None, tracestate: str | None = None) -> TraceContext:
         """The context of a request carrying these headers; a new trace when ``traceparent`` is bad."""
+        context = cls.__new__(cls)
+        context._raw = (traceparent, tracestate)
+        return context
+
+    def _parse(self) -> None:
+        traceparent, tracestate = self._raw  # type: ignore[misc]
+        self._raw = None
+        self._span_id = new_span_id()
         if traceparent is not None:
             match = _TRACEPARENT.fullmatch(traceparent.strip())
             if match is not None:
@@ -84,8 +96,40 @@ class TraceContext:
                 if version != "ff" and trace_id != _ZERO_TRACE and parent_id != _ZERO_SPAN:
                     if tracestate is not None and len(tracestate) > MAX_TRACESTATE:
                         tracestate = None
-                    return cls(trace_id, new_span_id(), parent_id, int(flags, 16), tracestate)
-        return cls(new_trace_id(), new_span_id())
+                    self._trace_id, self._parent_id = trace_id, parent_id
+                    self._flags, self._tracestate = int(flags, 16), tracestate
+                    return
+        self._trace_id, self._parent_id, self._flags, self._tracestate = new_trace_id(), None, 1, None
+
+    @property
+    def trace_id(self) -> str:
+        if self._raw is not None:
+            self._parse()
+        return self._trace_id
+
+    @property
+    def span_id(self) -> str:
+        if self._raw is not None:
+            self._parse()
+        return self._span_id
+
+    @property
+    def parent_id(self) -> str | None:
+        if self._raw is not None:
+            self._parse()
+        return self._parent_id
+
+    @property
+    def flags(self) -> int:
+        if self._raw is not None:
+            self._parse()
+        return self._flags
+
+    @property
+    def tracestate(self) -> str | None:
+        if self._raw is not None:
+            self._parse()
+        return self._tracestate
 
     @property
     def sampled(self) -> bool:

@@ -38,7 +38,7 @@ from ..io.tls_stream import server_context
 from ..server.access_log import AccessLogMiddleware
 from ..server.cors import CORSMiddleware
 from ..server.metrics import enable_metrics, use_multiprocess_dir
-from ..server.tracing import ServerTimingMiddleware, TracingMiddleware
+from ..server.tracing import ObservabilityMiddleware
 
 __all__ = ["ServiceOptions", "add_service_arguments", "options_from", "run_service"]
 
@@ -207,14 +207,15 @@ def announce_stop(server: HttpServer) -> None:
 def _install_middleware(server: HttpServer, service: str, options: ServiceOptions) -> HttpServer:
     """Metrics, tracing, CORS, Server-Timing and HTTPS when asked (outermost first); the access log
     of the errors the server answers before any handler."""
-    if options.metrics:
-        enable_metrics(server)
-    if options.tracing:
-        server.add_middleware(TracingMiddleware())
+    if options.metrics or options.tracing or options.server_timing:  # one middleware for the three
+        metrics = enable_metrics(server, add_middleware=False) if options.metrics else None
+        server.add_middleware(
+            ObservabilityMiddleware(
+                metrics, tracing=options.tracing, server_timing="app" if options.server_timing else None
+            )
+        )
     if options.cors_origins:
         server.add_middleware(CORSMiddleware(options.cors_origins, allow_methods=["GET", "POST"]))
-    if options.server_timing:
-        server.add_middleware(ServerTimingMiddleware())
     if options.access_log:  # the route table logs handled requests; this adds the server's answers
         server.add_error_hook(AccessLogMiddleware(f"{service}.access", service=service).on_error)
     if options.certfile:
