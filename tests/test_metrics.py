@@ -151,3 +151,36 @@ def test_no_metrics_option(tmp_path: Path) -> None:
         assert get(service.url + "/metrics") == 404
     finally:
         service.stop()
+
+
+def test_client_pool_collector(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from flowno_io import HttpClient
+    from flowno_io.client.metrics import ClientPoolCollector
+    from flowno_io.testing import run
+
+    service = start_service("echo_service", tmp_path, "--no-metrics")
+    try:
+        client = HttpClient()
+        registry = CollectorRegistry()
+        registry.register(ClientPoolCollector(client))
+
+        async def three() -> None:
+            for _ in range(3):
+                await client.get(service.url + "/echo/raw")
+
+        run(three())
+        text = generate_latest(registry).decode()
+        found = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        origin = service.url  # http://127.0.0.1:PORT
+        assert value(found, "flowno_http_client_connections", origin=origin, state="idle") == 1
+        assert value(found, "flowno_http_client_connections", origin=origin, state="active") == 0
+        assert value(found, "flowno_http_client_connections_opened_total") == 1
+        client.close()
+    finally:
+        service.stop()

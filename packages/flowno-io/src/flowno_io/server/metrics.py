@@ -19,7 +19,8 @@ scrape of any worker sums every worker's counters and histograms (and live gauge
 and the stream-item count of the other workers are as of their last request or scrape (refreshed
 at most once a second on the request path).
 
-The client's pool can be watched too: :class:`~flowno_io.client.metrics.ClientPoolCollector`.
+The client's pool can be watched too: :class:`~flowno_io.client.metrics.ClientPoolCollector`
+(connections active/idle and waiting requests by origin, read when scraped).
 """
 
 from __future__ import annotations
