@@ -4,7 +4,7 @@
 
 Two servers from ``bench/apps/flowno_io_app.py`` pinned to CPU 0 (one with
 metrics + tracing + Server-Timing in one ``ObservabilityMiddleware``, as the services run; mode
-``separate`` uses the three middleware instead; ``noop`` one middleware doing nothing),
+``separate`` uses the three middleware instead; ``noop`` one middleware doing nothing; ``notiming``/``timingonly`` parts of it),
 ``wrk -t1 -c50`` pinned to CPU 1, rounds alternating off/on. Reports req/s and the server's CPU
 microseconds per request (utime + stime from ``/proc/<pid>/stat`` over wrk's request count).
 """
@@ -37,6 +37,11 @@ if mode == "noop":
 if mode == "on":  # as the services run: one middleware for the three
     metrics = server.enable_metrics(add_middleware=False)
     server.add_middleware(ObservabilityMiddleware(metrics))
+if mode == "notiming":  # metrics and tracing, no Server-Timing header
+    metrics = server.enable_metrics(add_middleware=False)
+    server.add_middleware(ObservabilityMiddleware(metrics, server_timing=None))
+if mode == "timingonly":
+    server.add_middleware(ObservabilityMiddleware(None, tracing=False))
 if mode in ("separate", "metrics"):
     server.enable_metrics()
 if mode in ("separate", "tracing"):
