@@ -4,7 +4,8 @@
 
 Two servers from ``bench/apps/flowno_io_app.py`` pinned to CPU 0 (one with
 metrics + tracing + Server-Timing in one ``ObservabilityMiddleware``, as the services run; mode
-``separate`` uses the three middleware instead; ``noop`` one middleware doing nothing; ``notiming``/``timingonly`` parts of it),
+``separate`` uses the three middleware instead; ``noop`` one middleware doing nothing;
+``notiming``/``timingonly`` parts of it),
 ``wrk -t1 -c50`` pinned to CPU 1, rounds alternating off/on. Reports req/s and the server's CPU
 microseconds per request (utime + stime from ``/proc/<pid>/stat`` over wrk's request count).
 """
