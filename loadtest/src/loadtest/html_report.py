@@ -325,6 +325,9 @@ def _sweep_charts(result: RunResult) -> list[str]:
     latency = _series(groups, "p50_ms", "p50") + _series(groups, "p99_ms", "p99")
     if mode == "open":
         latency += _series(groups, "service_p99_ms", "service p99", dashed=True)
+    if all("server_p99_ms" in summary for points in groups.values() for _, summary in points):
+        latency += _series(groups, "server_p99_ms", "server p99", dashed=True)
+        latency += _series(groups, "outside_p99_ms", "outside server p99", dashed=True)
     return [
         line_chart(f"Throughput vs {x_label}", throughput, x_label, "requests/s", log_x=log_x),
         line_chart(f"Latency vs {x_label}", latency, x_label, "milliseconds", log_x=log_x),
@@ -439,6 +442,9 @@ def _phase_spectrum(phase: PhaseResult) -> str:
             lines.append(("corrected (CO)", phase.corrected_latency(), True))
         elif phase.mode == "open":
             lines.append(("service time", stats.service_time, True))
+        if stats.server_time.count:  # the split: the server's own time, and the rest
+            lines.append(("server time (Server-Timing)", stats.server_time, True))
+            lines.append(("outside the server (network + queueing)", stats.outside_server, True))
         return percentile_spectrum(title, lines)
     return percentile_spectrum(
         f"Stream timings by percentile, phase {phase.index} ({phase.label})",

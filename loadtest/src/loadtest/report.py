@@ -45,6 +45,9 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("p99.9_ms", "p99.9 ms"),
         ("max_ms", "max ms"),
         ("co_p99_ms", "co p99 ms"),
+        ("server_p50_ms", "server p50"),
+        ("server_p99_ms", "server p99"),
+        ("outside_p99_ms", "outside p99"),
     ),
     "open": (
         ("rate", "rate/s"),
@@ -58,6 +61,8 @@ SUMMARY_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("p99_ms", "p99 ms"),
         ("max_ms", "max ms"),
         ("service_p99_ms", "service p99"),
+        ("server_p99_ms", "server p99"),
+        ("outside_p99_ms", "outside p99"),
         ("lag_max_ms", "lag max ms"),
     ),
     "sse": (

@@ -203,6 +203,11 @@ class PhaseResult:
             )
             row.update({f"{key}_ms": value for key, value in latency.items()})
             row["error_rate"] = round(stats.failed / stats.completed, 6) if stats.completed else 0.0
+            if stats.server_time.count:  # the server's own time (Server-Timing) and the rest
+                server = latency_summary(stats.server_time)
+                outside = latency_summary(stats.outside_server)
+                row.update({f"server_{key}_ms": server[key] for key in ("p50", "p90", "p99")})
+                row.update({f"outside_{key}_ms": outside[key] for key in ("p50", "p90", "p99")})
             if self.mode == "closed":
                 corrected = latency_summary(self.corrected_latency())
                 row.update({f"co_{key}_ms": corrected[key] for key in ("p50", "p90", "p99", "p99.9", "max")})
@@ -286,11 +291,22 @@ class PhaseResult:
                     "what requests sent on schedule during a stall would have waited."
                 )
             data["service_time_ms"] = latency_summary(stats.service_time)
+            if stats.server_time.count:
+                data["server_time_ms"] = latency_summary(stats.server_time)
+                data["outside_server_ms"] = latency_summary(stats.outside_server)
+                data["server_time_note"] = (
+                    f"server_time_ms: the server's Server-Timing app;dur of {stats.server_time.count} "
+                    "responses; outside_server_ms: for each, the client-measured time from its send "
+                    "minus the server's: network, queueing on both sides, framing"
+                )
             data["endpoints"] = {name: ep.summary(self.elapsed or 1e-9) for name, ep in stats.by_name.items()}
             data["histograms_us"] = {
                 "latency": stats.latency.to_dict(),
                 "service_time": stats.service_time.to_dict(),
             }
+            if stats.server_time.count:
+                data["histograms_us"]["server_time"] = stats.server_time.to_dict()
+                data["histograms_us"]["outside_server"] = stats.outside_server.to_dict()
             if self.mode == "open":
                 data["schedule"] = {
                     "planned": self.planned,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
+from random import getrandbits
 from time import perf_counter, thread_time
 from typing import Any
 
@@ -253,10 +254,12 @@ class LoadRunner:
         """Send one request and record it (latency from ``due``, service time from ``sent``)."""
         stats = phase.result.stats
         assert isinstance(stats, RequestStats)
+        headers = phase.headers[spec.name]
+        # Each request its own W3C trace, so the server's logs and traces can be matched to it.
+        traceparent = f"00-{getrandbits(128) | 1:032x}-{getrandbits(64) | 1:016x}-01"
+        headers = {**headers, "traceparent": traceparent} if headers else {"traceparent": traceparent}
         try:
-            response = await phase.client.request(
-                spec.method, spec.url, spec.body, headers=phase.headers[spec.name]
-            )
+            response = await phase.client.request(spec.method, spec.url, spec.body, headers=headers)
         except Exception as exc:  # every failure is a result, never the end of a user
             end = perf_counter()
             stats.record_error(
@@ -273,6 +276,7 @@ class LoadRunner:
             ok=spec.is_expected(status),
             size=len(response.body),
             service=end - sent,
+            server=server_time_of(response.headers.get("server-timing")),
         )
 
     async def _think(self, phase: _Phase) -> None:
@@ -418,6 +422,30 @@ class LoadRunner:
             phase = self._current
             if phase is not None and self._running and phase.start != math.inf:
                 report(progress_text(phase.result, perf_counter() - phase.start, len(self.scenario.phases())))
+
+
+def server_time_of(header: str | None) -> float | None:
+    """Seconds in a ``Server-Timing`` header's ``app`` metric (``app;dur=<ms>``), else ``None``.
+
+    >>> server_time_of("db;dur=2, app;dur=1.5")
+    0.0015
+    >>> server_time_of("app") is None, server_time_of(None) is None, server_time_of("app;dur=x") is None
+    (True, True, True)
+    """
+    if not header:
+        return None
+    for metric in header.split(","):
+        name, _, params = metric.strip().partition(";")
+        if name.strip() != "app":
+            continue
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "dur":
+                try:
+                    return float(value.strip().strip('"')) / 1000
+                except ValueError:
+                    return None
+    return None
 
 
 def _timeline_interval(duration: float | None) -> float:

@@ -258,7 +258,10 @@ class _PhaseStats:
 
     def _load_state(self, state: Mapping[str, Any]) -> None:
         for name in self._HISTOGRAMS:
-            setattr(self, name, LogLinearHistogram.from_dict(state["histograms"][name]))
+            saved = state["histograms"].get(name)  # a state from before a histogram existed lacks it
+            setattr(
+                self, name, LogLinearHistogram() if saved is None else LogLinearHistogram.from_dict(saved)
+            )
         for name in self._COUNTERS:
             setattr(self, name, int(state["counters"][name]))
         self.statuses = Counter({int(code): int(n) for code, n in state["statuses"].items()})
@@ -312,17 +315,23 @@ class RequestStats(_PhaseStats):
         service_time: microseconds from the actual send to the end of the response (differs from
             ``latency`` only in open-loop mode, where requests can start late).
         send_lag: microseconds each open-loop request started after its intended time.
+        server_time: microseconds the server says it spent (its ``Server-Timing: app;dur=``), for
+            the responses that carried one.
+        outside_server: for those responses, ``service_time`` minus ``server_time``: the network,
+            the queues (the server's accept and read, the generator's own loop) and the framing.
         errors: failures by kind: an exception type (``ReadTimeout``) or ``HTTP 503``.
         statuses: responses by status code.
     """
 
-    _HISTOGRAMS = ("latency", "service_time", "send_lag")
+    _HISTOGRAMS = ("latency", "service_time", "send_lag", "server_time", "outside_server")
     _COUNTERS = ("ok", "failed", "bytes_received")
 
     def __init__(self, timeline_interval: float = 1.0) -> None:
         self.latency = LogLinearHistogram()
         self.service_time = LogLinearHistogram()
         self.send_lag = LogLinearHistogram()
+        self.server_time = LogLinearHistogram()
+        self.outside_server = LogLinearHistogram()
         self.ok = 0
         self.failed = 0
         self.bytes_received = 0
@@ -406,6 +415,7 @@ class RequestStats(_PhaseStats):
         ok: bool,
         size: int = 0,
         service: float | None = None,
+        server: float | None = None,
     ) -> None:
         """Count a response.
 
@@ -417,7 +427,13 @@ class RequestStats(_PhaseStats):
             ok: the status was an expected one (else counted as ``HTTP <status>``).
             size: body bytes received.
             service: seconds from the actual send (``None``: same as ``latency``).
+            server: seconds the server reported in ``Server-Timing`` (``None``: it did not).
         """
+        if server is not None:
+            server_us = max(0, round(server * 1e6))
+            self.server_time.record(server_us)
+            outside = latency if service is None else service
+            self.outside_server.record(max(0, round(outside * 1e6) - server_us))
         self.statuses[status] += 1
         self.bytes_received += size
         if not ok:

@@ -43,6 +43,7 @@ from ..io.flowno_compat import running_loop
 from ..protocol.headers import Headers
 from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
 from ..protocol.models import Response
+from ..protocol.trace_context import current_trace
 from .auth import Auth, DigestAuth, coerce_auth
 from .cookies import ClientCookies, CookieJar
 from .multipart import Files, SizedBody, encode_multipart
@@ -695,6 +696,12 @@ class HttpClient:
         body_limit = self.max_body_bytes if isinstance(max_body_bytes, _Unset) else max_body_bytes
         auth = self.auth if isinstance(auth_option, _Unset) else coerce_auth(auth_option)
         body, content_type = _encode_body(data, json, files)
+        trace = current_trace.get()  # inside a traced handler: carry the trace on (server/tracing.py)
+        if trace is not None and (headers is None or "traceparent" not in headers):
+            headers = Headers() if headers is None else headers.copy()
+            headers.set("traceparent", trace.child_traceparent())
+            if trace.tracestate:
+                headers.set("tracestate", trace.tracestate)
         query = None
         if params is not None:
             query = _encode_params(params)

@@ -13,7 +13,8 @@
 
 Fields: ``ts`` (UTC, ms), ``method``, ``path``, ``status``, ``bytes`` (body bytes), ``duration_ms``
 (from the chain's start; ``null`` for an error answered before any handler), ``client``
-(``host:port``), and ``query``, ``error``, ``service`` when there are some. Put it first in the
+(``host:port``), and ``query``, ``error``, ``service``, ``trace_id`` (the W3C trace id, when
+``TracingMiddleware`` runs outside this one) when there are some. Put it first in the
 middleware list: it then logs what the other middleware made of the response (a CORS preflight,
 a compressed size).
 
@@ -83,7 +84,15 @@ class AccessLogMiddleware:
         except (NetworkError, TimeoutError) as exc:  # the client left or stalled: nothing answered
             status = CLIENT_TIMEOUT_STATUS if isinstance(exc, TimeoutError) else CLIENT_CLOSED_STATUS
             self.log(
-                request.method, request.path, status, 0, start, request.client, request.query_string, exc
+                request.method,
+                request.path,
+                status,
+                0,
+                start,
+                request.client,
+                request.query_string,
+                exc,
+                trace_id=_trace_id(request),
             )
             raise
         if isinstance(response, Response):
@@ -96,6 +105,7 @@ class AccessLogMiddleware:
                 start,
                 request.client,
                 request.query_string,
+                trace_id=_trace_id(request),
             )
             return response
         return _LoggedStream(self, request, response, start)
@@ -105,8 +115,17 @@ class AccessLogMiddleware:
         request = answer.request
         start = request.state.get(_STARTED) if request is not None else None
         query = request.query_string if request is not None else ""
+        trace_id = _trace_id(request) if request is not None else None
         self.log(
-            answer.method, answer.path, answer.status, answer.size, start, answer.client, query, answer.reason
+            answer.method,
+            answer.path,
+            answer.status,
+            answer.size,
+            start,
+            answer.client,
+            query,
+            answer.reason,
+            trace_id=trace_id,
         )
 
     def log(
@@ -119,6 +138,8 @@ class AccessLogMiddleware:
         client: tuple[str, int],
         query: str = "",
         error: BaseException | str | None = None,
+        *,
+        trace_id: str | None = None,
     ) -> None:
         """Write one line (when the logger is enabled for ``INFO``)."""
         logger = self.logger
@@ -139,7 +160,14 @@ class AccessLogMiddleware:
             record["error"] = error if isinstance(error, str) else type(error).__name__
         if self.service is not None:
             record["service"] = self.service
+        if trace_id is not None:
+            record["trace_id"] = trace_id
         logger.info(orjson.dumps(record).decode())
+
+
+def _trace_id(request: Request) -> str | None:
+    trace = request.trace
+    return None if trace is None else trace.trace_id
 
 
 class CountingWriter:
@@ -225,4 +253,5 @@ class _LoggedStream:
             request.client,
             request.query_string,
             error,
+            trace_id=_trace_id(request),
         )

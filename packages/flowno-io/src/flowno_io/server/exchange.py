@@ -236,7 +236,7 @@ class Exchanges:
         if not self._has_routes:
             return _seed_response(request)
         try:
-            handler, params = self.router.match(request.method, request.path)
+            route, params = self.router.match_route(request.method, request.path)
         except NotFound:
             return Response.json({"error": "not found", "status": 404, "path": request.path}, 404)
         except MethodNotAllowed as exc:
@@ -244,6 +244,8 @@ class Exchanges:
             body = {"error": f"method {request.method} not allowed", "status": 405, "allow": exc.allowed}
             return Response.json(body, 405, {"Allow": allow})
         request.path_params = params
+        request.route = route.pattern
+        handler = route.handler
         result = handler(request)
         if type(result) is _COROUTINE or (type(result) is not Response and inspect.isawaitable(result)):
             result = await result  # an ``async def`` handler (the first test is the fast one)

@@ -13,6 +13,7 @@ from ..protocol.headers import Headers
 from ..protocol.http11_server import END_OF_MESSAGE, RequestHead
 
 if TYPE_CHECKING:
+    from ..protocol.trace_context import TraceContext
     from .connection import Connection
 
 __all__ = ["Request"]
@@ -32,6 +33,9 @@ class Request:
         headers: the request :class:`Headers`.
         http_version: ``"1.1"`` or ``"1.0"``.
         client: the peer's ``(host, port)``.
+        route: the pattern of the route that matched (``"/users/{id:int}"``), ``None`` before
+            routing or when none did.
+        trace: the W3C trace context when ``TracingMiddleware`` runs (else ``None``).
     """
 
     __slots__ = (
@@ -50,7 +54,9 @@ class Request:
         "path_params",
         "query_string",
         "raw_path",
+        "route",
         "state",
+        "trace",
     )
 
     def __init__(self, head: RequestHead, connection: Connection) -> None:
@@ -64,6 +70,10 @@ class Request:
         self.path_params: dict[str, Any] = {}
         #: Free-form per-request storage for handlers and middleware.
         self.state: dict[str, Any] = {}
+        #: The matched route's pattern (``/users/{id:int}``), set by routing; ``None`` when none matched.
+        self.route: str | None = None
+        #: The W3C trace context, set by ``TracingMiddleware`` (``server/tracing.py``).
+        self.trace: TraceContext | None = None
         self._connection = connection
         self._body: bytes | None = None
         self._query: dict[str, list[str]] | None = None

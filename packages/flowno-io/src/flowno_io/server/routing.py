@@ -209,19 +209,24 @@ class Router(Generic[H]):
             NotFound: no route matches the path.
             MethodNotAllowed: routes match the path, none of them the method.
         """
+        route, params = self.match_route(method, path)
+        return route.handler, params
+
+    def match_route(self, method: str, path: str) -> tuple[Route[H], dict[str, Any]]:
+        """The :class:`Route` (its ``pattern``, its ``handler``) and path parameters; as :meth:`match`."""
         allowed: set[str] = set()
         static = self._static.get(path)
         if static is not None:
             for route in static:
                 if route.allows(method):
-                    return route.handler, {}
+                    return route, {}
                 allowed |= route.methods or set()
         for route in self._dynamic:
             params = route.match_path(path)
             if params is None:
                 continue
             if route.allows(method):
-                return route.handler, params
+                return route, params
             allowed |= route.methods or set()
         if allowed:
             raise MethodNotAllowed(method, sorted(allowed))

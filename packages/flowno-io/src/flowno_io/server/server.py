@@ -259,6 +259,12 @@ class HttpServer(Exchanges):
         self._extra_error_hooks.append(hook)
         self._error_hooks = error_hooks_of(self._middleware) + self._extra_error_hooks
 
+    def enable_metrics(self, path: str = "/metrics", **options: Any) -> Any:
+        """Prometheus metrics and ``GET path`` (needs ``flowno-io[metrics]``); see ``server/metrics.py``."""
+        from .metrics import enable_metrics
+
+        return enable_metrics(self, path, **options)
+
     @property
     def middleware(self) -> tuple[Middleware, ...]:
         """The middleware, outermost first."""

@@ -104,6 +104,7 @@ class _ActiveStream:
         "heartbeat",
         "in_producer",
         "interval",
+        "items_sent",
         "last_write",
         "monitor",
         "pending",
@@ -148,6 +149,8 @@ class _ActiveStream:
         #: The monitor's live heap entry for this stream (its due time and sequence number).
         self.due: float | None = None
         self.heap_seq = -1
+        #: Pieces (SSE events) of the body sent so far (for metrics).
+        self.items_sent = 0
 
     def stop(self, reason: str) -> None:
         """Mark the response stopped; interrupt the producer if the worker is parked in it."""
@@ -213,6 +216,7 @@ class _ActiveStream:
             now = monotonic()
             self.send_nowait(encode_chunk(data) if self.writer.chunked else data, now)
             self.last_write = now
+            self.items_sent += 1
         return True
 
     async def flush(self) -> None:
@@ -239,6 +243,8 @@ class _StreamMonitor:
         self._heap: list[tuple[float, int, _ActiveStream]] = []
         self._seq = itertools.count()
         self._running = False
+        #: Pieces sent by the streams no longer watched (with theirs: ``items_sent()``).
+        self.items_sent_ended = 0
         server._close_callbacks.add(self._on_server_close)
 
     # -- registration (called by the worker) ---------------------------------------------------
@@ -263,11 +269,16 @@ class _StreamMonitor:
         if self.streams.get(stream.fd) is not stream:
             return
         del self.streams[stream.fd]
+        self.items_sent_ended += stream.items_sent
         stream.heap_seq = -1  # its heap entry is now stale
         if self._poller is not None:
             self._poller.unregister(stream.fd)
         if not self.streams and self.server.closing:
             self._poke()  # let the monitor exit
+
+    def items_sent(self) -> int:
+        """Pieces (SSE events) sent by every stream so far, those still running included."""
+        return self.items_sent_ended + sum(stream.items_sent for stream in self.streams.values())
 
     def flush_later(self, stream: _ActiveStream) -> None:
         """Flush ``stream.pending`` once the socket is writable; drop the client after the write timeout."""
@@ -593,6 +604,7 @@ class StreamingResponse:
         except (NetworkError, TimeoutError):
             stream.gone = True
             raise
+        stream.items_sent += len(batch)
 
 
 class EventSourceResponse(StreamingResponse):

@@ -178,6 +178,8 @@ class RouteTable:
             record["query"] = request.query_string
         if error is not None:
             record["error"] = error
+        if request.trace is not None:
+            record["trace_id"] = request.trace.trace_id
         self.access_logger.info(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
 
 

@@ -13,6 +13,11 @@
   the errors the server answers before any handler (400/413/431/505).
 * ``--cors-origin ORIGIN`` (repeatable, ``*`` for any): CORS for browser pages on those origins.
 * ``--certfile CERT --keyfile KEY``: serve HTTPS (the listening line then says ``https://``).
+* Observability, each on by default: ``--metrics`` (Prometheus ``GET /metrics``; with
+  ``--workers N`` over 1 in prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``
+  or a new temporary directory), ``--tracing`` (W3C ``traceparent`` read or started, carried by
+  the handlers' ``HttpClient`` calls, ``trace_id`` in access-log lines), ``--server-timing``
+  (``Server-Timing: app;dur=<ms>`` on every response). ``--no-metrics`` etc. turn one off.
 
 This module is the same in ``echo_service`` and ``stream_service``.
 """
@@ -32,6 +37,8 @@ from .. import HttpServer, run
 from ..io.tls_stream import server_context
 from ..server.access_log import AccessLogMiddleware
 from ..server.cors import CORSMiddleware
+from ..server.metrics import enable_metrics, use_multiprocess_dir
+from ..server.tracing import ObservabilityMiddleware
 
 __all__ = ["ServiceOptions", "add_service_arguments", "options_from", "run_service"]
 
@@ -53,6 +60,11 @@ class ServiceOptions:
     #: PEM certificate (chain) and key files: serve HTTPS (``--certfile``/``--keyfile``).
     certfile: str | None = None
     keyfile: str | None = None
+    #: Prometheus ``GET /metrics`` (``--metrics``), W3C trace context (``--tracing``),
+    #: ``Server-Timing`` (``--server-timing``).
+    metrics: bool = True
+    tracing: bool = True
+    server_timing: bool = True
 
 
 def _env_int(name: str, default: int) -> int:
@@ -107,6 +119,14 @@ def add_service_arguments(parser: argparse.ArgumentParser, env_prefix: str, defa
         metavar="ORIGIN",
         help="let pages on ORIGIN (scheme://host[:port], or '*') call the service; repeatable",
     )
+    for name, what in (
+        ("metrics", "Prometheus metrics at GET /metrics"),
+        ("tracing", "W3C traceparent read (or started) and carried by the handlers' client calls"),
+        ("server-timing", "a Server-Timing: app;dur=<ms> header on every response"),
+    ):
+        parser.add_argument(
+            f"--{name}", action=argparse.BooleanOptionalAction, default=True, help=f"{what} (default on)"
+        )
     parser.add_argument("--certfile", help="PEM certificate (chain): serve HTTPS")
     parser.add_argument("--keyfile", help="PEM private key of --certfile (default: in --certfile)")
 
@@ -143,6 +163,9 @@ def options_from(args: argparse.Namespace, extra: dict[str, Any]) -> ServiceOpti
         cors_origins=list(getattr(args, "cors_origin", None) or []),
         certfile=certfile,
         keyfile=keyfile,
+        metrics=getattr(args, "metrics", True),
+        tracing=getattr(args, "tracing", True),
+        server_timing=getattr(args, "server_timing", True),
     )
 
 
@@ -182,7 +205,15 @@ def announce_stop(server: HttpServer) -> None:
 
 
 def _install_middleware(server: HttpServer, service: str, options: ServiceOptions) -> HttpServer:
-    """CORS and HTTPS when asked; the access log of the errors the server answers before any handler."""
+    """Metrics, tracing, CORS, Server-Timing and HTTPS when asked (outermost first); the access log
+    of the errors the server answers before any handler."""
+    if options.metrics or options.tracing or options.server_timing:  # one middleware for the three
+        metrics = enable_metrics(server, add_middleware=False) if options.metrics else None
+        server.add_middleware(
+            ObservabilityMiddleware(
+                metrics, tracing=options.tracing, server_timing="app" if options.server_timing else None
+            )
+        )
     if options.cors_origins:
         server.add_middleware(CORSMiddleware(options.cors_origins, allow_methods=["GET", "POST"]))
     if options.access_log:  # the route table logs handled requests; this adds the server's answers
@@ -208,6 +239,8 @@ def run_service(
     """
     configure_logging(service, options.log_level)
     raise_fd_limit()
+    if options.metrics and options.workers > 1:
+        use_multiprocess_dir()  # before the fork and before prometheus_client is imported
 
     def announce(port: int) -> None:
         scheme = "https" if options.certfile else "http"

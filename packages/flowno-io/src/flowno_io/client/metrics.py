@@ -1,0 +1,74 @@
+"""Prometheus view of an :class:`~flowno_io.HttpClient`'s connection pool (extra ``flowno-io[metrics]``).
+
+:class:`ClientPoolCollector` reads the pool's state when scraped, so the client pays nothing per
+request: ``flowno_http_client_connections{origin,state}`` (``active``: in use or being opened;
+``idle``: kept alive), ``flowno_http_client_waiting_requests{origin}`` (waiting for a
+connection at ``max_connections_per_host``) and ``flowno_http_client_connections_opened_total``.
+Requests and errors by host are not counted (that would cost the client on every request).
+
+Example:
+    >>> from prometheus_client import CollectorRegistry, generate_latest
+    >>> from flowno_io import HttpClient
+    >>> registry = CollectorRegistry()
+    >>> _ = registry.register(ClientPoolCollector(HttpClient()))
+    >>> b"flowno_http_client_connections_opened_total 0.0" in generate_latest(registry)
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, cast
+
+from .client import HttpClient
+from .pool import Origin
+
+__all__ = ["ClientPoolCollector"]
+
+
+class ClientPoolCollector:
+    """Register on a ``prometheus_client`` registry: ``registry.register(ClientPoolCollector(client))``.
+
+    Args:
+        client: the client whose pool is read.
+        prefix: prepended to every metric name.
+    """
+
+    def __init__(self, client: HttpClient, prefix: str = "flowno_") -> None:
+        self.client = client
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        pool = self.client.pool
+        connections = GaugeMetricFamily(
+            f"{self.prefix}http_client_connections",
+            "Pool connections by origin: active (in use or opening) and idle (kept alive).",
+            labels=["origin", "state"],
+        )
+        waiting = GaugeMetricFamily(
+            f"{self.prefix}http_client_waiting_requests",
+            "Requests waiting for a connection (max_connections_per_host reached).",
+            labels=["origin"],
+        )
+        for key in list(pool._hosts):
+            origin = cast(Origin, key)  # a proxied pool's key is (origin or "proxy", proxy URL)
+            if len(origin) == 3:
+                scheme, host, port = origin
+                name = f"{scheme}://{host}:{port}"
+            else:
+                name = f"{origin[0]} via {origin[1]}"
+            connections.add_metric([name, "active"], pool.active_connections(origin))
+            connections.add_metric([name, "idle"], pool.idle_connections(origin))
+            waiting.add_metric([name], pool.waiting_requests(origin))
+        yield connections
+        yield waiting
+        yield CounterMetricFamily(
+            f"{self.prefix}http_client_connections_opened",
+            "Connections the pool opened.",
+            pool.connections_opened,
+        )
+
+    def describe(self) -> list[Any]:
+        return []

@@ -1,0 +1,153 @@
+"""W3C Trace Context (``traceparent``/``tracestate``), sans-IO, and the current request's trace.
+
+A ``traceparent`` is ``version-traceid-parentid-flags``: ``00-`` then 32 and 16 lowercase hex
+digits and two of flags (https://www.w3.org/TR/trace-context/#traceparent-header). An invalid one
+(wrong length, upper case, all-zero ids, version ``ff``) is ignored and a new trace is started, as
+the spec asks.
+
+:data:`current_trace` holds the :class:`TraceContext` of the request being handled; the server's
+``TracingMiddleware`` (``server/tracing.py``) sets it around every step of the handler, and
+``HttpClient`` reads it to send ``traceparent`` onward with a new parent id.
+
+Example:
+    >>> incoming = TraceContext.from_headers(
+    ...     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "congo=t61rcWkgMzE")
+    >>> incoming.trace_id, incoming.parent_id, incoming.sampled
+    ('4bf92f3577b34da6a3ce929d0e0e4736', '00f067aa0ba902b7', True)
+    >>> outgoing = incoming.child_traceparent()
+    >>> outgoing[:36] == "00-4bf92f3577b34da6a3ce929d0e0e4736-", outgoing[-3:]
+    (True, '-01')
+    >>> TraceContext.from_headers("00-" + "0" * 32 + "-00f067aa0ba902b7-01").parent_id is None
+    True
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from random import getrandbits
+
+__all__ = ["TraceContext", "current_trace", "new_span_id", "new_trace_id"]
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+#: ``tracestate`` longer than this is dropped rather than forwarded (the spec's 512-character hint).
+MAX_TRACESTATE = 512
+
+
+def new_trace_id() -> str:
+    """32 random lowercase hex digits (never all zero)."""
+    return "%032x" % (getrandbits(128) or 1)
+
+
+def new_span_id() -> str:
+    """16 random lowercase hex digits (never all zero)."""
+    return "%016x" % (getrandbits(64) or 1)
+
+
+class TraceContext:
+    """One request's place in a trace.
+
+    Built from the request's headers without parsing them: the ids are parsed (or made) the first
+    time one is read, so a request whose trace nobody reads costs one object.
+
+    Attributes:
+        trace_id: the trace's id (32 hex digits), kept from the caller or new.
+        span_id: this server's span for the request (16 hex digits, new for every request).
+        parent_id: the caller's span id from its ``traceparent``, ``None`` when this request
+            started the trace.
+        flags: the trace flags (``1``: sampled).
+        tracestate: the caller's ``tracestate``, forwarded unchanged (``None`` when absent).
+    """
+
+    __slots__ = ("_flags", "_parent_id", "_raw", "_span_id", "_trace_id", "_tracestate")
+
+    def __init__(
+        self,
+        trace_id: str,
+        span_id: str,
+        parent_id: str | None = None,
+        flags: int = 1,
+        tracestate: str | None = None,
+    ) -> None:
+        self._raw: tuple[str | None, str | None] | None = None
+        self._trace_id = trace_id
+        self._span_id = span_id
+        self._parent_id = parent_id
+        self._flags = flags
+        self._tracestate = tracestate
+
+    @classmethod
+    def from_headers(cls, traceparent: str | None, tracestate: str | None = None) -> TraceContext:
+        """The context of a request carrying these headers; a new trace when ``traceparent`` is bad."""
+        context = cls.__new__(cls)
+        context._raw = (traceparent, tracestate)
+        return context
+
+    def _parse(self) -> None:
+        traceparent, tracestate = self._raw  # type: ignore[misc]
+        self._raw = None
+        self._span_id = new_span_id()
+        if traceparent is not None:
+            match = _TRACEPARENT.fullmatch(traceparent.strip())
+            if match is not None:
+                version, trace_id, parent_id, flags = match.groups()
+                if version != "ff" and trace_id != _ZERO_TRACE and parent_id != _ZERO_SPAN:
+                    if tracestate is not None and len(tracestate) > MAX_TRACESTATE:
+                        tracestate = None
+                    self._trace_id, self._parent_id = trace_id, parent_id
+                    self._flags, self._tracestate = int(flags, 16), tracestate
+                    return
+        self._trace_id, self._parent_id, self._flags, self._tracestate = new_trace_id(), None, 1, None
+
+    @property
+    def trace_id(self) -> str:
+        if self._raw is not None:
+            self._parse()
+        return self._trace_id
+
+    @property
+    def span_id(self) -> str:
+        if self._raw is not None:
+            self._parse()
+        return self._span_id
+
+    @property
+    def parent_id(self) -> str | None:
+        if self._raw is not None:
+            self._parse()
+        return self._parent_id
+
+    @property
+    def flags(self) -> int:
+        if self._raw is not None:
+            self._parse()
+        return self._flags
+
+    @property
+    def tracestate(self) -> str | None:
+        if self._raw is not None:
+            self._parse()
+        return self._tracestate
+
+    @property
+    def sampled(self) -> bool:
+        """The ``sampled`` flag."""
+        return bool(self.flags & 1)
+
+    @property
+    def traceparent(self) -> str:
+        """This span as a ``traceparent`` (the value a call made from it would carry)."""
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags:02x}"
+
+    def child_traceparent(self) -> str:
+        """A ``traceparent`` for an outgoing call: same trace, a new span id as its parent id."""
+        return f"00-{self.trace_id}-{new_span_id()}-{self.flags:02x}"
+
+    def __repr__(self) -> str:
+        return f"<TraceContext {self.traceparent} parent={self.parent_id}>"
+
+
+#: The trace of the request whose handler is running (``None`` outside one).
+current_trace: ContextVar[TraceContext | None] = ContextVar("flowno_io_trace", default=None)

@@ -1,0 +1,186 @@
+"""Prometheus metrics (server/metrics.py): /metrics parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from rawhttp import read_until_closed
+from service_process import start_service
+
+from flowno_io import EventSourceResponse, HttpServer
+from flowno_io.server.metrics import enable_metrics
+from flowno_io.testing import ServerThread
+
+
+def samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of ``url/metrics``: ``(name, labels) -> value``."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
+        assert answer.headers["Content-Type"].startswith("text/plain; version=")
+        text = answer.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            answer.read()
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture
+def metered() -> Iterator[str]:
+    server = HttpServer("127.0.0.1", 0)
+
+    @server.route("/items/{id:int}", methods=["GET"])
+    def item(request):  # type: ignore[no-untyped-def]
+        return {"id": request.path_params["id"]}
+
+    @server.route("/boom")
+    def boom(request):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    @server.route("/events")
+    def events(request):  # type: ignore[no-untyped-def]
+        return EventSourceResponse(["a", "b", "c"])
+
+    enable_metrics(server)
+    with ServerThread(server) as url:
+        yield url
+
+
+def test_requests_counted_by_route_pattern_method_and_status(metered: str) -> None:
+    for n in range(3):
+        assert get(f"{metered}/items/{n}") == 200
+    assert get(f"{metered}/nowhere") == 404
+    assert get(f"{metered}/boom") == 500
+    with socket.create_connection(("127.0.0.1", int(metered.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 400")
+    found = samples(metered)
+    name = "flowno_http_server_requests_total"
+    # The pattern, not the three raw paths: one series.
+    assert value(found, name, route="/items/{id:int}", method="GET", status="200") == 3
+    assert not any(dict(labels).get("route", "").startswith("/items/0") for _, labels in found)
+    assert value(found, name, route="unmatched", method="GET", status="404") == 1
+    assert value(found, name, route="/boom", method="GET", status="500") == 1
+    # The head failed to parse: no method known.
+    assert value(found, name, route="unmatched", method="-", status="400") == 1
+    hist = "flowno_http_server_request_duration_seconds"
+    assert value(found, hist + "_count", route="/items/{id:int}", method="GET") == 3
+    assert value(found, hist + "_bucket", route="/items/{id:int}", method="GET", le="+Inf") == 3
+    assert 0 < value(found, hist + "_sum", route="/items/{id:int}", method="GET") < 30
+    assert value(found, "flowno_http_server_open_connections") >= 1  # the scrape's own
+
+
+def test_stream_items_and_streams(metered: str) -> None:
+    with urllib.request.urlopen(metered + "/events", timeout=10) as answer:
+        assert answer.read() == b"data: a\n\ndata: b\n\ndata: c\n\n"
+    found = samples(metered)
+    assert value(found, "flowno_http_server_stream_items_sent_total") == 3
+    assert value(found, "flowno_http_server_active_streams") == 0
+    assert value(found, "flowno_http_server_requests_total", route="/events", method="GET", status="200") == 1
+
+
+def test_a_second_scrape_counts_the_first(metered: str) -> None:
+    samples(metered)
+    found = samples(metered)
+    assert (
+        value(found, "flowno_http_server_requests_total", route="/metrics", method="GET", status="200") == 1
+    )
+
+
+def test_the_server_method_and_metrics_off() -> None:
+    server = HttpServer("127.0.0.1", 0, routes={"/": lambda r: "hi"})
+    metrics = server.enable_metrics(path="/_metrics")
+    assert metrics in server.middleware
+    with ServerThread(server) as url:
+        assert get(url + "/") == 200
+        assert get(url + "/_metrics") == 200
+
+
+def test_echo_service_with_two_workers_aggregates(tmp_path: Path) -> None:
+    service = start_service("echo_service", tmp_path, "--workers", "2", env={"PROMETHEUS_MULTIPROC_DIR": ""})
+    try:
+        total = 40
+        for _ in range(total):  # a new connection each: SO_REUSEPORT spreads them over both workers
+            assert get(service.url + "/echo/raw") == 200
+        for _ in range(4):  # whichever worker answers the scrape sums both
+            found = samples(service.url)
+            assert (
+                value(
+                    found,
+                    "flowno_http_server_requests_total",
+                    route="/echo/raw",
+                    method="GET",
+                    status="200",
+                )
+                == total
+            )
+            assert (
+                value(
+                    found,
+                    "flowno_http_server_request_duration_seconds_count",
+                    route="/echo/raw",
+                    method="GET",
+                )
+                == total
+            )
+    finally:
+        service.stop()
+
+
+def test_no_metrics_option(tmp_path: Path) -> None:
+    service = start_service("echo_service", tmp_path, "--no-metrics")
+    try:
+        assert get(service.url + "/metrics") == 404
+    finally:
+        service.stop()
+
+
+def test_client_pool_collector(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from flowno_io import HttpClient
+    from flowno_io.client.metrics import ClientPoolCollector
+    from flowno_io.testing import run
+
+    service = start_service("echo_service", tmp_path, "--no-metrics")
+    try:
+        client = HttpClient()
+        registry = CollectorRegistry()
+        registry.register(ClientPoolCollector(client))
+
+        async def three() -> None:
+            for _ in range(3):
+                await client.get(service.url + "/echo/raw")
+
+        run(three())
+        text = generate_latest(registry).decode()
+        found = {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+        origin = service.url  # http://127.0.0.1:PORT
+        assert value(found, "flowno_http_client_connections", origin=origin, state="idle") == 1
+        assert value(found, "flowno_http_client_connections", origin=origin, state="active") == 0
+        assert value(found, "flowno_http_client_connections_opened_total") == 1
+        client.close()
+    finally:
+        service.stop()
