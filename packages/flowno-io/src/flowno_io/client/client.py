@@ -248,6 +248,8 @@ class HttpClient:
         verify: ``True`` verifies https certificates against the system store, a path names a
             CA bundle, an ``ssl.SSLContext`` is used as given, ``False`` disables verification.
         user_agent: the ``User-Agent`` header.
+        local_address: source address to bind each connection to (e.g. ``"127.0.0.2"``), ``None``
+            for the system's choice.
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -269,6 +271,7 @@ class HttpClient:
         max_body_bytes: int | None = DEFAULT_MAX_RESPONSE_BODY_BYTES,
         verify: bool | str | ssl.SSLContext = True,
         user_agent: str = "flowno-io/0.1",
+        local_address: str | None = None,
     ) -> None:
         _check_options(
             base_url=base_url,
@@ -299,6 +302,7 @@ class HttpClient:
             ssl_context=_ssl_context(verify),
             max_connections_per_host=max_connections_per_host,
             keepalive_expiry=keepalive_expiry,
+            local_address=local_address,
         )
         self._urls: dict[str, tuple[Origin, str, str]] = {}
         self._heads: dict[tuple[str, str], tuple[dict[str, list[str]], Origin, bytes]] = {}

@@ -352,12 +352,14 @@ class ConnectionPool:
         ssl_context: ssl.SSLContext | None = None,
         max_connections_per_host: int | None = DEFAULT_MAX_CONNECTIONS_PER_HOST,
         keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
+        local_address: str | None = None,
     ) -> None:
         if max_connections_per_host is not None and max_connections_per_host < 1:
             raise ValueError("max_connections_per_host must be >= 1 or None")
         self.ssl_context = ssl_context
         self.max_connections_per_host = max_connections_per_host
         self.keepalive_expiry = keepalive_expiry
+        self.local_address = local_address
         self._hosts: dict[Origin, _HostPool] = {}
         self._in_use: set[Connection] = set()
         self._reactor_instance: Reactor | None = None
@@ -459,7 +461,9 @@ class ConnectionPool:
         stream: Stream | None = None
         try:
             timeout = _limit(connect_timeout, deadline)
-            stream = await open_tcp_stream(hostname, port, connect_timeout=timeout)
+            stream = await open_tcp_stream(
+                hostname, port, connect_timeout=timeout, local_address=self.local_address
+            )
             if scheme == "https":
                 context = self.ssl_context
                 if context is None:

@@ -242,8 +242,13 @@ class SocketStream:
         return self._closed
 
 
-async def open_tcp_stream(host: str, port: int, *, connect_timeout: float | None = None) -> SocketStream:
+async def open_tcp_stream(
+    host: str, port: int, *, connect_timeout: float | None = None, local_address: str | None = None
+) -> SocketStream:
     """Connect to ``host:port`` without blocking the loop and return a :class:`SocketStream`.
+
+    ``local_address`` binds the socket's source address first (any port): on loopback, sources
+    spread over ``127.0.0.x`` pass the ~28k ephemeral ports one address pair allows.
 
     Name resolution uses ``getaddrinfo`` (instant for IP literals and ``localhost``; a slow DNS
     server would block the loop for its duration).
@@ -262,6 +267,8 @@ async def open_tcp_stream(host: str, port: int, *, connect_timeout: float | None
         sock = _socket.socket(family, type_, proto)
         stream = SocketStream(sock)
         try:
+            if local_address is not None:
+                sock.bind((local_address, 0))
             err = sock.connect_ex(address)
             if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
                 if deadline is not None:
