@@ -47,8 +47,13 @@ DEFAULT_STEPS = (5_000, 10_000, 19_000, 50_000, 100_000)
 PER_SERVER = 19_000
 #: Streams per server worker when several share the port (SO_REUSEPORT spreads them unevenly).
 PER_WORKER = 17_500
-#: Streams per generator process (each under the 20,000 open-files limit too).
-PER_GENERATOR = 17_000
+#: Streams per generator process (under the 20,000 open-files limit; a generator holding ~17,000
+#: streams fell behind at 50,000 in a trial, 10,000 per process kept up).
+PER_GENERATOR = 10_000
+#: Streams opened per second, all generators together: opening a stream costs ~1 ms of CPU (server
+#: and generator together) on this 2-core machine; faster, the accept queues overflow and SYN
+#: retries push connects past their timeout.
+OPEN_RATE = 700.0
 #: Seconds after a tick's send time its deliveries are still waited for.
 DELIVERY_GRACE = 2.5
 #: The targets of issue 20.
@@ -119,6 +124,16 @@ def wait_health(port: int, workers: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the server on :{port} did not answer within {timeout:.0f} s")
 
 
+def _publish_ms(port: int, ticks: int) -> list[float] | None:
+    """The last fan-outs' durations of one server process (flowno_io's ``/health``), if it says."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            durations = json.loads(response.read()).get("publish_ms")
+    except (OSError, ValueError):
+        return None
+    return durations[-ticks:] if isinstance(durations, list) else None
+
+
 def read_message(process: Managed, deadline: float) -> dict[str, Any] | None:
     """The next JSON line of a generator, ``None`` at ``deadline`` or its end."""
     stdout = process.popen.stdout
@@ -141,7 +156,9 @@ def read_message(process: Managed, deadline: float) -> dict[str, Any] | None:
             return message
 
 
-def run_step(registry: ProcessRegistry, python: str, step: Step, ticks: int, open_timeout: float) -> None:
+def run_step(
+    registry: ProcessRegistry, python: str, step: Step, ticks: int, open_timeout: float, open_rate: float
+) -> None:
     """Start the server and generators of ``step``, measure, stop them all."""
     record = step.record
     port = free_port()
@@ -175,6 +192,8 @@ def run_step(registry: ProcessRegistry, python: str, step: Step, ticks: int, ope
                         f"127.0.0.{11 + number}",
                         "--open-timeout",
                         str(open_timeout),
+                        "--open-rate",
+                        str(open_rate / step.generators),
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -218,6 +237,7 @@ def run_step(registry: ProcessRegistry, python: str, step: Step, ticks: int, ope
                 raise RuntimeError(f"a generator did not report its result:\n{generator.log_tail()}")
             results.append(message["result"])
         assert server_cpu1 is not None and generator_cpu1 is not None
+        record["server_publish_ms"] = _publish_ms(port, len(wanted))
         latency = LogLinearHistogram()
         delivered = 0
         errors: dict[str, int] = {}
@@ -260,18 +280,22 @@ def run_step(registry: ProcessRegistry, python: str, step: Step, ticks: int, ope
 
 
 def plan(systems: list[str], steps: list[int]) -> list[Step]:
+    """Every system at every N: the one-process steps of both systems first, then the multi-process
+    ones (flowno_io first), so that the time limit cuts the largest aiohttp steps first."""
     planned = []
-    for system in systems:
-        for streams in steps:
-            workers = 1 if streams <= PER_SERVER else math.ceil(streams / PER_WORKER)
-            generators = math.ceil(streams / PER_GENERATOR)
-            planned.append(Step(system, streams, workers, generators))
+    small = [n for n in steps if n <= PER_SERVER]
+    large = [n for n in steps if n > PER_SERVER]
+    order = [(system, n) for n in small for system in systems] + [(s, n) for s in systems for n in large]
+    for system, streams in order:
+        workers = 1 if streams <= PER_SERVER else math.ceil(streams / PER_WORKER)
+        generators = math.ceil(streams / PER_GENERATOR)
+        planned.append(Step(system, streams, workers, generators))
     return planned
 
 
 def estimate_seconds(step: Step, ticks: int) -> float:
-    """A rough bound of one step's time (opening at ~2,000 streams/s on a loaded machine)."""
-    return 10 + step.streams / 2_000 + (ticks + 1) * TICK_INTERVAL + DELIVERY_GRACE
+    """A rough bound of one step's time (opening at ~1,000 streams/s on a loaded machine)."""
+    return 10 + step.streams / OPEN_RATE * 1.3 + (ticks + 1) * TICK_INTERVAL + DELIVERY_GRACE
 
 
 def summarize(steps: list[Step]) -> dict[str, Any]:
@@ -392,8 +416,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", default=",".join(str(n) for n in DEFAULT_STEPS), help="stream counts")
     parser.add_argument("--systems", default="flowno_io,aiohttp")
     parser.add_argument("--ticks", type=int, default=3, help="ticks measured per step (every 5 s)")
-    parser.add_argument("--time-limit", type=float, default=600.0, help="seconds for the whole ramp")
-    parser.add_argument("--open-timeout", type=float, default=150.0)
+    parser.add_argument("--time-limit", type=float, default=660.0, help="seconds for the whole ramp")
+    parser.add_argument(
+        "--open-timeout",
+        type=float,
+        default=60.0,
+        help="seconds past the paced opening for every stream to open",
+    )
+    parser.add_argument(
+        "--open-rate",
+        type=float,
+        default=OPEN_RATE,
+        help="streams opened per second, all generators together",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--stem", default=None, help="file stem (default ceiling-<date>)")
     args = parser.parse_args(argv)
@@ -428,7 +463,10 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             try:
-                run_step(registry, sys.executable, step, args.ticks, min(args.open_timeout, remaining))
+                open_timeout = args.open_timeout + step.streams / args.open_rate
+                run_step(
+                    registry, sys.executable, step, args.ticks, min(open_timeout, remaining), args.open_rate
+                )
             except (RuntimeError, OSError) as exc:
                 record["error"] = str(exc).splitlines()[0][:200]
                 print(f"  failed: {exc}", file=sys.stderr, flush=True)

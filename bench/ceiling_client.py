@@ -57,10 +57,17 @@ def tick_time(data: str) -> float | None:
 class TickRunner(LoadRunner):
     """The orchestrator's SSE users, recording each tick's latency and receipts by id."""
 
-    def __init__(self, scenario: Scenario, local_address: str | None, open_timeout: float) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        local_address: str | None,
+        open_timeout: float,
+        open_rate: float | None = None,
+    ) -> None:
         options = {"local_address": local_address} if local_address else {}
         super().__init__(scenario, None, options)
         self.open_timeout = open_timeout
+        self.open_rate = open_rate
         self.base_rss_kib = _rss_kib()
         self.latency: dict[int, LogLinearHistogram] = {}
         self.received: dict[int, int] = {}
@@ -113,6 +120,15 @@ class TickRunner(LoadRunner):
             "latency": {str(seq): hist.to_dict() for seq, hist in self.latency.items()},
             "generator_lag_p99_ms": phase.generator.lag.value_at_percentile(99) / 1000,
         }
+
+    async def _stream_user(self, phase: _Phase, number: int) -> None:
+        """The orchestrator's SSE user, its first connect paced at ``open_rate`` streams/s: all at
+        once, 19,000 SYNs overflow the server's accept queue and the dropped ones retry for
+        seconds (some past the connect timeout)."""
+        if self.open_rate:
+            await phase.gate.wait()
+            await sleep(number / self.open_rate)
+        await super()._stream_user(phase, number)
 
     async def _one_stream(self, phase: _Phase, stats: StreamStats, spec: RequestSpec) -> None:
         """Open one stream and read it until the phase ends, recording every tick."""
@@ -177,6 +193,9 @@ def main() -> None:
     parser.add_argument("--source", help="source address of the connections (e.g. 127.0.0.2)")
     parser.add_argument("--open-timeout", type=float, default=120.0)
     parser.add_argument(
+        "--open-rate", type=float, default=None, help="streams opened per second (default: all at once)"
+    )
+    parser.add_argument(
         "--hold", type=float, default=900.0, help="seconds at most (a bound if never stopped)"
     )
     args = parser.parse_args()
@@ -193,7 +212,7 @@ def main() -> None:
         count=args.streams,
         timeout=30.0,
     ).checked()
-    runner = TickRunner(scenario, args.source, args.open_timeout)
+    runner = TickRunner(scenario, args.source, args.open_timeout, args.open_rate)
     EventLoop().run_until_complete(runner.run(), join=True)
     _emit({"result": runner.summary()})
 

@@ -31,6 +31,7 @@ def build_server(host: str, port: int) -> HttpServer:
     server = HttpServer(host, port, max_connections=MAX_CONNECTIONS, backlog=BACKLOG)
     topic: Topic[bytes] = Topic(max_buffer=16)
     running = False
+    publish_ms: list[float] = []  # how long each fan-out took (the last subscriber's wait)
 
     async def tick_forever() -> None:
         while True:
@@ -38,6 +39,8 @@ def build_server(host: str, port: int) -> HttpServer:
             await sleep(max(0.0, due - wall_clock()))
             now = wall_clock()
             topic.publish(encode_tick(tick_id(now), now))
+            publish_ms.append(round((wall_clock() - now) * 1000, 1))
+            del publish_ms[:-8]
 
     @server.route("/ticks", methods=["GET"])
     async def ticks(request: Request) -> EventSourceResponse:
@@ -49,7 +52,7 @@ def build_server(host: str, port: int) -> HttpServer:
 
     @server.route("/health", methods=["GET"])
     def health(request: Request) -> Response:
-        return Response.json({"subscribers": topic.subscribers})
+        return Response.json({"subscribers": topic.subscribers, "publish_ms": publish_ms})
 
     return server
 

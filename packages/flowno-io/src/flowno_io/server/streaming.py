@@ -49,7 +49,7 @@ from flowno import spawn
 from .._errors import NetworkError, ReadError, TimeoutError
 from ..io.clock import get_clock
 from ..io.coroutines import resume as _resume
-from ..io.flowno_compat import TaskCancelled, TaskHandle, current_loop, current_task, interrupt, sleep
+from ..io.flowno_compat import TaskCancelled, TaskHandle, current_loop, current_task, interrupt, park, sleep
 from ..io.poller import HANGUP, WRITABLE, Poller
 from ..protocol.headers import Headers
 from ..protocol.http11_server import encode_chunk
@@ -649,7 +649,9 @@ class StreamingResponse:
                 subscription._waiting = True
                 stream.in_producer = True
                 try:
-                    await wakeup.wait()
+                    if not wakeup.is_set:  # Wakeup.wait() inlined: one coroutine less per idle stream
+                        await park(wakeup)
+                    wakeup.clear()
                 except Exception:
                     if stream.gone or stream.shutdown:
                         return  # interrupted: the client left or the server is closing
