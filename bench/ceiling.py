@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--open-timeout",
         type=float,
-        default=60.0,
+        default=120.0,
         help="seconds past the paced opening for every stream to open",
     )
     parser.add_argument(

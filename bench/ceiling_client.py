@@ -210,7 +210,7 @@ def main() -> None:
         concurrency=(args.streams,),
         duration=args.hold,
         count=args.streams,
-        timeout=30.0,
+        timeout=120.0,  # connect and per-read: a saturated machine accepts late, and giving up only adds work
     ).checked()
     runner = TickRunner(scenario, args.source, args.open_timeout, args.open_rate)
     EventLoop().run_until_complete(runner.run(), join=True)
