@@ -8,7 +8,7 @@ PY := .venv/bin/python
 # Test parallelism: two workers fit this project's 2-core machines.
 PYTEST_WORKERS ?= 2
 
-.PHONY: help install install-runtime test test-stress lint run-services run-cluster loadtest loadtest-distributed fuzz soak bench
+.PHONY: help install install-runtime test test-stress lint run-services run-cluster loadtest loadtest-distributed fuzz soak bench ceiling
 help: ## List the targets
 	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
 	grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -70,3 +70,8 @@ bench: install ## Benchmarks vs aiohttp, uvicorn+starlette, sse-starlette, httpx
 	$(UV) sync --all-packages --locked --inexact --group bench
 	bash bench/ensure_wrk.sh
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+CEILING_ARGS ?=
+ceiling: install ## Live event streams ramped to 100k (flowno_io, then aiohttp; ~10 min, loopback, stops by itself); writes bench/results/ceiling-<date>.*
+	$(UV) sync --all-packages --locked --inexact --group bench
+	$(PY) bench/ceiling.py $(CEILING_ARGS)

@@ -192,6 +192,14 @@ def _add_processes(parser: argparse.ArgumentParser) -> None:
         help="generator processes sharing the load (default 1; 'auto': one per core); their results "
         "merge into one report",
     )
+    parser.add_argument(
+        "--source-address",
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="bind connections to this source address (repeatable: process N uses the N-th, round "
+        "robin); e.g. 127.0.0.2 ... 127.0.0.9 pass the ~28k ports one address pair allows",
+    )
 
 
 def _add_checks(parser: argparse.ArgumentParser, mode: str | None) -> None:
@@ -449,12 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{scenario.mode} loop on {scenario.target}: {phases}{processes}", file=sys.stderr, flush=True)
     if args.processes > 1:
         try:
-            result = run_in_processes(scenario, args.processes)
+            result = run_in_processes(scenario, args.processes, tuple(args.source_address))
         except ParallelRunError as exc:
             print(f"{parser.prog}: {exc}", file=sys.stderr)
             return 1
     else:
-        result = run_scenario(scenario, progress if progress.enabled else None)
+        options = {"local_address": args.source_address[0]} if args.source_address else {}
+        result = run_scenario(scenario, progress if progress.enabled else None, **options)
     return _finish(result, args)
 
 

@@ -84,21 +84,27 @@ def _phase_bound(scenario: Scenario) -> float:
     return duration + scenario.timeout + BARRIER_SLACK
 
 
-def _child(scenario: Scenario, barrier: Any, results: Any, number: int) -> None:
+def _child(
+    scenario: Scenario, barrier: Any, results: Any, number: int, local_address: str | None = None
+) -> None:
     """One generator process: run the share, line up at each phase, send back the result."""
     from .runner import run_scenario
 
     bound = _phase_bound(scenario)
+    options = {} if local_address is None else {"local_address": local_address}
     try:
-        result = run_scenario(scenario, before_phase=lambda index: barrier.wait(bound))
+        result = run_scenario(scenario, before_phase=lambda index: barrier.wait(bound), **options)
         results.put((number, result.to_dict(), None))
     except BaseException as exc:  # reported by the parent
         barrier.abort()
         results.put((number, None, f"{type(exc).__name__}: {exc}"))
 
 
-def run_in_processes(scenario: Scenario, processes: int) -> RunResult:
+def run_in_processes(scenario: Scenario, processes: int, source_addresses: tuple[str, ...] = ()) -> RunResult:
     """Run ``scenario`` split over ``processes`` generator processes; the merged result.
+
+    ``source_addresses``: process N binds its connections to the N-th (round robin); none: the
+    system's choice.
 
     Raises:
         ParallelRunError: a process failed or did not report in time.
@@ -110,7 +116,13 @@ def run_in_processes(scenario: Scenario, processes: int) -> RunResult:
     workers = [
         context.Process(
             target=_child,
-            args=(split_scenario(scenario, processes, number), barrier, results, number),
+            args=(
+                split_scenario(scenario, processes, number),
+                barrier,
+                results,
+                number,
+                source_addresses[number % len(source_addresses)] if source_addresses else None,
+            ),
             name=f"loadtest-generator-{number}",
             daemon=True,
         )

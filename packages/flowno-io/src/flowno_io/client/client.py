@@ -297,6 +297,8 @@ class HttpClient:
             ``NO_PROXY`` (either case) from the environment, as curl and httpx do.
         transport: where connections come from instead of the network: for tests,
             ``flowno_io.testing.MockTransport(handler)`` answers every request in memory.
+        local_address: source address to bind each connection to (e.g. ``"127.0.0.2"``), ``None``
+            for the system's choice.
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -329,6 +331,7 @@ class HttpClient:
         proxy: str | None = None,
         trust_env: bool = True,
         transport: Transport | None = None,
+        local_address: str | None = None,
     ) -> None:
         _check_options(
             base_url=base_url,
@@ -374,6 +377,7 @@ class HttpClient:
             keepalive_expiry=keepalive_expiry,
             transport=transport,
             max_connections=max_connections,
+            local_address=local_address,
         )
         self._urls: dict[str, _ParsedURL] = {}
         self._heads: dict[tuple[str, str], tuple[dict[str, list[str]], Origin, bytes]] = {}

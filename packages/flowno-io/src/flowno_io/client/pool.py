@@ -402,6 +402,7 @@ class ConnectionPool:
         keepalive_expiry: float = DEFAULT_KEEPALIVE_EXPIRY,
         transport: Transport | None = None,
         max_connections: int | None = None,
+        local_address: str | None = None,
     ) -> None:
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be >= 1 or None")
@@ -412,6 +413,7 @@ class ConnectionPool:
         self.keepalive_expiry = keepalive_expiry
         self.transport = transport
         self.max_connections = max_connections
+        self.local_address = local_address
         # Connections open or being opened, idle ones included (counted only with max_connections),
         # and the requests waiting because that many are open (FIFO, whatever their host).
         self._slots = 0
@@ -591,7 +593,9 @@ class ConnectionPool:
                 stream = await self.transport.open_stream(origin)
                 proxy, scheme = None, "http"
             elif proxy is None:
-                stream = await open_tcp_stream(hostname, port, connect_timeout=timeout)
+                stream = await open_tcp_stream(
+                    hostname, port, connect_timeout=timeout, local_address=self.local_address
+                )
             else:
                 stream = await open_tcp_stream(proxy.host, proxy.port, connect_timeout=timeout)
                 if scheme == "https":

@@ -312,12 +312,16 @@ async def resolve(host: str, port: int, *, deadline: float | None = None) -> _Ad
     return resolved
 
 
-async def open_tcp_stream(host: str, port: int, *, connect_timeout: float | None = None) -> SocketStream:
+async def open_tcp_stream(
+    host: str, port: int, *, connect_timeout: float | None = None, local_address: str | None = None
+) -> SocketStream:
     """Connect to ``host:port`` without blocking the loop and return a :class:`SocketStream`.
 
     Names are resolved off the loop (:func:`resolve`, on a worker thread), within
     ``connect_timeout``, which counts the lookup and the connection together. Cancelling the task
-    while it connects closes the socket.
+    while it connects closes the socket. ``local_address`` binds the socket's source address
+    first (any port): on loopback, sources spread over ``127.0.0.x`` pass the ~28k ephemeral ports
+    one address pair allows.
 
     Raises:
         ConnectError: refused, unreachable, the name does not resolve, or no socket could be
@@ -334,6 +338,8 @@ async def open_tcp_stream(host: str, port: int, *, connect_timeout: float | None
             raise ConnectError(f"cannot open a socket to {host}:{port}: {describe_os_error(exc)}") from exc
         stream = SocketStream(sock)
         try:
+            if local_address is not None:
+                sock.bind((local_address, 0))
             err = sock.connect_ex(address)
             if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
                 if deadline is not None:

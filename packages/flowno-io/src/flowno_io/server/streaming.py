@@ -49,7 +49,7 @@ from flowno import spawn
 from .._errors import NetworkError, ReadError, TimeoutError
 from ..io.clock import get_clock
 from ..io.coroutines import resume as _resume
-from ..io.flowno_compat import TaskCancelled, TaskHandle, current_loop, current_task, interrupt, sleep
+from ..io.flowno_compat import TaskCancelled, TaskHandle, current_loop, current_task, interrupt, park, sleep
 from ..io.poller import HANGUP, WRITABLE, Poller
 from ..protocol.headers import Headers
 from ..protocol.http11_server import encode_chunk
@@ -109,6 +109,7 @@ class _ActiveStream:
         "monitor",
         "pending",
         "pending_since",
+        "response",
         "shutdown",
         "sock",
         "stalled_since",
@@ -118,9 +119,16 @@ class _ActiveStream:
     )
 
     def __init__(
-        self, writer: ResponseWriter, heartbeat: bytes | None, interval: float | None, end_on_shutdown: bool
+        self,
+        writer: ResponseWriter,
+        heartbeat: bytes | None,
+        interval: float | None,
+        end_on_shutdown: bool,
+        response: StreamingResponse | None = None,
     ) -> None:
         self.writer = writer
+        #: The response being sent (its ``_encode`` turns a published item into bytes).
+        self.response = response
         self.end_on_shutdown = end_on_shutdown
         self.sock: _socket.socket = writer.stream.sock
         self.fd = self.sock.fileno()
@@ -214,9 +222,31 @@ class _ActiveStream:
             return False
         if data:
             now = monotonic()
-            self.send_nowait(encode_chunk(data) if self.writer.chunked else data, now)
+            self.send_nowait(_shared_chunk(data) if self.writer.chunked else data, now)
             self.last_write = now
             self.items_sent += 1
+        return True
+
+    def __call__(self, item: Any) -> bool:
+        """A :class:`~flowno_io.Subscription`'s direct delivery (``_direct``): :meth:`deliver` of
+        the encoded item, inlined for the common case (the kernel takes it all), as a fan-out
+        runs it once per subscriber. The stream itself is the callback: no closure per subscriber.
+        """
+        if not self.in_producer or self.pending or self.gone or self.shutdown or self.response is None:
+            return False
+        data = item if type(item) is bytes else self.response._encode(item)
+        if not data:
+            return True
+        if self.writer.chunked:
+            data = _shared_chunk(data)
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, OSError):
+            sent = -1  # the slow path below sees the error again, or keeps the bytes pending
+        now = monotonic()
+        self.last_write = now
+        if sent != len(data):
+            self.send_nowait(data if sent <= 0 else data[sent:], now)
         return True
 
     async def flush(self) -> None:
@@ -381,6 +411,21 @@ class _StreamMonitor:
                 self._schedule(stream, due, poke=False)
 
 
+#: The last piece framed as a chunk by :func:`_shared_chunk`, and its framing.
+_last_chunk: tuple[bytes, bytes] = (b"", b"")
+
+
+def _shared_chunk(data: bytes) -> bytes:
+    """``encode_chunk(data)``, framed once for every subscriber a publish delivers the same bytes to."""
+    global _last_chunk
+    last, framed = _last_chunk
+    if data is last:
+        return framed
+    framed = encode_chunk(data)
+    _last_chunk = (data, framed)
+    return framed
+
+
 def _unacked_bytes(sock: _socket.socket) -> int:
     """Bytes in the socket's send queue the peer has not acknowledged (Linux ``SIOCOUTQ``)."""
     try:
@@ -513,15 +558,16 @@ class StreamingResponse:
             # The server may start a response inline in its driver task and hand it to a worker
             # task at its first wait; after one wait, the task running it stays the same.
             await sleep(0)
-            stream = _ActiveStream(writer, self._heartbeat, self._ping_interval, self._end_on_shutdown)
+            stream = _ActiveStream(writer, self._heartbeat, self._ping_interval, self._end_on_shutdown, self)
             monitor = _monitor_for(writer.server)
             await monitor.watch(stream)
             subscription = body if isinstance(body, Subscription) else None
-            if subscription is not None:  # published items may be sent from the publisher's task
-                encode = self._encode
-                subscription._direct = lambda item: stream.deliver(encode(item))
             try:
-                await self._pump(iterator, stream)
+                if subscription is not None:  # published items may be sent from the publisher's task
+                    subscription._direct = stream
+                    await self._pump_subscription(subscription, stream)
+                else:
+                    await self._pump(iterator, stream)
             finally:
                 if subscription is not None:
                     subscription._direct = None
@@ -596,6 +642,44 @@ class StreamingResponse:
                 batch, batched = [], 0
         if batch and not stream.gone:
             await self._write_batch(stream, batch)
+
+    async def _pump_subscription(self, subscription: Subscription[Any], stream: _ActiveStream) -> None:
+        """:meth:`_pump` for a :class:`~flowno_io.Subscription` body, without a coroutine per item.
+
+        While the subscription is empty the worker waits on its wakeup flag directly (no
+        ``__anext__()`` coroutine and no resumer frame held per idle stream); what was buffered
+        meanwhile goes out in one write (up to ``BATCH_BYTES``).
+        """
+        wakeup = subscription._wakeup
+        encode = self._encode
+        while not stream.gone and not stream.shutdown:
+            buffer = subscription._buffer
+            if not buffer:
+                if subscription._closed:
+                    return
+                subscription._waiting = True
+                stream.in_producer = True
+                try:
+                    if not wakeup.is_set:  # Wakeup.wait() inlined: one coroutine less per idle stream
+                        await park(wakeup)
+                    wakeup.clear()
+                except Exception:
+                    if stream.gone or stream.shutdown:
+                        return  # interrupted: the client left or the server is closing
+                    raise
+                finally:
+                    subscription._waiting = False
+                    stream.in_producer = False
+                continue
+            batch: list[bytes] = []
+            batched = 0
+            while buffer and batched < BATCH_BYTES:
+                data = encode(buffer.popleft())
+                if data:
+                    batch.append(data)
+                    batched += len(data)
+            if batch:
+                await self._write_batch(stream, batch)
 
     @staticmethod
     async def _write_batch(stream: _ActiveStream, batch: list[bytes]) -> None:

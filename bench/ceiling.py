@@ -1,0 +1,508 @@
+"""The concurrency ceiling: live event streams ramped to 100,000 (``make ceiling``, issue 20).
+
+Each step starts a fresh server (flowno_io, then aiohttp) with a tick every 5 s and a heartbeat
+after 15 s of silence, opens N streams with the load-test orchestrator (``ceiling_client.py``,
+one generator process per ~17,000 streams, each bound to its own source address 127.0.0.x), and
+once every stream is open measures over ``--ticks`` ticks:
+
+* server and generator RSS growth per stream (after / before the streams);
+* CPU per tick delivered, server side and generator side (``/proc/<pid>/stat``);
+* delivery latency (``time.time()`` at the server's publish -> at the client's parse) p50/p99/max;
+* ticks lost: for every tick id sent in the window, streams open - streams that received it.
+
+Up to 19,000 streams one server process serves them (the hard open-files limit is 20,000); above
+that ``--workers`` processes share one ``SO_REUSEPORT`` port. Steps that would pass the time limit
+are skipped (and say so). Results: ``bench/results/ceiling-<date>.{json,md,svg}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import select
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR / "apps")]
+
+from _ceiling_payloads import TICK_INTERVAL, tick_id  # noqa: E402
+from _procs import Managed, ProcessRegistry, cpu_seconds, free_port, rss_kib  # noqa: E402
+
+from loadtest.histogram import LogLinearHistogram  # noqa: E402
+
+SYSTEMS = {
+    "flowno_io": BENCH_DIR / "apps" / "flowno_io_ceiling_app.py",
+    "aiohttp": BENCH_DIR / "apps" / "aiohttp_ceiling_app.py",
+}
+DEFAULT_STEPS = (5_000, 10_000, 19_000, 50_000, 100_000)
+#: Streams one server process holds at most (the hard open-files limit here is 20,000).
+PER_SERVER = 19_000
+#: Streams per server worker when several share the port (SO_REUSEPORT spreads them unevenly).
+PER_WORKER = 17_500
+#: Streams per generator process (under the 20,000 open-files limit; a generator holding ~17,000
+#: streams fell behind at 50,000 in a trial, 10,000 per process kept up).
+PER_GENERATOR = 10_000
+#: Streams opened per second, all generators together: opening a stream costs ~1 ms of CPU (server
+#: and generator together) on this 2-core machine; faster, the accept queues overflow and SYN
+#: retries push connects past their timeout.
+OPEN_RATE = 700.0
+#: Seconds after a tick's send time its deliveries are still waited for.
+DELIVERY_GRACE = 2.5
+#: The targets of issue 20.
+TARGETS = {
+    "one_process_kib_per_stream": 4.0,
+    "one_process_p99_ms": 250.0,
+    "all_p99_ms": 1000.0,
+    "all_rss_gib": 2.0,
+}
+
+
+@dataclass
+class Step:
+    """One system at one N: its processes and what was measured."""
+
+    system: str
+    streams: int
+    workers: int
+    generators: int
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor and its forked workers)."""
+    pids = [pid]
+    index = 0
+    while index < len(pids):
+        try:
+            for task in Path(f"/proc/{pids[index]}/task").iterdir():
+                children = (task / "children").read_text().split()
+                pids.extend(int(child) for child in children)
+        except OSError:
+            pass
+        index += 1
+    return pids
+
+
+def total_rss(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += rss_kib(pid)
+        except OSError:
+            pass
+    return total
+
+
+def total_cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_seconds(pid)
+        except OSError:
+            pass
+    return total
+
+
+def wait_health(port: int, workers: int, timeout: float = 30.0) -> None:
+    """Wait until the server answers (every worker listens once the supervisor answers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                response.read()
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the server on :{port} did not answer within {timeout:.0f} s")
+
+
+def _publish_ms(port: int, ticks: int) -> list[float] | None:
+    """The last fan-outs' durations of one server process (flowno_io's ``/health``), if it says."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+            durations = json.loads(response.read()).get("publish_ms")
+    except (OSError, ValueError):
+        return None
+    return durations[-ticks:] if isinstance(durations, list) else None
+
+
+def read_message(process: Managed, deadline: float) -> dict[str, Any] | None:
+    """The next JSON line of a generator, ``None`` at ``deadline`` or its end."""
+    stdout = process.popen.stdout
+    assert stdout is not None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        ready, _, _ = select.select([stdout], [], [], remaining)
+        if not ready:
+            return None
+        line = stdout.readline()
+        if not line:
+            return None
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict):
+            return message
+
+
+def run_step(
+    registry: ProcessRegistry, python: str, step: Step, ticks: int, open_timeout: float, open_rate: float
+) -> None:
+    """Start the server and generators of ``step``, measure, stop them all."""
+    record = step.record
+    port = free_port()
+    server = registry.start(
+        f"{step.system}-{step.streams}",
+        [python, str(SYSTEMS[step.system]), "--port", str(port), "--workers", str(step.workers)],
+    )
+    generators: list[Managed] = []
+    try:
+        wait_health(port, step.workers)
+        time.sleep(0.5 if step.workers == 1 else 2.0)  # every worker up and settled
+        server_pids = family(server.pid)
+        server_base = total_rss(server_pids)
+        shares = [
+            step.streams // step.generators + (1 if n < step.streams % step.generators else 0)
+            for n in range(step.generators)
+        ]
+        started = time.monotonic()
+        for number, share in enumerate(shares):
+            generators.append(
+                registry.start(
+                    f"{step.system}-{step.streams}-gen{number}",
+                    [
+                        python,
+                        str(BENCH_DIR / "ceiling_client.py"),
+                        "--url",
+                        f"http://127.0.0.1:{port}/ticks",
+                        "--streams",
+                        str(share),
+                        "--source",
+                        f"127.0.0.{11 + number}",
+                        "--open-timeout",
+                        str(open_timeout),
+                        "--open-rate",
+                        str(open_rate / step.generators),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
+            )
+        opened = failed = 0
+        generator_base = 0
+        deadline = time.monotonic() + open_timeout + 30
+        for generator in generators:
+            message = read_message(generator, deadline)
+            if message is None or "open" not in message:
+                raise RuntimeError(f"a generator did not report its streams open:\n{generator.log_tail()}")
+            opened += message["open"]
+            failed += message["failed"]
+            generator_base += message["base_rss_kib"]
+        record["open_seconds"] = round(time.monotonic() - started, 1)
+        time.sleep(1.0)
+        server_pids = family(server.pid)
+        generator_pids = [generator.pid for generator in generators]
+        server_rss = total_rss(server_pids)
+        generator_rss = total_rss(generator_pids)
+        window_start = time.time()
+        server_cpu0 = total_cpu(server_pids)
+        generator_cpu0 = total_cpu(generator_pids)
+        first = tick_id(window_start) + 1
+        wanted = list(range(first, first + ticks))
+        stop_at = wanted[-1] * TICK_INTERVAL + DELIVERY_GRACE
+        for generator in generators:
+            assert generator.popen.stdin is not None
+            generator.popen.stdin.write(f"stop {stop_at}\n".encode())
+            generator.popen.stdin.flush()
+        results = []
+        result_deadline = time.monotonic() + (stop_at - window_start) + 30
+        server_cpu1 = generator_cpu1 = None
+        for generator in generators:
+            message = read_message(generator, result_deadline)
+            if server_cpu1 is None:
+                server_cpu1 = total_cpu(server_pids)
+                generator_cpu1 = total_cpu(generator_pids)
+            if message is None or "result" not in message:
+                raise RuntimeError(f"a generator did not report its result:\n{generator.log_tail()}")
+            results.append(message["result"])
+        assert server_cpu1 is not None and generator_cpu1 is not None
+        record["server_publish_ms"] = _publish_ms(port, len(wanted))
+        latency = LogLinearHistogram()
+        delivered = 0
+        errors: dict[str, int] = {}
+        for result in results:
+            for seq in wanted:
+                delivered += result["received"].get(str(seq), 0)
+                if str(seq) in result["latency"]:
+                    latency.merge(LogLinearHistogram.from_dict(result["latency"][str(seq)]))
+            for kind, count in result["errors"].items():
+                errors[kind] = errors.get(kind, 0) + count
+        expected = opened * len(wanted)
+        record.update(
+            {
+                "opened": opened,
+                "failed": failed,
+                "errors": errors,
+                "ticks": len(wanted),
+                "delivered": delivered,
+                "lost": expected - delivered,
+                "server_rss_mib": round(server_rss / 1024, 1),
+                "generator_rss_mib": round(generator_rss / 1024, 1),
+                "server_kib_per_stream": round((server_rss - server_base) / max(opened, 1), 2),
+                "generator_kib_per_stream": round((generator_rss - generator_base) / max(opened, 1), 2),
+                "server_cpu_us_per_tick": round((server_cpu1 - server_cpu0) / max(delivered, 1) * 1e6, 2),
+                "generator_cpu_us_per_tick": round(
+                    (generator_cpu1 - generator_cpu0) / max(delivered, 1) * 1e6, 2
+                ),
+                "latency_ms": {
+                    "p50": latency.value_at_percentile(50) / 1000,
+                    "p99": latency.value_at_percentile(99) / 1000,
+                    "max": latency.max / 1000 if latency.total else None,
+                },
+                "generator_lag_p99_ms": max(result["generator_lag_p99_ms"] for result in results),
+            }
+        )
+    finally:
+        for generator in generators:
+            registry.stop(generator, grace=1.0)
+        registry.stop(server, grace=3.0)
+
+
+def plan(systems: list[str], steps: list[int]) -> list[Step]:
+    """Every system at every N: the one-process steps of both systems first, then the multi-process
+    ones (flowno_io first), so that the time limit cuts the largest aiohttp steps first."""
+    planned = []
+    small = [n for n in steps if n <= PER_SERVER]
+    large = [n for n in steps if n > PER_SERVER]
+    order = [(system, n) for n in small for system in systems] + [(s, n) for s in systems for n in large]
+    for system, streams in order:
+        workers = 1 if streams <= PER_SERVER else math.ceil(streams / PER_WORKER)
+        generators = math.ceil(streams / PER_GENERATOR)
+        planned.append(Step(system, streams, workers, generators))
+    return planned
+
+
+def estimate_seconds(step: Step, ticks: int) -> float:
+    """A rough bound of one step's time (opening at ~1,000 streams/s on a loaded machine)."""
+    return 10 + step.streams / OPEN_RATE * 1.3 + (ticks + 1) * TICK_INTERVAL + DELIVERY_GRACE
+
+
+def summarize(steps: list[Step]) -> dict[str, Any]:
+    """The targets of issue 20, checked on the flowno_io steps."""
+    checks = []
+    for step in steps:
+        record = step.record
+        if step.system != "flowno_io" or "lost" not in record:
+            continue
+        if step.streams == PER_SERVER:
+            checks.append(
+                (
+                    "19,000 streams, one process: KiB per stream",
+                    record["server_kib_per_stream"],
+                    TARGETS["one_process_kib_per_stream"],
+                )
+            )
+            checks.append(
+                ("19,000 streams: tick p99 ms", record["latency_ms"]["p99"], TARGETS["one_process_p99_ms"])
+            )
+            checks.append(("19,000 streams: ticks lost", record["lost"], 0))
+        if step.streams == max(s.streams for s in steps):
+            total = (record["server_rss_mib"] + record["generator_rss_mib"]) / 1024
+            checks.append((f"{step.streams:,} streams: ticks lost", record["lost"], 0))
+            checks.append(
+                (f"{step.streams:,} streams: tick p99 ms", record["latency_ms"]["p99"], TARGETS["all_p99_ms"])
+            )
+            checks.append(
+                (f"{step.streams:,} streams: total RSS GiB", round(total, 2), TARGETS["all_rss_gib"])
+            )
+    return {
+        "targets": [
+            {"name": name, "value": value, "limit": limit, "met": value <= limit}
+            for name, value, limit in checks
+        ]
+    }
+
+
+def render_markdown(document: dict[str, Any], chart: str | None) -> str:
+    lines = [f"# Concurrency ceiling, {document['meta']['date']}", "", document["meta"]["description"], ""]
+    lines += [
+        "| system | N | server procs | gen procs | open (s) | opened | lost | server KiB/stream | gen KiB/stream | server µs CPU/tick | gen µs CPU/tick | p50 ms | p99 ms | max ms | server RSS MiB | gen RSS MiB |",
+        "|" + "---|" * 16,
+    ]
+    for step in document["steps"]:
+        r = step
+        if "lost" not in r:
+            lines.append(
+                f"| {r['system']} | {r['streams']:,} | {r['workers']} | {r['generators']} | {r.get('skipped') or r.get('error', '')} |"
+                + " |" * 11
+            )
+            continue
+        lat = r["latency_ms"]
+        lines.append(
+            f"| {r['system']} | {r['streams']:,} | {r['workers']} | {r['generators']} | {r['open_seconds']} | {r['opened']:,} | {r['lost']:,} | "
+            f"{r['server_kib_per_stream']:.2f} | {r['generator_kib_per_stream']:.2f} | {r['server_cpu_us_per_tick']:.1f} | "
+            f"{r['generator_cpu_us_per_tick']:.1f} | {lat['p50']:.1f} | {lat['p99']:.1f} | {lat['max'] or 0:.1f} | {r['server_rss_mib']:,.0f} | {r['generator_rss_mib']:,.0f} |"
+        )
+    lines += ["", "## Targets (issue 20)", "", "| check | value | limit | met |", "|---|---|---|---|"]
+    for target in document["summary"]["targets"]:
+        lines.append(
+            f"| {target['name']} | {target['value']} | {target['limit']} | {'yes' if target['met'] else 'NO'} |"
+        )
+    if chart:
+        lines += ["", f"![per-stream memory and tick latency]({chart})"]
+    return "\n".join(lines) + "\n"
+
+
+def render_chart(document: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, (memory, latency) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for system in SYSTEMS:
+        points = [s for s in document["steps"] if s["system"] == system and "lost" in s]
+        if not points:
+            continue
+        xs = [s["streams"] / 1000 for s in points]
+        memory.plot(xs, [s["server_kib_per_stream"] for s in points], marker="o", label=f"{system} server")
+        memory.plot(
+            xs,
+            [s["generator_kib_per_stream"] for s in points],
+            marker=".",
+            linestyle="--",
+            label=f"{system} generator",
+        )
+        latency.plot(xs, [s["latency_ms"]["p99"] for s in points], marker="o", label=f"{system} p99")
+        latency.plot(
+            xs, [s["latency_ms"]["p50"] for s in points], marker=".", linestyle="--", label=f"{system} p50"
+        )
+    memory.set_title("RSS per live stream", fontsize=10)
+    memory.set_xlabel("thousand live streams")
+    memory.set_ylabel("KiB per stream")
+    latency.set_title("tick delivery latency (publish -> client parse)", fontsize=10)
+    latency.set_xlabel("thousand live streams")
+    latency.set_ylabel("ms")
+    latency.set_yscale("log")
+    for axes in (memory, latency):
+        axes.legend(fontsize=7)
+        axes.grid(alpha=0.3)
+    figure.suptitle(
+        f"Concurrency ceiling, {document['meta']['date']} (2 shared cores, loopback)", fontsize=11
+    )
+    figure.tight_layout()
+    figure.savefig(path, format="svg")
+    plt.close(figure)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", default=",".join(str(n) for n in DEFAULT_STEPS), help="stream counts")
+    parser.add_argument("--systems", default="flowno_io,aiohttp")
+    parser.add_argument("--ticks", type=int, default=3, help="ticks measured per step (every 5 s)")
+    parser.add_argument("--time-limit", type=float, default=660.0, help="seconds for the whole ramp")
+    parser.add_argument(
+        "--open-timeout",
+        type=float,
+        default=120.0,
+        help="seconds past the paced opening for every stream to open",
+    )
+    parser.add_argument(
+        "--open-rate",
+        type=float,
+        default=OPEN_RATE,
+        help="streams opened per second, all generators together",
+    )
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument("--stem", default=None, help="file stem (default ceiling-<date>)")
+    args = parser.parse_args(argv)
+    systems = [name for name in args.systems.split(",") if name]
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    steps = plan(systems, [int(n) for n in args.steps.split(",") if n])
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    stem = args.stem or f"ceiling-{date}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    with ProcessRegistry(args.out / f"{stem}-logs") as registry:
+        for step in steps:
+            record = step.record
+            record.update(
+                {
+                    "system": step.system,
+                    "streams": step.streams,
+                    "workers": step.workers,
+                    "generators": step.generators,
+                }
+            )
+            remaining = args.time_limit - (time.monotonic() - began)
+            if estimate_seconds(step, args.ticks) > remaining:
+                record["skipped"] = f"skipped: {remaining:.0f} s left of the time limit"
+                print(f"{step.system} {step.streams:,}: {record['skipped']}", file=sys.stderr, flush=True)
+                continue
+            print(
+                f"{step.system} {step.streams:,} streams ({step.workers} server, {step.generators} generator processes)...",
+                file=sys.stderr,
+                flush=True,
+            )
+            try:
+                open_timeout = args.open_timeout + step.streams / args.open_rate
+                run_step(
+                    registry, sys.executable, step, args.ticks, min(open_timeout, remaining), args.open_rate
+                )
+            except (RuntimeError, OSError) as exc:
+                record["error"] = str(exc).splitlines()[0][:200]
+                print(f"  failed: {exc}", file=sys.stderr, flush=True)
+                continue
+            lat = record["latency_ms"]
+            print(
+                f"  opened {record['opened']:,} in {record['open_seconds']} s, lost {record['lost']:,}, "
+                f"server {record['server_kib_per_stream']:.2f} KiB/stream, generator {record['generator_kib_per_stream']:.2f} KiB/stream, "
+                f"p50/p99/max {lat['p50']:.1f}/{lat['p99']:.1f}/{lat['max'] or 0:.1f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+    document = {
+        "meta": {
+            "date": date,
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "seconds": round(time.monotonic() - began, 1),
+            "ticks_per_step": args.ticks,
+            "description": (
+                "Live event streams (tick every 5 s carrying its send time, heartbeat after 15 s of silence) "
+                "held by the load-test orchestrator's SSE users; one generator process per ~17,000 streams, "
+                "each on its own source address 127.0.0.x; loopback, 2 cores shared with other work. "
+                "KiB per stream = RSS growth / streams open; CPU per tick = CPU seconds over the window / ticks delivered."
+            ),
+        },
+        "steps": [step.record for step in steps],
+    }
+    document["summary"] = summarize(steps)
+    json_path = args.out / f"{stem}.json"
+    json_path.write_text(json.dumps(document, indent=2) + "\n")
+    chart = args.out / f"{stem}.svg"
+    has_chart = render_chart(document, chart)
+    (args.out / f"{stem}.md").write_text(render_markdown(document, chart.name if has_chart else None))
+    print(json_path, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

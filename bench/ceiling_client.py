@@ -1,0 +1,221 @@
+"""One generator process of the ceiling bench: N live event streams held by the load-test orchestrator.
+
+The streams are the orchestrator's SSE users (:class:`loadtest.runner.LoadRunner`, one phase of
+``--streams`` users for ``--hold`` seconds, connections bound to ``--source``); each event's
+``data: {"t": <send time>}`` gives the delivery latency (wall clock, same machine), recorded per
+tick id, and each id's receipts are counted so that the harness can count lost ticks.
+
+Protocol with ``bench/ceiling.py`` (one JSON object per stdout line): ``{"open": n, "failed": f,
+"base_rss_kib": r}`` once every stream has its response head (or ``--open-timeout`` has passed);
+the harness then writes ``stop <wall-clock time>`` on stdin, and at that time the generator prints
+``{"result": {...}}`` and exits (its streams are cut, as a phase's end cuts them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import sys
+import time
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
+
+from _ceiling_payloads import raise_fd_limit
+from flowno import spawn
+
+from flowno_io import EventLoop, sleep, streaming_response_is_ok
+from loadtest.histogram import LogLinearHistogram
+from loadtest.runner import LoadRunner, _error_kind, _Phase
+from loadtest.scenario import RequestSpec, Scenario
+from loadtest.stats import StreamStats
+
+#: File descriptors a generator process needs besides its streams.
+SPARE_FDS = 64
+
+
+def tick_time(data: str) -> float | None:
+    """The send time in a tick's ``data`` (``{"t": 1700000000.123456}``), ``None`` if absent.
+
+    >>> tick_time('{"t": 1700000000.5}')
+    1700000000.5
+    >>> tick_time("hello") is None
+    True
+    """
+    if not data.startswith('{"t":'):
+        return None
+    try:
+        return float(data[5:-1])
+    except ValueError:
+        return None
+
+
+class TickRunner(LoadRunner):
+    """The orchestrator's SSE users, recording each tick's latency and receipts by id."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        local_address: str | None,
+        open_timeout: float,
+        open_rate: float | None = None,
+    ) -> None:
+        options = {"local_address": local_address} if local_address else {}
+        super().__init__(scenario, None, options)
+        self.open_timeout = open_timeout
+        self.open_rate = open_rate
+        self.base_rss_kib = _rss_kib()
+        self.latency: dict[int, LogLinearHistogram] = {}
+        self.received: dict[int, int] = {}
+        self.opened_at: float | None = None
+
+    async def run_phase(self, index: int, concurrency: int, rate: float | None) -> Any:
+        await spawn(self._report(concurrency))
+        return await super().run_phase(index, concurrency, rate)
+
+    async def _report(self, wanted: int) -> None:
+        """Print ``{"open": n}`` when every stream is open (or failed), or at the open timeout;
+        then wait for ``stop <time>`` on stdin, and at that time print the result and exit."""
+        deadline = perf_counter() + self.open_timeout
+        while True:
+            phase = self._current
+            if phase is not None:
+                stats = phase.result.stats
+                assert isinstance(stats, StreamStats)
+                if stats.opened + stats.failed >= wanted or perf_counter() >= deadline:
+                    self.opened_at = time.time()
+                    _emit({"open": stats.opened, "failed": stats.failed, "base_rss_kib": self.base_rss_kib})
+                    break
+            await sleep(0.1)
+        stop_at: float | None = None
+        while stop_at is None:
+            ready, _, _ = select.select([sys.stdin], [], [], 0)
+            if ready:
+                line = sys.stdin.readline()
+                if not line:  # the harness went away
+                    os._exit(1)
+                if line.startswith("stop "):
+                    stop_at = float(line.split()[1])
+            else:
+                await sleep(0.1)
+        await sleep(max(0.0, stop_at - time.time()))
+        _emit({"result": self.summary()})
+        os._exit(0)  # the streams are cut with the process, as a phase's end would cut them
+
+    def summary(self) -> dict[str, Any]:
+        """What the harness needs: streams opened and failed, ticks received and their latency by id."""
+        phase = self.result.phases[-1]
+        stats = phase.stats
+        assert isinstance(stats, StreamStats)
+        return {
+            "opened": stats.opened,
+            "failed": stats.failed,
+            "errors": dict(stats.errors),
+            "error_samples": {kind: samples[:2] for kind, samples in stats.error_samples.items()},
+            "received": {str(seq): count for seq, count in self.received.items()},
+            "latency": {str(seq): hist.to_dict() for seq, hist in self.latency.items()},
+            "generator_lag_p99_ms": phase.generator.lag.value_at_percentile(99) / 1000,
+        }
+
+    async def _stream_user(self, phase: _Phase, number: int) -> None:
+        """The orchestrator's SSE user, its first connect paced at ``open_rate`` streams/s: all at
+        once, 19,000 SYNs overflow the server's accept queue and the dropped ones retry for
+        seconds (some past the connect timeout)."""
+        if self.open_rate:
+            await phase.gate.wait()
+            await sleep(number / self.open_rate)
+        await super()._stream_user(phase, number)
+
+    async def _one_stream(self, phase: _Phase, stats: StreamStats, spec: RequestSpec) -> None:
+        """Open one stream and read it until the phase ends, recording every tick."""
+        stats.started += 1
+        sent = perf_counter()
+        try:
+            response = await phase.client.stream_request(
+                spec.method, spec.url, headers=phase.headers[spec.name]
+            )
+        except Exception as exc:
+            stats.record_failure(perf_counter() - phase.start, _error_kind(exc), str(exc))
+            return
+        stats.record_open(response.status_code)
+        if not streaming_response_is_ok(response):
+            await response.aclose()
+            stats.record_failure(perf_counter() - phase.start, f"HTTP {response.status_code}", "")
+            return
+        latency = self.latency
+        received = self.received
+        first = True
+        try:
+            async for event in response.events():
+                now = perf_counter()
+                sent_at = tick_time(event.data)
+                if sent_at is not None:
+                    seq = int(event.id) if event.id else -1
+                    histogram = latency.get(seq)
+                    if histogram is None:
+                        histogram = latency[seq] = LogLinearHistogram()
+                    histogram.record_seconds(max(0.0, time.time() - sent_at))
+                    received[seq] = received.get(seq, 0) + 1
+                    stats.events += 1
+                    if first:
+                        stats.record_first_event(now - phase.start, now - sent)
+                        first = False
+                if now >= phase.deadline:
+                    break
+        except Exception as exc:
+            if perf_counter() < phase.deadline:
+                stats.record_failure(perf_counter() - phase.start, _error_kind(exc), str(exc))
+                return
+        finally:
+            await response.aclose()
+        stats.record_end(perf_counter() - sent, cut=True)
+
+
+def _rss_kib() -> int:
+    """This process's resident set size in KiB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+def _emit(message: dict[str, Any]) -> None:
+    print(json.dumps(message), flush=True)
+
+
+def main() -> None:
+    """Open ``--streams`` streams, report, hold them until told to stop."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True, help="http://127.0.0.1:PORT/ticks")
+    parser.add_argument("--streams", type=int, required=True)
+    parser.add_argument("--source", help="source address of the connections (e.g. 127.0.0.2)")
+    parser.add_argument("--open-timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--open-rate", type=float, default=None, help="streams opened per second (default: all at once)"
+    )
+    parser.add_argument(
+        "--hold", type=float, default=900.0, help="seconds at most (a bound if never stopped)"
+    )
+    args = parser.parse_args()
+    raise_fd_limit(args.streams + SPARE_FDS)
+    base, _, path = args.url.partition("/ticks")
+    spec = RequestSpec("GET /ticks", path="/ticks" + path)
+    scenario = Scenario(
+        "ceiling",
+        base,
+        "sse",
+        (spec,),
+        concurrency=(args.streams,),
+        duration=args.hold,
+        count=args.streams,
+        timeout=120.0,  # connect and per-read: a saturated machine accepts late, and giving up only adds work
+    ).checked()
+    runner = TickRunner(scenario, args.source, args.open_timeout, args.open_rate)
+    EventLoop().run_until_complete(runner.run(), join=True)
+    _emit({"result": runner.summary()})
+
+
+if __name__ == "__main__":
+    main()

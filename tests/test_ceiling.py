@@ -1,0 +1,181 @@
+"""Issue 20 (the concurrency ceiling): what an idle event stream costs, source addresses, and a
+smoke run of the ceiling harness (``bench/ceiling.py``) at a tiny N."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flowno import EventLoop
+from streaming_helpers import Start, connect, read_head, server_threads, wait_for
+
+from flowno_io import EventSourceResponse, HttpClient, Topic
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+GET = b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n"
+#: Idle streams measured: enough that per-stream bytes dominate the noise.
+STREAMS = 1_000
+#: Bytes per idle stream allocated by ``server/streaming.py`` and ``server/pubsub.py``: ~1,170
+#: since the memory work of issue 20 (~2,680 before: an empty deque per subscriber, a closure and
+#: a bound method per stream, an ``__anext__`` coroutine and its frames parked per idle stream).
+MAX_STREAMING_BYTES_PER_STREAM = 1_800
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    yield from server_threads()
+
+
+def _streaming_bytes(snapshot: tracemalloc.Snapshot) -> int:
+    wanted = ("server/streaming.py", "server/pubsub.py")
+    total = 0
+    for stat in snapshot.statistics("filename"):
+        filename = stat.traceback[0].filename.replace("\\", "/")
+        if filename.endswith(wanted):
+            total += stat.size
+    return total
+
+
+def test_an_idle_subscription_stream_costs_few_bytes_in_the_streaming_path(start: Start) -> None:
+    topic: Topic[bytes] = Topic()
+    thread = start({"/events": lambda request: EventSourceResponse(topic.subscribe())})
+    warm = [connect(thread, GET) for _ in range(20)]  # first-use allocations (monitor, poller)
+    for sock in warm:
+        read_head(sock)
+    wait_for(lambda: topic.subscribers == len(warm), timeout=30)
+    tracemalloc.start(1)
+    sockets: list[socket.socket] = []
+    try:
+        before = _streaming_bytes(tracemalloc.take_snapshot())
+        sockets = [connect(thread, GET) for _ in range(STREAMS)]
+        for sock in sockets:
+            read_head(sock)
+        everyone = len(warm) + STREAMS
+        wait_for(
+            lambda: topic.subscribers == everyone and all(s._waiting for s in list(topic._subscriptions)),
+            timeout=60,
+        )
+        after = _streaming_bytes(tracemalloc.take_snapshot())
+    finally:
+        tracemalloc.stop()
+    per_stream = (after - before) / STREAMS
+    assert per_stream <= MAX_STREAMING_BYTES_PER_STREAM, f"{per_stream:.0f} bytes per idle stream"
+    assert all(s._buffer is None for s in topic._subscriptions)  # no deque while nothing waits
+    # Still a working fan-out: one published event reaches every stream, framed as one chunk.
+    event = b"data: tick\n\n"
+    topic.publish(event)
+    for sock in (*warm, *sockets):
+        assert sock.recv(4096) == b"%x\r\n%b\r\n" % (len(event), event)
+    for sock in (*warm, *sockets):
+        sock.close()
+    wait_for(lambda: topic.subscribers == 0, timeout=60)
+
+
+def test_a_subscription_buffers_only_what_waits() -> None:
+    topic: Topic[int] = Topic(max_buffer=2)
+    subscription = topic.subscribe()
+    assert subscription._buffer is None and len(subscription) == 0
+    assert subscription.get_nowait() is None
+    for n in range(3):
+        topic.publish(n)
+    assert len(subscription) == 2 and subscription.dropped == 1
+    assert [subscription.get_nowait(), subscription.get_nowait(), subscription.get_nowait()] == [1, 2, None]
+    strict = topic.subscribe(max_buffer=1, overflow="disconnect")
+    topic.publish(3)
+    topic.publish(4)
+    assert strict.overflowed and strict.closed and len(strict) == 0
+
+
+@pytest.fixture
+def peer_recorder() -> Iterator[tuple[str, list[str]]]:
+    """A stdlib HTTP server on 127.0.0.1 (not on a flowno loop: one loop per process) that
+    records each request's source address; yields (base URL, addresses)."""
+    peers: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            peers.append(self.client_address[0])
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", peers
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_loadtest_binds_connections_to_the_source_address(peer_recorder: tuple[str, list[str]]) -> None:
+    url, peers = peer_recorder
+    argv = ["closed", url + "/who", "-c", "1", "-n", "3", "--source-address", "127.0.0.7", "--no-files", "-q"]
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtest", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert peers == ["127.0.0.7"] * 3
+
+
+def test_http_client_binds_the_local_address(peer_recorder: tuple[str, list[str]]) -> None:
+    url, peers = peer_recorder
+
+    async def fetch() -> int:
+        client = HttpClient(local_address="127.0.0.9")
+        try:
+            return (await client.get(url + "/who")).status_code
+        finally:
+            client.close()
+
+    assert EventLoop().run_until_complete(fetch(), join=True) == 200
+    assert peers == ["127.0.0.9"]
+
+
+def test_the_ceiling_harness_runs_a_tiny_ramp(tmp_path: Path) -> None:
+    sys.path[:0] = [str(BENCH), str(BENCH / "apps")]
+    try:
+        import ceiling
+    finally:
+        del sys.path[:2]
+    code = ceiling.main(
+        [
+            "--steps",
+            "20",
+            "--systems",
+            "flowno_io",
+            "--ticks",
+            "1",
+            "--time-limit",
+            "120",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    [json_path] = tmp_path.glob("ceiling-*.json")
+    document: dict[str, Any] = json.loads(json_path.read_text())
+    steps = document["steps"]
+    assert [step["streams"] for step in steps] == [20]
+    for step in steps:
+        assert step["opened"] == step["streams"], step
+        assert step["lost"] == 0 and step["delivered"] == step["streams"], step
+        assert step["latency_ms"]["p99"] > 0
+        assert step["server_kib_per_stream"] > 0
+    assert (tmp_path / json_path.name.replace(".json", ".md")).read_text().startswith("# Concurrency ceiling")
