@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 from flowno import EventLoop
-from streaming_helpers import Start, connect, read_head, server_threads, wait_for
+from helpers import read_head, wait_for
+from streaming_helpers import Start, connect, server_threads
 
 from flowno_io import EventSourceResponse, HttpClient, Topic
 
