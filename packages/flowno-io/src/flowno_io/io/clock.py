@@ -227,8 +227,8 @@ class StreamDeadline:
         self._timer: Timer | None = None
         self._expired = False
 
-    def shutdown(self) -> None:
-        raise NotImplementedError
+    #: Provided by the stream: shut both directions down (a parked task wakes up).
+    shutdown: Callable[[], None]
 
     def _on_deadline(self) -> None:
         self._expired = True

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 from time import monotonic
 
-from .._errors import ClosedResourceError, ReadError, ReadTimeout, WriteError, WriteTimeout
+from .._errors import ClosedResourceError, ReadTimeout, WriteError, WriteTimeout
 from .clock import StreamDeadline
-from .socket_stream import DEFAULT_RECEIVE_SIZE
+from .socket_stream import DEFAULT_RECEIVE_SIZE, read_until_closed
 from .wakeup import Wakeup
 
 __all__ = ["DEFAULT_MEMORY_BUFFER", "MemoryStream", "memory_stream_pair"]
@@ -174,13 +174,7 @@ class MemoryStream(StreamDeadline):
 
     async def wait_closed_by_peer(self) -> None:
         """Wait until the peer closes (incoming bytes are read and dropped)."""
-        while not self._closed:
-            try:
-                data = await self.receive_some(DEFAULT_RECEIVE_SIZE)
-            except (ReadError, ReadTimeout, ClosedResourceError):
-                return
-            if not data:
-                return
+        await read_until_closed(self)
 
     # -- closing --------------------------------------------------------------------------------
 

@@ -209,13 +209,7 @@ class SocketStream(StreamDeadline):
 
         Incoming bytes are read and dropped; returns when the peer has gone.
         """
-        while not self._closed:
-            try:
-                data = await self.receive_some(DEFAULT_RECEIVE_SIZE)
-            except (ReadError, ReadTimeout, ClosedResourceError):
-                return
-            if not data:
-                return
+        await read_until_closed(self)
 
     # -- closing --------------------------------------------------------------------------------
 
@@ -367,3 +361,14 @@ async def open_tcp_stream(
         raise last_error
     detail = "no address" if last_error is None else describe_os_error(last_error)
     raise ConnectError(f"cannot connect to {host}:{port}: {detail}")
+
+
+async def read_until_closed(stream: Any) -> None:
+    """Read and drop what ``stream`` receives until the peer closes, resets, or it is closed by us."""
+    while not stream.closed:
+        try:
+            data = await stream.receive_some(DEFAULT_RECEIVE_SIZE)
+        except (ReadError, ReadTimeout, ClosedResourceError):
+            return
+        if not data:
+            return
