@@ -71,7 +71,8 @@ class TraceContext:
         flags: int = 1,
         tracestate: str | None = None,
     ) -> None:
-        self._raw: tuple[str | None, str | None] | None = None
+        #: What ``_parse`` reads the ids from: the two header values, or the request's fields.
+        self._raw: tuple[str | None, str | None] | dict[str, list[str]] | None = None
         self._trace_id = trace_id
         self._span_id = span_id
         self._parent_id = parent_id
@@ -85,9 +86,23 @@ class TraceContext:
         context._raw = (traceparent, tracestate)
         return context
 
+    @classmethod
+    def from_fields(cls, fields: dict[str, list[str]]) -> TraceContext:
+        """The context of a request with these header fields (lower-case names, as ``Headers``
+        keeps them); nothing is read until an id is (a repeated ``traceparent``: the first)."""
+        context = cls.__new__(cls)
+        context._raw = fields
+        return context
+
     def _parse(self) -> None:
-        traceparent, tracestate = self._raw  # type: ignore[misc]
+        raw = self._raw
         self._raw = None
+        if type(raw) is tuple:
+            traceparent, tracestate = raw
+        else:
+            parent, state = raw.get("traceparent"), raw.get("tracestate")  # type: ignore[union-attr]
+            traceparent = None if parent is None else parent[0]
+            tracestate = None if state is None else ",".join(state)
         self._span_id = new_span_id()
         if traceparent is not None:
             match = _TRACEPARENT.fullmatch(traceparent.strip())

@@ -33,8 +33,10 @@ from .middleware import (
     ErrorAnswer,
     run_error_hooks,
 )
+from .observer import ExchangeObserver
 from .request import Request
 from .routing import MethodNotAllowed, NotFound, Router
+from .tracing import call_in_trace, run_in_trace
 
 __all__ = [
     "COPY_BODY_BYTES",
@@ -75,6 +77,7 @@ class Exchanges:
     _closing: bool
     _has_routes: bool
     _chain: Any
+    _observer: ExchangeObserver | None
     _error_hooks: Any
     _drop: Callable[[Connection], None]
 
@@ -164,8 +167,19 @@ class Exchanges:
         request = Request(head, connection)
         head_only = head.method == "HEAD"
         chain = self._chain
+        observer = self._observer
+        extra = b""  # header lines the observer adds (Server-Timing)
         try:
-            result = await (self._call_handler(request) if chain is None else chain(request))
+            if observer is None:
+                result = await (self._call_handler(request) if chain is None else chain(request))
+            else:  # metrics, tracing, Server-Timing: two plain calls (server/observer.py)
+                start = observer.begin(request)
+                if chain is None:
+                    result = await self._call_handler(request)
+                else:  # the middleware see the trace too
+                    trace = request.trace
+                    result = await (chain(request) if trace is None else run_in_trace(trace, chain(request)))
+                result, extra = observer.end(request, result, start)
         except ProtocolError as exc:  # bad body framing, body too large, invalid JSON
             await self._send_error(
                 connection, exc.status_hint, str(exc), head_only=head_only, request=request
@@ -183,7 +197,7 @@ class Exchanges:
         self.stats["requests_served"] += 1
         try:
             if isinstance(result, Response):
-                keep_alive = await self._send_response(connection, request, result, head.keep_alive)
+                keep_alive = await self._send_response(connection, request, result, head.keep_alive, extra)
             else:
                 writer = ResponseWriter(connection, request, head.keep_alive)
                 try:
@@ -246,17 +260,28 @@ class Exchanges:
         request.path_params = params
         request.route = route.pattern
         handler = route.handler
-        result = handler(request)
-        if type(result) is _COROUTINE or (type(result) is not Response and inspect.isawaitable(result)):
-            result = await result  # an ``async def`` handler (the first test is the fast one)
+        trace = request.trace  # set when tracing: current while the handler runs (server/tracing.py)
+        result = handler(request) if trace is None else call_in_trace(trace, handler, request)
+        if type(result) is _COROUTINE:  # an ``async def`` handler
+            result = await (result if trace is None else run_in_trace(trace, result))
+        elif type(result) is not Response and inspect.isawaitable(result):
+            result = await result
         if type(result) is Response:
             return result
         return _to_response(result, handler)
 
     async def _send_response(
-        self, connection: Connection, request: Request, response: Response, request_keep_alive: bool
+        self,
+        connection: Connection,
+        request: Request,
+        response: Response,
+        request_keep_alive: bool,
+        extra: bytes = b"",
     ) -> bool:
-        """Send a plain response; True when the connection may serve another request."""
+        """Send a plain response; True when the connection may serve another request.
+
+        ``extra``: header lines (``Name: value\r\n``) added after the framed ones (Server-Timing).
+        """
         body = response.body
         framing = frame_response(
             response.status_code,
@@ -270,7 +295,7 @@ class Exchanges:
         head = encode_response_head(
             response.status_code,
             framing.headers,
-            b"%bDate: %b\r\n%b" % (SERVER_HEADER, http_date(), framing.header_lines),
+            b"%bDate: %b\r\n%b%b" % (SERVER_HEADER, http_date(), framing.header_lines, extra),
         )
         stream = connection.stream
         if not framing.send_body or not body:

@@ -53,6 +53,7 @@ from .middleware import (
     build_chain,
     error_hooks_of,
 )
+from .observer import ExchangeObserver, split_observers
 from .request import Request
 from .routing import Router
 from .signals import ShutdownSignals
@@ -208,6 +209,8 @@ class HttpServer(Exchanges):
         self._middleware: list[Middleware] = []
         #: The composed middleware chain; None without middleware (the handler is called directly).
         self._chain: Callable[[Request], Awaitable[Any]] | None = None
+        #: The observability middleware merged into one observer called by the exchange, or None.
+        self._observer: ExchangeObserver | None = None
         self._extra_error_hooks: list[ErrorHook] = []
         #: ``on_error`` hooks of the middleware, then those given to :meth:`add_error_hook`.
         self._error_hooks: list[ErrorHook] = []
@@ -251,7 +254,9 @@ class HttpServer(Exchanges):
     def add_middleware(self, middleware: Middleware) -> None:
         """Wrap every exchange in ``middleware`` (inside those added before); see ``server/middleware.py``."""
         self._middleware.append(middleware)
-        self._chain = build_chain(self._middleware, self._call_handler, _to_response)
+        # Metrics, tracing and Server-Timing are observed by the exchange (server/observer.py).
+        self._observer, layers = split_observers(self._middleware)
+        self._chain = build_chain(layers, self._call_handler, _to_response) if layers else None
         self._error_hooks = error_hooks_of(self._middleware) + self._extra_error_hooks
 
     def add_error_hook(self, hook: ErrorHook) -> None:

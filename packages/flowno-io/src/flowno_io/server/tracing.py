@@ -35,7 +35,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from time import perf_counter
 from typing import Any
 
@@ -45,7 +45,13 @@ from ..protocol.trace_context import TraceContext, current_trace
 from .middleware import CallNext
 from .request import Request
 
-__all__ = ["ObservabilityMiddleware", "ServerTimingMiddleware", "TracingMiddleware", "run_in_trace"]
+__all__ = [
+    "ObservabilityMiddleware",
+    "ServerTimingMiddleware",
+    "TracingMiddleware",
+    "call_in_trace",
+    "run_in_trace",
+]
 
 
 _NOTHING = object()
@@ -54,7 +60,7 @@ _NOTHING = object()
 class _InTrace:
     """Awaits ``coroutine`` with ``current_trace`` set to ``trace`` during each of its steps.
 
-    ``pending``: the coroutine already ran its first step (see :func:`_traced`), which yielded
+    ``pending``: the coroutine already ran its first step (see :func:`run_in_trace`), which yielded
     this command; it is passed on first.
     """
 
@@ -102,9 +108,23 @@ class _InTrace:
         self._coroutine.close()
 
 
-async def _traced(coroutine: Coroutine[Any, Any, Any], trace: TraceContext) -> Any:
-    """Await ``coroutine`` in ``trace``; its first step runs here, without a wrapper object, and
-    most exchanges end in it (the handler did not wait)."""
+def call_in_trace(trace: TraceContext, function: Callable[[Any], Any], argument: Any) -> Any:
+    """``function(argument)`` with ``trace`` as the current trace (a plain handler's call)."""
+    token = current_trace.set(trace)
+    try:
+        return function(argument)
+    finally:
+        current_trace.reset(token)
+
+
+async def run_in_trace(trace: TraceContext, coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Await ``coroutine`` with ``trace`` as the current trace during each of its steps.
+
+    The server runs each request's middleware and handler in it; a handler spawning a task uses it
+    to carry its trace there: ``await spawn(run_in_trace(request.trace, notify(client)))``.
+    The first step runs here, without a wrapper object: most exchanges end in it (the handler did
+    not wait).
+    """
     token = current_trace.set(trace)
     try:
         command = coroutine.send(None)
@@ -113,14 +133,6 @@ async def _traced(coroutine: Coroutine[Any, Any, Any], trace: TraceContext) -> A
     finally:
         current_trace.reset(token)
     return await _InTrace(coroutine, trace, command)
-
-
-async def run_in_trace(trace: TraceContext, coroutine: Coroutine[Any, Any, Any]) -> Any:
-    """Await ``coroutine`` with ``trace`` as the current trace (for a task a handler spawns).
-
-    Example: ``await spawn(run_in_trace(request.trace, notify(client)))``.
-    """
-    return await _InTrace(coroutine, trace)
 
 
 class TracingMiddleware:
@@ -135,7 +147,7 @@ class TracingMiddleware:
 
     async def __call__(self, request: Request, call_next: CallNext) -> Any:
         trace = request.trace = _trace_of(request)
-        return await _traced(call_next(request), trace)  # type: ignore[arg-type]
+        return await run_in_trace(trace, call_next(request))  # type: ignore[arg-type]
 
 
 def _trace_of(request: Request) -> TraceContext:
@@ -198,7 +210,7 @@ class ObservabilityMiddleware:
         start = perf_counter()
         if self.tracing:
             trace = request.trace = _trace_of(request)
-            response = await _traced(call_next(request), trace)  # type: ignore[arg-type]
+            response = await run_in_trace(trace, call_next(request))  # type: ignore[arg-type]
         else:
             response = await call_next(request)
         now = perf_counter()
