@@ -51,6 +51,11 @@ SERVER_APPS = {
 }
 SEED = "flowno.io 0.1.19 (seed)"
 STARLETTE = "uvicorn+starlette"
+#: Our app with metrics, tracing and Server-Timing on (as the services run), for the overhead row.
+OBSERVED = "flowno-io, metrics+tracing+Server-Timing"
+SERVER_APPS[OBSERVED] = SERVER_APPS[OURS]
+#: Extra arguments of a server label's app.
+SERVER_ARGS = {OBSERVED: ["--observe"]}
 
 #: Client label → ``client_bench.py --kind``.
 CLIENT_KINDS = {OURS: "flowno-io", "aiohttp": "aiohttp", "httpx": "httpx", SEED: "seed"}
@@ -123,7 +128,8 @@ def start_server(ctx: Context, name: str) -> Server:
     script = APPS_DIR / SERVER_APPS[name]
     label = name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_")
     process = ctx.registry.start(
-        f"server-{label}-{port}", pinned(SERVER_CPU, [ctx.python, str(script), "--port", str(port)])
+        f"server-{label}-{port}",
+        pinned(SERVER_CPU, [ctx.python, str(script), "--port", str(port), *SERVER_ARGS.get(name, [])]),
     )
     wait_for_port(process, port)
     return Server(name, process, port)
@@ -392,6 +398,36 @@ def _hello(ctx: Context, title: str, headers: dict[str, str] | None) -> dict[str
 def hello_keepalive(ctx: Context) -> dict[str, Any]:
     """``GET /`` over 50 keep-alive connections."""
     return _hello(ctx, "hello, keep-alive, 50 connections", None)
+
+
+def observability_overhead(ctx: Context) -> dict[str, Any]:
+    """``GET /`` keep-alive, our app with metrics + tracing + Server-Timing on vs off (issue 17).
+
+    Both in the same run, interleaved; the overhead is the observed server's CPU µs per request
+    over the plain one's (the median of the per-round ratios, each round measuring both side by
+    side, and the ratio of the medians).
+    """
+
+    def body(servers: dict[str, Server]) -> dict[str, Any]:
+        samples = interleaved(
+            ctx,
+            [OURS, OBSERVED],
+            lambda name, seconds: wrk_sample(servers[name], "/", seconds),
+            _pids(servers),
+        )
+        record = summarize(samples, "req/s", "hello, keep-alive: metrics+tracing+Server-Timing on vs off")
+        per_round = sorted(
+            on.cpu_us / off.cpu_us for on, off in zip(samples[OBSERVED], samples[OURS], strict=True)
+        )
+        record["cpu_overhead"] = record["systems"][OBSERVED]["this_cpu_over_ours"] - 1
+        record["cpu_overhead_per_round_median"] = statistics.median(per_round) - 1
+        ctx.log(
+            f"  observability CPU overhead: {record['cpu_overhead'] * 100:+.1f}% (medians), "
+            f"{record['cpu_overhead_per_round_median'] * 100:+.1f}% (median of per-round ratios)"
+        )
+        return record
+
+    return with_servers(ctx, [OURS, OBSERVED], body)
 
 
 def hello_close(ctx: Context) -> dict[str, Any]:

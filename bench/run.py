@@ -42,6 +42,7 @@ from _scenarios import (
     echo,
     hello_close,
     hello_keepalive,
+    observability_overhead,
     sse_1,
     sse_100,
 )
@@ -50,6 +51,7 @@ from _wrk import ensure_wrk_present
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "hello_keepalive": hello_keepalive,
     "hello_close": hello_close,
+    "observability": observability_overhead,
     "echo": echo,
     "sse_1": sse_1,
     "sse_100": sse_100,
@@ -147,6 +149,19 @@ def compute_targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
     for key, tasks in (("client_1", "1 task"), ("client_50", "50 tasks")):
         ratio(key, "aiohttp", 1.0, f"client req/s, {tasks} ≥ 1.0{TIMES} aiohttp ClientSession")
         ratio(key, "httpx", 5.0, f"client req/s, {tasks} ≥ 5{TIMES} httpx AsyncClient")
+    observed = scenarios.get("observability")
+    if observed is not None:
+        overhead = observed["cpu_overhead"]
+        rows.append(
+            {
+                "target": "metrics+tracing+Server-Timing on: ≤ 10% more CPU per hello request",
+                "threshold": 0.10,
+                "ratio": overhead,
+                "measured": f"{overhead * 100:+.1f}% CPU µs/request "
+                f"(per-round median {observed['cpu_overhead_per_round_median'] * 100:+.1f}%)",
+                "met": overhead <= 0.10,
+            }
+        )
     idle = scenarios.get("idle", {}).get("systems", {}).get(OURS)
     if idle is not None:
         count = f"{idle['idle_connections']:,}"

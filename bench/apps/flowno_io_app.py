@@ -51,8 +51,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--observe", action="store_true", help="metrics, tracing and Server-Timing on, as the services run"
+    )
     args = parser.parse_args()
     server = build_server(args.host, args.port)
+    if args.observe:
+        from flowno_io.server.tracing import ObservabilityMiddleware
+
+        server.add_middleware(ObservabilityMiddleware(server.enable_metrics(add_middleware=False)))
     EventLoop().run_until_complete(server.serve(), join=True)
 
 
