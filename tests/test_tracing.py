@@ -135,3 +135,27 @@ def test_parse_rules() -> None:
     assert TraceContext.from_headers(TRACEPARENT, "x" * 600).tracestate is None
     unsampled = TraceContext.from_headers(f"00-{TRACE_ID}-{PARENT}-00")
     assert not unsampled.sampled and unsampled.child_traceparent().endswith("-00")
+
+
+def test_plain_handler_and_middleware_see_the_trace() -> None:
+    """Merged into the exchange (server/observer.py), tracing runs before every middleware, whatever
+    their order, and a plain handler runs with the trace current."""
+
+    async def seen_by_middleware(request, call_next):  # type: ignore[no-untyped-def]
+        current = current_trace.get()
+        response = await call_next(request)
+        response.headers.set("X-Middleware-Saw", "none" if current is None else current.trace_id)
+        return response
+
+    server = HttpServer(
+        "127.0.0.1",
+        0,
+        routes={"/": lambda r: {"current": current_trace.get().trace_id, "own": r.trace.trace_id}},
+        middleware=[seen_by_middleware, TracingMiddleware()],
+    )
+    with ServerThread(server) as url:
+        request = urllib.request.Request(url + "/", headers={"traceparent": TRACEPARENT})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read()) == {"current": TRACE_ID, "own": TRACE_ID}
+            assert answer.headers["X-Middleware-Saw"] == TRACE_ID
+    assert current_trace.get() is None

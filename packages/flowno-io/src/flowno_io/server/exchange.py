@@ -28,6 +28,7 @@ from ..protocol.http11_server import (
     http_date,
 )
 from ..protocol.models import Response
+from ..protocol.trace_context import current_trace
 from .connection import FEED_SLICE, SERVER_HEADER, Connection, ResponseWriter
 from .middleware import (
     ErrorAnswer,
@@ -36,7 +37,7 @@ from .middleware import (
 from .observer import ExchangeObserver
 from .request import Request
 from .routing import MethodNotAllowed, NotFound, Router
-from .tracing import call_in_trace, run_in_trace
+from .tracing import run_in_trace
 
 __all__ = [
     "COPY_BODY_BYTES",
@@ -50,6 +51,8 @@ __all__ = [
 logger = logging.getLogger("flowno_io.server")
 
 _COROUTINE = types.CoroutineType
+_set_trace = current_trace.set
+_reset_trace = current_trace.reset
 
 #: Bytes of unread request body the server reads and drops to keep a connection alive; a larger
 #: leftover closes the connection instead.
@@ -260,8 +263,15 @@ class Exchanges:
         request.path_params = params
         request.route = route.pattern
         handler = route.handler
-        trace = request.trace  # set when tracing: current while the handler runs (server/tracing.py)
-        result = handler(request) if trace is None else call_in_trace(trace, handler, request)
+        trace = request.trace
+        if trace is None:
+            result = handler(request)
+        else:  # tracing: the trace is current while the handler runs (server/tracing.py)
+            token = _set_trace(trace)
+            try:
+                result = handler(request)
+            finally:
+                _reset_trace(token)
         if type(result) is _COROUTINE:  # an ``async def`` handler
             result = await (result if trace is None else run_in_trace(trace, result))
         elif type(result) is not Response and inspect.isawaitable(result):

@@ -43,9 +43,13 @@ from .tracing import (
     _stamp,
 )
 
-__all__ = ["ExchangeObserver", "split_observers"]
+__all__ = ["TIMING_LINES", "ExchangeObserver", "split_observers"]
 
-_from_fields = TraceContext.from_fields
+#: ``Server-Timing`` lines are kept pre-formatted for durations under this many microseconds
+#: (5 ms: at most 5,000 lines of ~40 bytes, made as durations occur); longer ones are formatted.
+TIMING_LINES = 5_000
+
+_new_trace = TraceContext.__new__
 
 
 class ExchangeObserver:
@@ -57,7 +61,15 @@ class ExchangeObserver:
         server_timing: the ``Server-Timing`` metric name, or ``None``.
     """
 
-    __slots__ = ("_series", "_shared", "_timing_line", "metrics", "server_timing", "tracing")
+    __slots__ = (
+        "_bounds",
+        "_series",
+        "_timing_format",
+        "_timing_lines",
+        "metrics",
+        "server_timing",
+        "tracing",
+    )
 
     def __init__(
         self,
@@ -69,10 +81,12 @@ class ExchangeObserver:
         self.metrics = metrics
         self.tracing = tracing
         self.server_timing = server_timing
-        self._shared = metrics is not None and metrics.shared
         self._series = None if metrics is None else metrics._series
-        self._timing_line = (
-            None if server_timing is None else b"Server-Timing: %b;dur=%%.3f\r\n" % server_timing.encode()
+        self._bounds = () if metrics is None else metrics.bounds
+        self._timing_format = b"Server-Timing: %b;dur=%%.3f\r\n" % (server_timing or "").encode()
+        #: The ``Server-Timing`` line of each duration under ``TIMING_LINES`` µs, made when first used.
+        self._timing_lines: list[bytes | None] | None = (
+            None if server_timing is None else [None] * TIMING_LINES
         )
 
     def __repr__(self) -> str:
@@ -83,8 +97,10 @@ class ExchangeObserver:
 
     def begin(self, request: Request) -> float:
         """Before the chain: set ``request.trace`` (when tracing); returns the start time."""
-        if self.tracing:
-            request.trace = _from_fields(request.headers._fields)
+        if self.tracing:  # TraceContext.from_fields, without the call
+            trace = _new_trace(TraceContext)
+            trace._raw = request.headers._fields
+            request.trace = trace
         return perf_counter()
 
     def end(self, request: Request, response: Any, start: float) -> tuple[Any, bytes]:
@@ -99,19 +115,24 @@ class ExchangeObserver:
         seconds = now - start
         series = self._series
         if series is not None:
-            key = (request.route or UNMATCHED_ROUTE, request.method, response.status_code)
-            found = series.get(key)
+            found = series.get((request.route or UNMATCHED_ROUTE, request.method, response.status_code))
             if type(found) is _Series:  # one process: plain counters, read when scraped
                 found.count += 1
                 found.total += seconds
-                found.buckets[bisect_left(self.metrics.bounds, seconds)] += 1  # type: ignore[union-attr]
-            else:
+                found.buckets[bisect_left(self._bounds, seconds)] += 1
+            else:  # a new series, or multiprocess mode
                 self.metrics.record(request, response.status_code, start, now)  # type: ignore[union-attr]
-        line = self._timing_line
-        if line is None:
+        lines = self._timing_lines
+        if lines is None:
             return response, b""
         if type(response) is Response and "server-timing" not in response.headers._fields:
-            return response, line % (seconds * 1000)
+            micros = int(seconds * 1e6)
+            if micros >= TIMING_LINES:
+                return response, self._timing_format % (micros / 1000)
+            line = lines[micros]
+            if line is None:  # made once per microsecond value: formatting a float costs more
+                line = lines[micros] = self._timing_format % (micros / 1000)
+            return response, line
         return _stamp(response, f"{self.server_timing};dur={seconds * 1000:.3f}"), b""
 
 

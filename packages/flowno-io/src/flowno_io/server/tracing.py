@@ -35,7 +35,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from time import perf_counter
 from typing import Any
 
@@ -49,7 +49,6 @@ __all__ = [
     "ObservabilityMiddleware",
     "ServerTimingMiddleware",
     "TracingMiddleware",
-    "call_in_trace",
     "run_in_trace",
 ]
 
@@ -106,15 +105,6 @@ class _InTrace:
 
     def close(self) -> None:
         self._coroutine.close()
-
-
-def call_in_trace(trace: TraceContext, function: Callable[[Any], Any], argument: Any) -> Any:
-    """``function(argument)`` with ``trace`` as the current trace (a plain handler's call)."""
-    token = current_trace.set(trace)
-    try:
-        return function(argument)
-    finally:
-        current_trace.reset(token)
 
 
 async def run_in_trace(trace: TraceContext, coroutine: Coroutine[Any, Any, Any]) -> Any:
