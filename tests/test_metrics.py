@@ -156,7 +156,7 @@ def test_no_metrics_option(tmp_path: Path) -> None:
 def test_client_pool_collector(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from flowno_io import HttpClient
+    from flowno_io import ConnectError, HttpClient
     from flowno_io.client.metrics import ClientPoolCollector
     from flowno_io.testing import run
 
@@ -181,6 +181,28 @@ def test_client_pool_collector(tmp_path: Path) -> None:
         assert value(found, "flowno_http_client_connections", origin=origin, state="idle") == 1
         assert value(found, "flowno_http_client_connections", origin=origin, state="active") == 0
         assert value(found, "flowno_http_client_connections_opened_total") == 1
+        assert value(found, "flowno_http_client_requests_total", origin=origin) == 3
+        assert value(found, "flowno_http_client_errors_total", origin=origin) == 0
+
+        async def refused() -> None:
+            with socket.socket() as sock:  # a port nothing listens on: bound, never listening
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+                try:
+                    await client.get(f"http://127.0.0.1:{port}/")
+                except ConnectError:
+                    return
+            raise AssertionError("connected to a port nothing listens on")
+
+        run(refused())
+        text = generate_latest(registry).decode()
+        errors = [
+            sample
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "flowno_http_client_errors_total" and sample.value == 1
+        ]
+        assert len(errors) == 1 and errors[0].labels["origin"] != origin
         client.close()
     finally:
         service.stop()

@@ -32,6 +32,7 @@ from urllib.parse import urlencode, urljoin
 import orjson
 
 from .._errors import (
+    HttpError,
     LocalProtocolError,
     ReadError,
     RemoteProtocolError,
@@ -361,6 +362,10 @@ class HttpClient:
         if cookies is not False and not isinstance(cookies, CookieJar):
             raise TypeError(f"HttpClient cookies must be True, False or a CookieJar, not {cookies!r}")
         self._cookies = ClientCookies(cookies) if cookies is not False else None
+        #: Requests sent, and those that failed before a response head, by origin (for
+        #: ``client/metrics.py``; a plain dict update a request).
+        self.requests_by_origin: dict[Origin, int] = {}
+        self.errors_by_origin: dict[Origin, int] = {}
         if proxy is not None and not isinstance(proxy, str):
             raise TypeError(f"HttpClient proxy must be a URL (str) or None, not {proxy!r}")
         routes = ProxyRoutes(proxy, trust_env=trust_env)
@@ -798,39 +803,50 @@ class HttpClient:
         limits: Timeout,
         deadline: float | None,
     ) -> tuple[Connection, ResponseParser]:
-        """Send on a pooled connection and read the response head; retry once if it was stale."""
-        retried = False
-        while True:
-            connection = await self._pool.acquire(
-                origin,
-                connect_timeout=limits.connect,
-                pool_timeout=limits.pool,
-                deadline=deadline,
-                proxy=None if self._proxies is None else self._proxies.for_origin(origin),
-            )
-            reused = connection.requests > 0
-            parser: ResponseParser | None = None
-            try:
-                await connection.send_request(head, body, write_timeout=limits.write, deadline=deadline)
-                parser = connection.start_response(
-                    head_request=method == "HEAD", max_header_bytes=self.max_header_bytes
+        """Send on a pooled connection and read the response head; retry once if it was stale.
+
+        Counted in ``requests_by_origin``, and in ``errors_by_origin`` when it raises (a connect,
+        write, read or protocol error, a timeout) before the response head arrived.
+        """
+        requests = self.requests_by_origin
+        requests[origin] = requests.get(origin, 0) + 1
+        try:
+            retried = False
+            while True:
+                connection = await self._pool.acquire(
+                    origin,
+                    connect_timeout=limits.connect,
+                    pool_timeout=limits.pool,
+                    deadline=deadline,
+                    proxy=None if self._proxies is None else self._proxies.for_origin(origin),
                 )
-                await connection.receive_head(read_timeout=limits.read, deadline=deadline)
-            except (WriteError, ReadError, RemoteProtocolError) as exc:
-                # A kept-alive connection the server closed meanwhile fails before any response
-                # byte: send an idempotent request once more, on a new connection.
-                stale = reused and (parser is None or parser.bytes_received == 0)
-                if (
-                    stale
-                    and not retried
-                    and not isinstance(exc, TooLargeError)
-                    and method in _IDEMPOTENT
-                    and (body is None or isinstance(body, bytes))
-                ):
-                    retried = True
-                    continue
-                raise
-            return connection, parser
+                reused = connection.requests > 0
+                parser: ResponseParser | None = None
+                try:
+                    await connection.send_request(head, body, write_timeout=limits.write, deadline=deadline)
+                    parser = connection.start_response(
+                        head_request=method == "HEAD", max_header_bytes=self.max_header_bytes
+                    )
+                    await connection.receive_head(read_timeout=limits.read, deadline=deadline)
+                except (WriteError, ReadError, RemoteProtocolError) as exc:
+                    # A kept-alive connection the server closed meanwhile fails before any response
+                    # byte: send an idempotent request once more, on a new connection.
+                    stale = reused and (parser is None or parser.bytes_received == 0)
+                    if (
+                        stale
+                        and not retried
+                        and not isinstance(exc, TooLargeError)
+                        and method in _IDEMPOTENT
+                        and (body is None or isinstance(body, bytes))
+                    ):
+                        retried = True
+                        continue
+                    raise
+                return connection, parser
+        except HttpError:
+            errors = self.errors_by_origin
+            errors[origin] = errors.get(origin, 0) + 1
+            raise
 
 
 def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | None:

@@ -3,8 +3,10 @@
 :class:`ClientPoolCollector` reads the pool's state when scraped, so the client pays nothing per
 request: ``flowno_http_client_connections{origin,state}`` (``active``: in use or being opened;
 ``idle``: kept alive), ``flowno_http_client_waiting_requests{origin}`` (waiting for a
-connection at ``max_connections_per_host``) and ``flowno_http_client_connections_opened_total``.
-Requests and errors by host are not counted (that would cost the client on every request).
+connection at ``max_connections_per_host``), ``flowno_http_client_connections_opened_total``, and
+``flowno_http_client_requests_total{origin}`` / ``flowno_http_client_errors_total{origin}``
+(requests sent, and those that failed before a response head: from two dicts the client updates
+per request).
 
 Example:
     >>> from prometheus_client import CollectorRegistry, generate_latest
@@ -54,16 +56,26 @@ class ClientPoolCollector:
         )
         for key in list(pool._hosts):
             origin = cast(Origin, key)  # a proxied pool's key is (origin or "proxy", proxy URL)
-            if len(origin) == 3:
-                scheme, host, port = origin
-                name = f"{scheme}://{host}:{port}"
-            else:
-                name = f"{origin[0]} via {origin[1]}"
+            name = _origin_name(origin)
             connections.add_metric([name, "active"], pool.active_connections(origin))
             connections.add_metric([name, "idle"], pool.idle_connections(origin))
             waiting.add_metric([name], pool.waiting_requests(origin))
+        requests = CounterMetricFamily(
+            f"{self.prefix}http_client_requests", "Requests sent, by origin.", labels=["origin"]
+        )
+        errors = CounterMetricFamily(
+            f"{self.prefix}http_client_errors",
+            "Requests that failed before a response head (connect, write, read, protocol error, timeout).",
+            labels=["origin"],
+        )
+        for origin, count in list(self.client.requests_by_origin.items()):
+            name = _origin_name(origin)
+            requests.add_metric([name], count)
+            errors.add_metric([name], self.client.errors_by_origin.get(origin, 0))
         yield connections
         yield waiting
+        yield requests
+        yield errors
         yield CounterMetricFamily(
             f"{self.prefix}http_client_connections_opened",
             "Connections the pool opened.",
@@ -72,3 +84,10 @@ class ClientPoolCollector:
 
     def describe(self) -> list[Any]:
         return []
+
+
+def _origin_name(origin: Origin) -> str:
+    if len(origin) == 3:
+        scheme, host, port = origin
+        return f"{scheme}://{host}:{port}"
+    return f"{origin[0]} via {origin[1]}"
