@@ -1,6 +1,7 @@
 """Prometheus metrics for an :class:`~flowno_io.HttpServer` (extra ``flowno-io[metrics]``).
 
-:func:`enable_metrics` (or ``server.enable_metrics()``) adds a :class:`MetricsMiddleware` and a
+:func:`enable_metrics` (or ``server.enable_metrics()``) adds a :class:`MetricsMiddleware` (which
+the server merges into the observer its exchange calls, ``server/observer.py``) and a
 ``GET /metrics`` route answering the Prometheus text format. Series (prefix ``flowno_``):
 
 * ``http_server_requests_total{route,method,status}``: responses by route *pattern* (the matched

@@ -1,5 +1,9 @@
 """Trace context through the server and the handler's own calls, and ``Server-Timing``.
 
+Added to a server, these middleware are not links of its chain: the server merges them into one
+observer its exchange calls directly (``server/observer.py``), outside every other middleware.
+Their ``__call__`` is what they do as ordinary middleware (composed by hand).
+
 :class:`TracingMiddleware` reads the request's W3C ``traceparent``/``tracestate`` (or starts a new
 trace), stores the :class:`~flowno_io.protocol.trace_context.TraceContext` as ``request.trace``,
 and runs the rest of the chain with it as :data:`~flowno_io.protocol.trace_context.current_trace`:
