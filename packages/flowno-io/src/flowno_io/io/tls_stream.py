@@ -265,6 +265,11 @@ class ServerTlsStream(TlsStream):
         """The protocol chosen by ALPN (``"http/1.1"``), or ``None``."""
         return self._ssl.selected_alpn_protocol()
 
+    @property
+    def backlogged(self) -> bool:
+        """True while encrypted bytes of an earlier ``send`` wait for the socket."""
+        return bool(self._backlog)
+
     def buffered(self) -> bool:
         """True when bytes read from the socket wait in the TLS object (ciphertext or plaintext)."""
         return self._incoming.pending > 0 or self._ssl.pending() > 0

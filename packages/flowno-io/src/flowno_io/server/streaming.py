@@ -548,6 +548,11 @@ class StreamingResponse:
             Exception: whatever the producer raised (the body is left unterminated, so the client
                 sees an incomplete response).
         """
+        if getattr(writer, "http2", False):  # an HTTP/2 stream: server/http2_response.py
+            from .http2_response import send_streaming
+
+            await send_streaming(self, writer)
+            return
         body = self.body
         iterator: AsyncIterator[Any] | Iterator[Any]
         iterator = body.__aiter__() if isinstance(body, AsyncIterable) else iter(body)
