@@ -72,6 +72,7 @@ from ..io.poller import READABLE, WRITABLE, Poller
 from ..io.tls_stream import ServerTlsStream
 from ..io.wakeup import Wakeup
 from ..protocol.headers import Headers
+from .exchange import MAX_DRAIN_BYTES
 from .http2_response import run_stream, send_error_answer
 from .http2_stream import Http2Request, Http2Stream, request_head
 
@@ -326,7 +327,11 @@ class Http2Connection:
                 self.dispatching = False
             self.flush()
             if self.closed or self.failed or self._finished():
-                if self.draining and not self.failed:
+                if self.failed:
+                    # Lingering close, as for HTTP/1.1 errors: the client reads our GOAWAY
+                    # instead of losing it to a reset caused by its unread frames.
+                    await server._linger(self.connection)
+                elif self.draining:
                     machine.close_connection(last_stream_id=self.goaway_last)
                     self.flush()
                 return
@@ -364,6 +369,8 @@ class Http2Connection:
             await get_clock()._start()
 
     def _on_timer(self) -> None:
+        if self.closed:
+            return
         self.expired = True
         if self.stalled_since is not None:
             self.connection.stream.shutdown()  # a full socket may never turn writable: wake by EOF
@@ -479,6 +486,11 @@ class Http2Connection:
             logger.debug("HTTP/2 connection error from %s:%s: %s", *self.connection.client, exc)
             self._fail()
             return
+        if _oversized_frame_pending(machine):
+            # h2 checks a frame's length only once the whole frame is buffered: a bogus 16 MiB
+            # length would make it wait for (and hold) 16 MiB. Refuse it from its header.
+            machine.close_connection(error_code=ErrorCodes.FRAME_SIZE_ERROR)
+            self._fail()
         streams = self.streams
         for event in events:
             kind = type(event)
@@ -523,13 +535,12 @@ class Http2Connection:
 
     def _request_received(self, event: Any) -> None:
         stream_id: int = event.stream_id
-        machine = self.h2
         if self.draining and stream_id > self.goaway_last:
-            machine.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._refuse(stream_id)
             return
         if len(self.streams) >= self.limits.max_concurrent_streams:
             # Still running: handlers of streams the client reset (their slots are not free yet).
-            machine.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._refuse(stream_id)
             self._spend_token()
             return
         stream = Http2Stream(self, stream_id)
@@ -545,6 +556,12 @@ class Http2Connection:
         length = request._content_length
         if length is not None and length > self.server.max_body_bytes:
             stream.too_large = True
+
+    def _refuse(self, stream_id: int) -> None:
+        try:
+            self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+        except h2.exceptions.ProtocolError:
+            pass  # the client reset it in the same read
 
     def _stream_reset(self, event: Any) -> None:
         stream = self.streams.get(event.stream_id)
@@ -595,8 +612,10 @@ class Http2Connection:
         self.connection.requests_served += 1
         if not stream.response_ended:
             self.reset(stream, ErrorCodes.CANCEL)
-        elif not stream.ended and not stream.gone and not self.closed:
+        elif not stream.ended and not stream.gone and not self.closed and not _drainable(stream):
             # A response complete before its request (RFC 9113 §8.1): the client may stop sending.
+            # (A short rest is read and dropped instead: some clients, httpx among them, fail a
+            # request whose upload is cut short even after its response arrived.)
             try:
                 self.h2.reset_stream(stream.stream_id, ErrorCodes.NO_ERROR)
             except h2.exceptions.ProtocolError:
@@ -604,7 +623,7 @@ class Http2Connection:
         while stream.chunks:
             self.consumed_closed(stream.stream_id, stream.chunks.popleft()[1])
         self.flush()
-        if not self.streams:
+        if not self.streams and not self.closed:
             self.last_activity = monotonic()
             if self.draining or self.remote_goaway:
                 self.wake()
@@ -641,6 +660,19 @@ class Http2Connection:
         for stream in list(self.streams.values()):
             stream.stop("disconnect")
         self.poller.close()
+
+
+def _oversized_frame_pending(machine: h2.connection.H2Connection) -> bool:
+    """True when the partial frame ``h2`` holds announces a length over the frame size limit."""
+    pending = machine.incoming_buffer._data  # h2's own buffer of the frame being received
+    return len(pending) >= 3 and int.from_bytes(pending[:3], "big") > machine.max_inbound_frame_size
+
+
+def _drainable(stream: Http2Stream) -> bool:
+    """True when the rest of an unread request body is announced and at most ``MAX_DRAIN_BYTES``."""
+    request = stream.request
+    length = request._content_length if request is not None else None
+    return length is not None and length - stream.received <= MAX_DRAIN_BYTES
 
 
 def _request_head(fields: list[tuple[bytes, bytes]], max_headers: int) -> Any:
