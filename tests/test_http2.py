@@ -8,7 +8,10 @@ send frames the server's settings forbid) and still see exactly what the server 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import html
+import json
 import re
 import shutil
 import socket
@@ -638,3 +641,79 @@ def test_corpus_answers_are_the_same_with_http2_on() -> None:
             answers.append(list(pool.map(lambda case: _answer(url, case[1]), cases)))
     different = [(case[0], len(case[1])) for case, a, b in zip(cases, *answers, strict=True) if a != b]
     assert different == []
+
+
+# -- a real browser: 8 EventSources and a fetch on one HTTPS origin ----------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_PAGE = """<!doctype html><html><body><pre id="result">pending</pre><script>
+const sources = [];
+const counts = {};
+let fetching = false;
+function opened() { return Object.values(counts).filter((n) => n >= 1).length; }
+function onEvent(i) {
+  counts[i] = (counts[i] || 0) + 1;
+  if (opened() === 8 && !fetching) {  // all eight stream at once: now a fetch on the same origin
+    fetching = true;
+    const started = performance.now();
+    fetch("/health").then((r) => r.text()).then((text) => {
+      const entry = performance.getEntriesByName(location.origin + "/health")[0];
+      const result = {
+        health: text, streams: opened(), fetch_ms: performance.now() - started,
+        page_protocol: performance.getEntriesByType("navigation")[0].nextHopProtocol,
+        fetch_protocol: entry ? entry.nextHopProtocol : null,
+      };
+      sources.forEach((s) => s.close());
+      document.getElementById("result").textContent = JSON.stringify(result);
+    });
+  }
+}
+for (let i = 0; i < 8; i++) {
+  const source = new EventSource("/events?i=" + i);
+  source.onmessage = () => onEvent(i);
+  sources.push(source);
+}
+</script></body></html>"""
+
+
+def _spki_hash(cert: Path) -> str:
+    """The base64 SHA-256 of the certificate's public key (Chromium's --ignore-certificate-errors-spki-list)."""
+    pubkey = subprocess.run(
+        ["openssl", "x509", "-pubkey", "-noout", "-in", str(cert)], check=True, capture_output=True
+    )
+    der = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "der"], input=pubkey.stdout, check=True, capture_output=True
+    )
+    return base64.b64encode(hashlib.sha256(der.stdout).digest()).decode()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless chromium (apt-get install chromium)")
+def test_chromium_opens_eight_event_sources_and_a_fetch_over_http2(
+    certificate: tuple[Path, Path], app: App, tmp_path: Path
+) -> None:
+    assert CHROMIUM is not None
+    routes = app.routes()
+
+    async def page(request: Request) -> Response:
+        return Response(BROWSER_PAGE, content_type="text/html; charset=utf-8")
+
+    async def health(request: Request) -> Response:
+        return Response("ok", content_type="text/plain")
+
+    routes.update({"/": page, "/health": health})
+    context = server_context(str(certificate[0]), str(certificate[1]))
+    with ServerThread(HttpServer("127.0.0.1", 0, routes=routes, ssl_context=context)) as url:
+        command = [
+            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--ignore-certificate-errors-spki-list={_spki_hash(certificate[0])}",
+            "--virtual-time-budget=20000", "--dump-dom", url.replace("http://127.0.0.1", "https://localhost") + "/",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, timeout=120)
+    match = re.search(rb'<pre id="result">(.*?)</pre>', result.stdout, re.DOTALL)
+    assert match, result.stdout[-2000:] + result.stderr[-2000:]
+    text = html.unescape(match.group(1).decode())
+    assert text != "pending", "not all eight event streams were open at once with the fetch"
+    outcome = json.loads(text)
+    assert outcome["health"] == "ok" and outcome["streams"] == 8
+    assert outcome["page_protocol"] == "h2" and outcome["fetch_protocol"] == "h2"
