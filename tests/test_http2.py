@@ -38,6 +38,7 @@ from hyperframe.frame import (
     HeadersFrame,
     RstStreamFrame,
 )
+from service_process import start_service
 
 from flowno_io import EventSourceResponse, HttpServer, Request, Response, StreamingResponse, sleep
 from flowno_io.io.tls_stream import server_context
@@ -717,3 +718,41 @@ def test_chromium_opens_eight_event_sources_and_a_fetch_over_http2(
     outcome = json.loads(text)
     assert outcome["health"] == "ok" and outcome["streams"] == 8
     assert outcome["page_protocol"] == "h2" and outcome["fetch_protocol"] == "h2"
+
+
+# -- the services -------------------------------------------------------------------------------
+
+
+def test_services_serve_http2_by_alpn_and_prior_knowledge(
+    certificate: tuple[Path, Path], tmp_path: Path
+) -> None:
+    tls = ["--certfile", str(certificate[0]), "--keyfile", str(certificate[1])]
+    verify = ssl.create_default_context(cafile=str(certificate[0]))
+    stream = start_service("stream_service", tmp_path / "stream", *tls, "--access-log")
+    try:
+        with httpx.Client(http2=True, verify=verify, timeout=HANG_TIMEOUT) as client:
+            with client.stream("GET", stream.url + "/events?count=3&interval_ms=10") as response:
+                assert response.http_version == "HTTP/2"
+                lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+            assert [json.loads(line[6:])["n"] for line in lines] == [1, 2, 3]
+            completion = client.post(
+                stream.url + "/v1/chat/completions",
+                json={"model": "flowno-echo", "messages": [{"role": "user", "content": "hi"}]},
+            )
+            assert completion.status_code == 200 and completion.http_version == "HTTP/2"
+    finally:
+        stream.stop()
+    assert '"status": 200' in stream.stdout_text() or '"status":200' in stream.stdout_text()  # access log
+    echo = start_service("echo_service", tmp_path / "echo")
+    try:
+        with _h2_client() as client:
+            response = client.get(echo.url + "/health")
+            assert response.status_code == 200 and response.http_version == "HTTP/2"
+    finally:
+        echo.stop()
+    plain = start_service("echo_service", tmp_path / "plain", *tls, "--no-http2")
+    try:
+        with httpx.Client(http2=True, verify=verify, timeout=HANG_TIMEOUT) as client:
+            assert client.get(plain.url + "/health").http_version == "HTTP/1.1"
+    finally:
+        plain.stop()
