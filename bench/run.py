@@ -45,6 +45,7 @@ from _scenarios import (
     sse_1,
     sse_100,
 )
+from _http2 import HYPERCORN, h2_hello, https_hello
 from _wrk import ensure_wrk_present
 
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
@@ -55,6 +56,8 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "sse_100": sse_100,
     "client_1": client_1,
     "client_50": client_50,
+    "https_hello": https_hello,
+    "h2_hello": h2_hello,
     "idle": idle_connections,
     "memory": memory_churn,
 }
@@ -62,6 +65,7 @@ GROUPS = {
     "hello": ["hello_keepalive", "hello_close"],
     "sse": ["sse_1", "sse_100"],
     "client": ["client_1", "client_50"],
+    "http2": ["https_hello", "h2_hello"],
 }
 
 
@@ -147,6 +151,8 @@ def compute_targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
     for key, tasks in (("client_1", "1 task"), ("client_50", "50 tasks")):
         ratio(key, "aiohttp", 1.0, f"client req/s, {tasks} ≥ 1.0{TIMES} aiohttp ClientSession")
         ratio(key, "httpx", 5.0, f"client req/s, {tasks} ≥ 5{TIMES} httpx AsyncClient")
+    ratio("https_hello", HYPERCORN, 1.5, f"HTTPS hello (HTTP/1.1 keep-alive) ≥ 1.5{TIMES} hypercorn")
+    ratio("h2_hello", HYPERCORN, 1.5, f"HTTP/2 hello (h2load -c 10 -m 10) ≥ 1.5{TIMES} hypercorn")
     idle = scenarios.get("idle", {}).get("systems", {}).get(OURS)
     if idle is not None:
         count = f"{idle['idle_connections']:,}"
@@ -222,6 +228,8 @@ def versions() -> dict[str, str]:
         "httpx",
         "httptools",
         "orjson",
+        "h2",
+        "hypercorn",
     ):
         try:
             found[package] = metadata.version(package)

@@ -1,7 +1,8 @@
 """The bench app on ``flowno_io.HttpServer``: ``GET /`` hello, ``POST /echo`` JSON, ``GET /sse?n=``.
 
-Run by ``bench/run.py`` as ``taskset -c 0 python bench/apps/flowno_io_app.py --port N``; SIGTERM
-stops it (the server installs its own handler).
+Run by ``bench/run.py`` as ``taskset -c 0 python bench/apps/flowno_io_app.py --port N`` (with
+``--certfile C --keyfile K``: HTTPS, and HTTP/2 by ALPN); SIGTERM stops it (the server installs its
+own handler). HTTP/2 by prior knowledge on cleartext is always on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from _payloads import BACKLOG, DEFAULT_EVENTS, HELLO, KEEPALIVE_TIMEOUT, event_d
 from flowno import EventLoop
 
 from flowno_io import EventSourceResponse, HttpServer, Request, Response
+from flowno_io.io.tls_stream import server_context
 
 
 def build_server(host: str, port: int) -> HttpServer:
@@ -51,8 +53,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--certfile", help="serve HTTPS (HTTP/2 by ALPN, HTTP/1.1) with this certificate")
+    parser.add_argument("--keyfile")
     args = parser.parse_args()
     server = build_server(args.host, args.port)
+    if args.certfile:
+        server.use_tls(server_context(args.certfile, args.keyfile))
     EventLoop().run_until_complete(server.serve(), join=True)
 
 

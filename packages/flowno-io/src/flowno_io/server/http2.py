@@ -68,6 +68,7 @@ from hyperframe.frame import GoAwayFrame
 from .._errors import RemoteProtocolError
 from ..io.clock import Timer, get_clock
 from ..io.coroutines import resume as _resume
+from ..io.flowno_compat import sleep
 from ..io.poller import READABLE, WRITABLE, Poller
 from ..io.tls_stream import ServerTlsStream
 from ..io.wakeup import Wakeup
@@ -246,7 +247,14 @@ class Http2Connection:
         self.sock = stream.sock
         self.tls = stream if isinstance(stream, ServerTlsStream) else None
         self.fd = connection.fd
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        # Inbound headers are validated by h2 (RFC 9113 §8.2); outbound ones are ours, already
+        # checked by Headers (lower-case names, no CR/LF/NUL) and cleaned by response_headers().
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
         machine = self.h2 = h2.connection.H2Connection(config)
         codes = h2.settings.SettingCodes
         machine.local_settings = h2.settings.Settings(
@@ -342,7 +350,10 @@ class Http2Connection:
             if len(self.outbox) < OUTBOX_HIGH_WATER:
                 want |= READABLE
             self._set_interest(want)
-            await self.poller.wait()
+            if self.poller.ready(1):
+                await sleep(0)  # already readable: let the other tasks run, without a selector round trip
+            else:
+                await self.poller.wait()
 
     def _finished(self) -> bool:
         return (self.draining or self.remote_goaway) and not self.streams
