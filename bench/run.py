@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from _http2 import HYPERCORN, h2_hello, https_hello
 from _procs import LOAD_CPU, ProcessRegistry, raise_fd_limit
 from _report import DASH, TIMES, render_chart, render_markdown
 from _resources import idle_connections, memory_churn
@@ -45,7 +46,6 @@ from _scenarios import (
     sse_1,
     sse_100,
 )
-from _http2 import HYPERCORN, h2_hello, https_hello
 from _wrk import ensure_wrk_present
 
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
