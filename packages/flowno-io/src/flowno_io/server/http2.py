@@ -430,16 +430,19 @@ class Http2Connection:
         if data:
             outbox += data
         before = len(outbox)
-        if outbox or (self.tls is not None and self.tls.backlogged):
-            try:
-                sent = self.sock.send(outbox)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self.connection.stream.shutdown()  # the connection task sees it and ends
-                self.outbox.clear()
-                return
-            del outbox[:sent]
+        try:
+            if outbox:
+                try:
+                    sent = self.sock.send(outbox)
+                except BlockingIOError:
+                    sent = 0
+                del outbox[:sent]
+            elif self.tls is not None and self.tls.backlogged:
+                self.tls.send_backlog_nowait()
+        except OSError:
+            self.connection.stream.shutdown()  # the connection task sees it and ends
+            outbox.clear()
+            return
         if self._pending():
             if self.stalled_since is None or len(outbox) < before:
                 self.stalled_since = monotonic()

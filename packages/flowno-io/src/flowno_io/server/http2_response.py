@@ -19,6 +19,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
+import h2.exceptions
 import orjson
 from h2.errors import ErrorCodes
 
@@ -165,7 +166,10 @@ class _Heartbeat:
         due = stream.last_write + self.interval
         if now >= due - 0.001:
             if stream.in_producer and conn.sendable(stream) >= len(self.data):
-                conn.h2.send_data(stream.stream_id, self.data)
+                try:
+                    conn.h2.send_data(stream.stream_id, self.data)
+                except h2.exceptions.ProtocolError:
+                    return  # the stream closed meanwhile: no more heartbeats
                 stream.last_write = now
                 conn.flush()
             due = now + self.interval
