@@ -566,6 +566,9 @@ class Http2Connection:
         except RemoteProtocolError as exc:
             stream.error = exc  # answered with its status (400, 431) instead of a handler
             return
+        except ValueError:  # (h2 checked Content-Length already: defence in depth)
+            stream.error = RemoteProtocolError("invalid Content-Length", 400)
+            return
         request = stream.request = Http2Request(head, stream)
         length = request._content_length
         if length is not None and length > self.server.max_body_bytes:
