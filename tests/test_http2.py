@@ -12,6 +12,7 @@ import base64
 import hashlib
 import html
 import json
+import logging
 import re
 import shutil
 import socket
@@ -29,7 +30,7 @@ import h2.connection
 import httpx
 import pytest
 import test_client_cancel
-from helpers import HANG_TIMEOUT, read_until_closed
+from helpers import HANG_TIMEOUT, read_until_closed, wait_for
 from hpack import Decoder
 from hyperframe.frame import (
     DataFrame,
@@ -40,7 +41,17 @@ from hyperframe.frame import (
 )
 from service_process import start_service
 
-from flowno_io import EventSourceResponse, HttpServer, Request, Response, StreamingResponse, sleep
+from flowno_io import (
+    AccessLogMiddleware,
+    CORSMiddleware,
+    EventSourceResponse,
+    GZipMiddleware,
+    HttpServer,
+    Request,
+    Response,
+    StreamingResponse,
+    sleep,
+)
 from flowno_io.io.tls_stream import server_context
 from flowno_io.server.http2 import PREFACE, Http2Limits
 from flowno_io.testing import ServerThread
@@ -207,6 +218,59 @@ def test_many_concurrent_streams_on_one_connection(serve: Serve, app: App) -> No
     assert [r.text for r in responses] == ["True"] * n
     assert {r.http_version for r in responses} == {"HTTP/2"}
     assert server.stats["connections_accepted"] == 1
+
+
+class _Lines(logging.Handler):
+    """Keeps the access log's JSON lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(json.loads(record.getMessage()))
+
+
+def test_middleware_runs_unchanged_on_http2(serve: Serve, app: App) -> None:
+    """CORS, gzip (plain and streamed) and the access log, with its lines for the server's own 431."""
+    lines = _Lines()
+    logger = logging.getLogger("test_http2.access")
+    logger.addHandler(lines)
+    logger.setLevel(logging.INFO)
+    routes = app.routes()
+
+    async def text(request: Request) -> Response:
+        return Response("x" * 5000, content_type="text/plain")
+
+    async def stream(request: Request) -> StreamingResponse:
+        return StreamingResponse(iter(["y" * 3000, "z" * 3000]), content_type="text/plain")
+
+    routes.update({"/text": text, "/stream": stream})
+    middleware = [AccessLogMiddleware(logger), CORSMiddleware(["https://app.example"]), GZipMiddleware()]
+    url = serve(HttpServer("127.0.0.1", 0, routes=routes, middleware=middleware))
+    try:
+        with _h2_client(headers={"Origin": "https://app.example", "Accept-Encoding": "gzip"}) as client:
+            response = client.get(url + "/text")
+            assert response.http_version == "HTTP/2" and response.text == "x" * 5000
+            assert response.headers["content-encoding"] == "gzip"
+            assert response.headers["access-control-allow-origin"] == "https://app.example"
+            streamed = client.get(url + "/stream")
+            assert streamed.headers["content-encoding"] == "gzip" and streamed.text == "y" * 3000 + "z" * 3000
+            preflight = client.options(url + "/json", headers={"Access-Control-Request-Method": "POST"})
+            assert preflight.status_code == 204
+        raw = RawH2(_port(url))
+        assert raw.response(raw.request("/hello", extra=[(b"x-h%d" % i, b"v") for i in range(150)]))[0] == 431
+        raw.close()
+        wait_for(lambda: len(lines.records) >= 4, "the access log lines")
+    finally:
+        logger.removeHandler(lines)
+    assert [(r["status"], r["path"]) for r in lines.records] == [
+        (200, "/text"),
+        (200, "/stream"),
+        (204, "/json"),
+        (431, "/hello"),
+    ]
+    assert lines.records[1]["bytes"] > 0
 
 
 def test_large_bodies_both_ways(url: str) -> None:

@@ -563,11 +563,13 @@ class Http2Connection:
         self._new.append(stream)
         try:
             head = _request_head(event.headers, self.server.max_headers)
-        except RemoteProtocolError as exc:
-            stream.error = exc  # answered with its status (400, 431) instead of a handler
-            return
-        except ValueError:  # (h2 checked Content-Length already: defence in depth)
-            stream.error = RemoteProtocolError("invalid Content-Length", 400)
+        except (RemoteProtocolError, ValueError) as exc:
+            # Answered with its status (400, 431) instead of a handler. (A bad Content-Length,
+            # the ValueError, is refused by h2 first: defence in depth.)
+            if not isinstance(exc, RemoteProtocolError):
+                exc = RemoteProtocolError("invalid Content-Length", 400)
+            stream.error = exc
+            stream.error_target = _method_and_path(event.headers)
             return
         request = stream.request = Http2Request(head, stream)
         length = request._content_length
@@ -683,6 +685,13 @@ def _oversized_frame_pending(machine: h2.connection.H2Connection) -> bool:
     """True when the partial frame ``h2`` holds announces a length over the frame size limit."""
     pending = machine.incoming_buffer._data  # h2's own buffer of the frame being received
     return len(pending) >= 3 and int.from_bytes(pending[:3], "big") > machine.max_inbound_frame_size
+
+
+def _method_and_path(fields: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """The ``:method`` and ``:path`` (without the query) of a refused request, for its access log."""
+    pseudo = {name: value.decode("latin-1") for name, value in fields if name in (b":method", b":path")}
+    path = pseudo.get(b":path")
+    return pseudo.get(b":method"), path.split("?", 1)[0] if path is not None else None
 
 
 def _drainable(stream: Http2Stream) -> bool:

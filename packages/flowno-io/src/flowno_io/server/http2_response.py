@@ -118,7 +118,7 @@ async def send_error(
     if stream.headers_sent:
         conn.reset(stream, ErrorCodes.INTERNAL_ERROR)
         return
-    method = request.method if request is not None else "GET"
+    method = request.method if request is not None else (stream.error_target[0] or "GET")
     body = orjson.dumps({"error": message, "status": status})
     headers = _ERROR_HEADERS
     server = conn.server
@@ -129,7 +129,8 @@ async def send_error(
                 conn.connection.client, conn.connection.parser, status, message, request, headers
             )
         else:
-            answer = ErrorAnswer(conn.connection.client, status, message, None, None, None, headers)
+            target_method, path = stream.error_target
+            answer = ErrorAnswer(conn.connection.client, status, message, target_method, path, None, headers)
         answer.size = 0 if method == "HEAD" else len(body)
         run_error_hooks(server._error_hooks, answer)
     fields, send_body = response_headers(status, headers, len(body), method)

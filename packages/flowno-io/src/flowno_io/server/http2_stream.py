@@ -61,6 +61,7 @@ class Http2Stream:
         "end_on_shutdown",
         "ended",
         "error",
+        "error_target",
         "gone",
         "headers_sent",
         "heartbeat",
@@ -83,6 +84,8 @@ class Http2Stream:
         self.request: Http2Request | None = None
         #: Why the request head was refused (answered instead of running a handler).
         self.error: RemoteProtocolError | None = None
+        #: The refused request's method and path, for the error hooks (access log).
+        self.error_target: tuple[str | None, str | None] = (None, None)
         self.headers_sent = False
         #: Body pieces received and not yet read: ``(data, flow-controlled length)``.
         self.chunks: deque[tuple[bytes, int]] = deque()
