@@ -594,6 +594,25 @@ def test_a_client_that_opens_no_window_stalls_only_its_producer(url: str, app: A
     raw.close()
 
 
+def test_a_client_that_reads_nothing_is_closed_after_the_write_timeout(serve: Serve, app: App) -> None:
+    """A window opened wide but no byte read: bounded output waits, then the connection closes."""
+    server = HttpServer("127.0.0.1", 0, routes=app.routes(), write_timeout=0.5)
+    url = serve(server)
+    raw = RawH2(_port(url))
+    raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sid = raw.request("/flood")
+    raw.h2.increment_flow_control_window(2**31 - 1 - 65535, sid)
+    raw.h2.increment_flow_control_window(2**31 - 1 - 65535)
+    raw.flush()
+    wait_for(lambda: app.produced > 0, message="the producer did not start")
+    wait_for(lambda: server.open_connections == 0, message="the stalled connection was not closed")
+    # The producer was held back by the outbox mark (plus what the kernel buffers took).
+    assert app.produced * CHUNK < 64 * 1024 * 1024
+    raw.close()
+    with _h2_client() as client:
+        assert client.get(url + "/hello").status_code == 200
+
+
 @pytest.mark.parametrize("split", range(1, len(PREFACE)))
 def test_preface_split_across_reads(url: str, split: int) -> None:
     raw = RawH2(_port(url), preface=False)

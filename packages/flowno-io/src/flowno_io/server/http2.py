@@ -382,11 +382,26 @@ class Http2Connection:
     def _on_timer(self) -> None:
         if self.closed:
             return
-        self.expired = True
         if self.stalled_since is not None:
+            due = self.stalled_since + self.server.write_timeout
+            if monotonic() < due:  # the client took some output since: wait on
+                if self.timer is not None:
+                    self.timer.set_deadline(due)  # (the clock runs: it called us)
+                return
+            self.expired = True
             self.connection.stream.shutdown()  # a full socket may never turn writable: wake by EOF
-        else:
-            self.wake()
+            return
+        self.expired = True
+        self.wake()
+
+    def _arm_stall(self) -> None:
+        """Output started waiting for the socket: fire at the write timeout unless it drains."""
+        timer = self.timer
+        if timer is None or self.stalled_since is None:
+            return
+        due = self.stalled_since + self.server.write_timeout
+        if (timer.deadline is None or timer.deadline > due) and not timer.set_deadline(due):
+            self.wake()  # the clock task is not running: the connection task starts it
 
     def _expire(self) -> bool:
         """The timer fired: True when the connection must close now."""
@@ -444,8 +459,11 @@ class Http2Connection:
             outbox.clear()
             return
         if self._pending():
-            if self.stalled_since is None or len(outbox) < before:
+            if self.stalled_since is None:
                 self.stalled_since = monotonic()
+                self._arm_stall()
+            elif len(outbox) < before:
+                self.stalled_since = monotonic()  # progress (the timer re-arms when it fires)
             self.wake()
         else:
             self.stalled_since = None
