@@ -594,6 +594,18 @@ def test_a_client_that_opens_no_window_stalls_only_its_producer(url: str, app: A
     raw.close()
 
 
+def test_a_window_never_opened_resets_the_stream_after_the_write_timeout(serve: Serve, app: App) -> None:
+    url = serve(HttpServer("127.0.0.1", 0, routes=app.routes(), write_timeout=0.5))
+    raw = RawH2(_port(url))
+    sid = raw.request("/flood")
+    frame = raw.until(lambda f: isinstance(f, RstStreamFrame) and f.stream_id == sid)
+    assert isinstance(frame, RstStreamFrame) and frame.error_code == CANCEL
+    raw.h2.increment_flow_control_window(1_000_000)  # the flood used up the connection's window too
+    raw.flush()
+    assert raw.response(raw.request("/hello"))[0] == 200  # the connection goes on
+    raw.close()
+
+
 def test_a_client_that_reads_nothing_is_closed_after_the_write_timeout(serve: Serve, app: App) -> None:
     """A window opened wide but no byte read: bounded output waits, then the connection closes."""
     server = HttpServer("127.0.0.1", 0, routes=app.routes(), write_timeout=0.5)
