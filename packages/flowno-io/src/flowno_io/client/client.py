@@ -242,6 +242,17 @@ def _encode_body(data: RequestData, json: Any, files: Files | None = None) -> tu
     )
 
 
+#: Fields a request's headers cannot simply add to a cached plain head: the head sets or drops them.
+_NOT_APPENDABLE = frozenset({"host", "content-length", "transfer-encoding"})
+
+
+def _field_lines(headers: Headers) -> bytes:
+    """The header lines of ``headers`` and the blank line that ends a head."""
+    lines = [f"{name}: {value}\r\n" for name, values in headers._fields.items() for value in values]
+    lines.append("\r\n")
+    return "".join(lines).encode()
+
+
 def _merge_headers(*sources: HeadersLike | None) -> Headers | None:
     result: Headers | None = None
     for source in sources:
@@ -633,6 +644,20 @@ class HttpClient:
         self._heads[key] = ({name: list(values) for name, values in client_fields.items()}, origin, head)
         return origin, head
 
+    def _appendable(self, method: str, headers: Headers) -> bool:
+        """True when ``headers`` only add fields to the plain head of ``method`` (replace none).
+
+        The plain head then followed by their lines is what :meth:`_encode_head` would build:
+        the request's own headers come after the client's, in their order.
+        """
+        if method in _BODY_EXPECTED:
+            return False  # (its Content-Length: 0 comes after the request's headers)
+        base, client = self._base_fields, self.headers._fields
+        for name in headers._fields:
+            if name in base or name in client or name in _NOT_APPENDABLE:
+                return False
+        return True
+
     def _encode_head(
         self,
         method: str,
@@ -715,14 +740,14 @@ class HttpClient:
         cookies = self._cookies
         while True:
             target: str | None = None
-            if (
-                body is None
-                and headers is None
-                and query is None
-                and auth is None
-                and (cookies is None or not cookies.stored)
-            ):
+            plain = (
+                body is None and query is None and auth is None and (cookies is None or not cookies.stored)
+            )
+            if plain and headers is None:
                 origin, head = self._plain_head(method, url)
+            elif plain and headers is not None and self._appendable(method, headers):
+                origin, head = self._plain_head(method, url)
+                head = head[:-2] + _field_lines(headers)
             else:
                 origin, target, host_header, authorization, proxy_authorization = self._resolve(url)
                 if query:

@@ -307,7 +307,8 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
     """flowno's ``EventLoop`` whose sleep heap never compares two tasks.
 
     A subclass, not a patch: it handles ``SleepCommand`` itself, pushing a time that breaks ties by
-    arrival order, and leaves every other command to flowno. Use it where code you do not control
+    arrival order, handles ``EventWaitCommand`` (every :func:`park`) as flowno does but first, and
+    leaves every other command to flowno. Use it where code you do not control
     calls ``flowno.sleep`` at high rates; :func:`flowno_io.run` uses it.
 
     Example:
@@ -328,7 +329,16 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
     _sleep_seq = itertools.count()
 
     def _handle_command(self, current_task_packet: Any, command: Any) -> bool:
-        if type(command) is SleepCommand and command.end_time > _flowno_clock():
+        kind = type(command)
+        if kind is EventWaitCommand:
+            # What flowno does for it, without the seven failing ``isinstance`` checks against
+            # its ABC-based commands that come first in flowno's chain (every ``park`` pays them).
+            if command.event._set:
+                self.tasks.append((current_task_packet[0], None, None))
+            else:
+                self.event_waiters[command.event].add(current_task_packet[0])
+            return True
+        if kind is SleepCommand and command.end_time > _flowno_clock():
             deadline = _Deadline(command.end_time, next(self._sleep_seq))
             heapq.heappush(self.sleeping, (deadline, current_task_packet[0]))
             return True
