@@ -1,7 +1,8 @@
 """The bench app on ``flowno_io.HttpServer``: ``GET /`` hello, ``POST /echo`` JSON, ``GET /sse?n=``.
 
 Run by ``bench/run.py`` as ``taskset -c 0 python bench/apps/flowno_io_app.py --port N``; SIGTERM
-stops it (the server installs its own handler).
+stops it (the server installs its own handler). It runs on ``flowno_io.EventLoop``, as the
+README's examples do.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ import argparse
 from collections.abc import AsyncIterator
 
 from _payloads import BACKLOG, DEFAULT_EVENTS, HELLO, KEEPALIVE_TIMEOUT, event_data
-from flowno import EventLoop
 
-from flowno_io import EventSourceResponse, HttpServer, Request, Response
+from flowno_io import EventLoop, EventSourceResponse, HttpServer, Request, Response
 
 
 def build_server(host: str, port: int) -> HttpServer:

@@ -80,7 +80,7 @@ def main() -> None:
         with_idle: list[float] = []
         for _ in range(args.rounds):
             without.append(sample())
-            sockets, failed = open_idle(port, args.idle, 200)
+            sockets, _failed = open_idle(port, args.idle, 200)
             try:
                 with_idle.append(sample())
             finally:

@@ -158,6 +158,25 @@ class ClientResponse(Response):
     history: list[ClientResponse]
     _elapsed: float
 
+    @classmethod
+    def _of(
+        cls, parser: ResponseParser, body: bytes, url: str, history: list[ClientResponse], elapsed: float
+    ) -> ClientResponse:
+        """The response a parser read: its head as parsed (no status-phrase lookup, no header copy)."""
+        status = parser.status_code
+        if not 100 <= status <= 999:
+            raise ValueError(f"invalid status code {status}")  # (what Response() raises)
+        response = cls.__new__(cls)
+        response.body = body
+        response.status_code = status
+        response.reason = parser.reason
+        response.http_version = parser.http_version
+        response.headers = parser.headers
+        response.url = url
+        response.history = history
+        response._elapsed = elapsed
+        return response
+
     @property
     def elapsed(self) -> timedelta:
         """From sending the request to the end of the response body."""
@@ -508,14 +527,7 @@ class HttpClient:
             files,
         )
         body = await reader.read_all()
-        parser = reader.parser
-        response = ClientResponse(body, parser.status_code, parser.headers)
-        response.reason = parser.reason
-        response.http_version = parser.http_version
-        response.url = final_url
-        response.history = history
-        response._elapsed = monotonic() - start
-        return response
+        return ClientResponse._of(reader.parser, body, final_url, history, monotonic() - start)
 
     async def stream_get(self, url: str, **options: Any) -> OkStreamingResponse[Any] | ErrStreamingResponse:
         """Streaming GET; see :meth:`stream_request`."""
