@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import cProfile
 import pstats
-import socket
 import sys
 import threading
+
+from cg_hello_client import send_hellos
 
 import flowno_io
 from flowno_io import HttpServer, Request, Response
@@ -30,21 +31,8 @@ def hello(request: Request) -> Response:
     return Response("Hello, world!", content_type="text/plain")
 
 
-def client() -> None:
-    """10 keep-alive connections, 10 requests in flight."""
-    sockets = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
-    request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
-    for _ in range(count // 10):
-        for sock in sockets:
-            sock.sendall(request)
-        for sock in sockets:
-            received = b""
-            while not received.endswith(b"Hello, world!"):
-                received += sock.recv(4096)
-
-
 server.bind()
-threading.Thread(target=client, daemon=True).start()
+threading.Thread(target=send_hellos, args=(count, server.port), daemon=True).start()
 profile = cProfile.Profile()
 profile.enable()
 loop.run_until_complete(server.serve(), join=True)
