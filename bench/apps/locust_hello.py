@@ -1,9 +1,11 @@
 """The Locust side of the load-generator scenario: ``FastHttpUser``s in a closed loop on ``GET /``.
 
 Run by ``bench/_loadgen.py`` as one headless Locust process on the load core. Counting starts
-when every user has been spawned and stops at the end of the run; the counts and this process's
-CPU time over that window go as one JSON line to the file named by ``BENCH_LOCUST_OUT`` (Locust
-owns stdout and stderr).
+when every user has been spawned and lasts ``BENCH_LOCUST_SECONDS``; then this file stops the
+run itself (Locust's ``--run-time`` is counted on gevent's clock, which on a busy machine can
+still read the time from before the slow start-up, so the run may end at once). The counts and
+this process's CPU time over that window go as one JSON line to the file named by
+``BENCH_LOCUST_OUT`` (Locust owns stdout and stderr).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import os
 import time
 from typing import Any
 
+import gevent
 from locust import constant, events, task
 from locust.contrib.fasthttp import FastHttpUser
+from locust.env import Environment
 
 _window: dict[str, float] = {}
 _counts = {"requests": 0, "failures": 0}
@@ -44,9 +48,27 @@ def _cpu() -> float:
     return times.user + times.system
 
 
+_environment: list[Environment] = []
+
+
+@events.init.add_listener
+def _keep(environment: Environment, **_: Any) -> None:
+    _environment.append(environment)
+
+
+def _stop_after(seconds: float) -> None:
+    gevent.sleep(seconds)
+    runner = _environment[0].runner if _environment else None
+    if runner is not None:
+        runner.quit()
+
+
 @events.spawning_complete.add_listener
 def _start(user_count: int, **_: Any) -> None:
     _window["started"], _window["cpu"] = time.monotonic(), _cpu()
+    seconds = float(os.environ.get("BENCH_LOCUST_SECONDS", "0"))
+    if seconds > 0:
+        gevent.spawn(_stop_after, seconds)
 
 
 @events.test_stop.add_listener
