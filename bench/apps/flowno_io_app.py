@@ -2,7 +2,8 @@
 
 Run by ``bench/run.py`` as ``taskset -c 0 python bench/apps/flowno_io_app.py --port N`` (with
 ``--certfile C --keyfile K``: HTTPS, and HTTP/2 by ALPN); SIGTERM stops it (the server installs its
-own handler). HTTP/2 by prior knowledge on cleartext is always on.
+own handler). HTTP/2 by prior knowledge on cleartext is always on. It runs on
+``flowno_io.EventLoop``, as the README's examples do.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import argparse
 from collections.abc import AsyncIterator
 
 from _payloads import BACKLOG, DEFAULT_EVENTS, HELLO, KEEPALIVE_TIMEOUT, event_data
-from flowno import EventLoop
 
-from flowno_io import EventSourceResponse, HttpServer, Request, Response
+from flowno_io import EventLoop, EventSourceResponse, HttpServer, Request, Response
 from flowno_io.io.tls_stream import server_context
 
 
