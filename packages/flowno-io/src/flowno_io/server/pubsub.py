@@ -67,6 +67,7 @@ class Subscription(Generic[T]):
         "_buffer",
         "_closed",
         "_direct",
+        "_on_close",
         "_topic",
         "_waiting",
         "_wakeup",
@@ -91,6 +92,9 @@ class Subscription(Generic[T]):
         # Set by a streaming response that iterates this subscription: called with an item while
         # the reader waits and nothing is buffered; True when it delivered the item itself.
         self._direct: Callable[[T], bool] | None = None
+        # Set by a streaming response that runs without a task while it waits (see streaming.py):
+        # called once when the subscription closes, as nobody waits on the wakeup flag then.
+        self._on_close: Callable[[], None] | None = None
 
     def _offer(self, item: T) -> None:
         buffer = self._buffer
@@ -146,6 +150,10 @@ class Subscription(Generic[T]):
             self._topic = None
         self._closed = True
         self._wakeup.set()
+        on_close = self._on_close
+        if on_close is not None:
+            self._on_close = None
+            on_close()
 
     async def aclose(self) -> None:
         """Async form of :meth:`close` (async iterators are closed with ``aclose``)."""
