@@ -97,9 +97,13 @@ class Subscription(Generic[T]):
         self._on_close: Callable[[], None] | None = None
 
     def _offer(self, item: T) -> None:
-        buffer = self._buffer
-        if self._waiting and not buffer and self._direct is not None and self._direct(item):
+        if self._waiting and not self._buffer and self._direct is not None and self._direct(item):
             return
+        self._enqueue(item)
+
+    def _enqueue(self, item: T) -> None:
+        """Buffer ``item`` (its overflow policy applies) and wake the reader."""
+        buffer = self._buffer
         if buffer is None:
             buffer = self._buffer = deque()
         elif len(buffer) >= self.max_buffer:
@@ -233,8 +237,11 @@ class Topic(Generic[T]):
         if self._closed:
             raise RuntimeError("publish() on a closed Topic")
         subscriptions = list(self._subscriptions)
+        # Subscription._offer inlined: at 19,000 subscribers a tick is one tight loop of sends.
         for subscription in subscriptions:
-            subscription._offer(item)
+            direct = subscription._direct
+            if direct is None or not subscription._waiting or subscription._buffer or not direct(item):
+                subscription._enqueue(item)
         return sum(1 for subscription in subscriptions if not subscription.overflowed)
 
     def close(self) -> None:
