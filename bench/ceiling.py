@@ -157,7 +157,13 @@ def read_message(process: Managed, deadline: float) -> dict[str, Any] | None:
 
 
 def run_step(
-    registry: ProcessRegistry, python: str, step: Step, ticks: int, open_timeout: float, open_rate: float
+    registry: ProcessRegistry,
+    python: str,
+    step: Step,
+    ticks: int,
+    open_timeout: float,
+    open_rate: float,
+    reader: str = "shared",
 ) -> None:
     """Start the server and generators of ``step``, measure, stop them all."""
     record = step.record
@@ -194,6 +200,8 @@ def run_step(
                         str(open_timeout),
                         "--open-rate",
                         str(open_rate / step.generators),
+                        "--reader",
+                        reader,
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -429,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
         default=OPEN_RATE,
         help="streams opened per second, all generators together",
     )
+    parser.add_argument(
+        "--reader",
+        choices=("shared", "sse"),
+        default="shared",
+        help="how generators read ticks: one epoll per process (shared) or each user's SSE decoder (sse)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--stem", default=None, help="file stem (default ceiling-<date>)")
     args = parser.parse_args(argv)
@@ -465,7 +479,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 open_timeout = args.open_timeout + step.streams / args.open_rate
                 run_step(
-                    registry, sys.executable, step, args.ticks, min(open_timeout, remaining), args.open_rate
+                    registry,
+                    sys.executable,
+                    step,
+                    args.ticks,
+                    min(open_timeout, remaining),
+                    args.open_rate,
+                    args.reader,
                 )
             except (RuntimeError, OSError) as exc:
                 record["error"] = str(exc).splitlines()[0][:200]
@@ -485,11 +505,19 @@ def main(argv: list[str] | None = None) -> int:
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.monotonic() - began, 1),
             "ticks_per_step": args.ticks,
+            "reader": args.reader,
             "description": (
                 "Live event streams (tick every 5 s carrying its send time, heartbeat after 15 s of silence) "
-                "held by the load-test orchestrator's SSE users; one generator process per ~17,000 streams, "
-                "each on its own source address 127.0.0.x; loopback, 2 cores shared with other work. "
-                "KiB per stream = RSS growth / streams open; CPU per tick = CPU seconds over the window / ticks delivered."
+                "opened and held by the load-test orchestrator's SSE users; one generator process per "
+                f"{PER_GENERATOR:,} streams, each on its own source address 127.0.0.x; loopback, 2 cores "
+                "shared with other work. Ticks read "
+                + (
+                    "by one epoll task per generator process (--reader shared: the latency is the server's "
+                    "fan-out and the kernel's, not the generators' event decoding). "
+                    if args.reader == "shared"
+                    else "by each user's SSE decoder (--reader sse: the generators' CPU per event adds to the latency). "
+                )
+                + "KiB per stream = RSS growth / streams open; CPU per tick = CPU seconds over the window / ticks delivered."
             ),
         },
         "steps": [step.record for step in steps],

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 from ..io.wakeup import Wakeup
 
@@ -49,6 +49,12 @@ OverflowPolicy = Literal["drop_oldest", "disconnect"]
 DEFAULT_SUBSCRIBER_BUFFER = 64
 
 _POLICIES = ("drop_oldest", "disconnect")
+
+
+class CloseListener(Protocol):
+    """What a subscription tells when it closes (a streaming response running without a task)."""
+
+    def on_body_closed(self) -> None: ...
 
 
 class Subscription(Generic[T]):
@@ -93,8 +99,9 @@ class Subscription(Generic[T]):
         # the reader waits and nothing is buffered; True when it delivered the item itself.
         self._direct: Callable[[T], bool] | None = None
         # Set by a streaming response that runs without a task while it waits (see streaming.py):
-        # called once when the subscription closes, as nobody waits on the wakeup flag then.
-        self._on_close: Callable[[], None] | None = None
+        # told once when the subscription closes, as nobody waits on the wakeup flag then (the
+        # stream itself: no bound method per subscriber).
+        self._on_close: CloseListener | None = None
 
     def _offer(self, item: T) -> None:
         if self._waiting and not self._buffer and self._direct is not None and self._direct(item):
@@ -154,10 +161,10 @@ class Subscription(Generic[T]):
             self._topic = None
         self._closed = True
         self._wakeup.set()
-        on_close = self._on_close
-        if on_close is not None:
+        listener = self._on_close
+        if listener is not None:
             self._on_close = None
-            on_close()
+            listener.on_body_closed()
 
     async def aclose(self) -> None:
         """Async form of :meth:`close` (async iterators are closed with ``aclose``)."""

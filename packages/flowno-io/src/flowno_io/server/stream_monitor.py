@@ -9,6 +9,7 @@ the monitor finishes it.
 from __future__ import annotations
 
 import fcntl
+import functools
 import heapq
 import itertools
 import select
@@ -120,7 +121,7 @@ class _ActiveStream:
         self.interval = interval
         self.heartbeat = None
         if heartbeat is not None and interval is not None and not writer.head_only:
-            self.heartbeat = encode_chunk(heartbeat) if writer.chunked else heartbeat
+            self.heartbeat = _framed_heartbeat(heartbeat) if writer.chunked else heartbeat
         #: Framed bytes that a non-blocking send could not hand to the kernel yet; they go out
         #: before anything else (the monitor flushes them when the socket is writable).
         self.pending = b""
@@ -271,7 +272,7 @@ class _ActiveStream:
         self.in_producer = True  # others may write: the fan-out, heartbeats, the monitor's flushes
         self.task = None
         subscription._waiting = True
-        subscription._on_close = self.on_body_closed
+        subscription._on_close = self
         return True
 
     def on_body_closed(self) -> None:
@@ -511,6 +512,12 @@ def _shared_chunk(data: bytes) -> bytes:
     framed = encode_chunk(data)
     _last_chunk = (data, framed)
     return framed
+
+
+@functools.lru_cache(maxsize=16)
+def _framed_heartbeat(heartbeat: bytes) -> bytes:
+    """``encode_chunk(heartbeat)``, one object for every stream with the same heartbeat."""
+    return encode_chunk(heartbeat)
 
 
 def _unacked_bytes(sock: _socket.socket) -> int:

@@ -43,6 +43,7 @@ Disconnects are detected this way on Linux (``select.epoll``); elsewhere only wh
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
@@ -362,6 +363,22 @@ class StreamingResponse:
         stream.items_sent += len(batch)
 
 
+#: The default ``shutdown_event`` of an event stream, and its encoding.
+_SHUTTING_DOWN = ServerSentEvent(comment="server shutting down")
+_SHUTTING_DOWN_BYTES = _SHUTTING_DOWN.encode()
+
+
+#: The headers of an event stream (``Cache-Control``/``X-Accel-Buffering`` unless given).
+_EVENT_STREAM_HEADERS = Headers(
+    {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_comment(text: str) -> bytes:
+    return encode_comment(text)
+
+
 class EventSourceResponse(StreamingResponse):
     """A ``text/event-stream`` response (Server-Sent Events) for browsers' ``EventSource``.
 
@@ -414,17 +431,24 @@ class EventSourceResponse(StreamingResponse):
         *,
         ping_interval: float | None = DEFAULT_PING_INTERVAL,
         ping_comment: str = "ping",
-        shutdown_event: ServerSentEvent | None = ServerSentEvent(comment="server shutting down"),  # noqa: B008
+        shutdown_event: ServerSentEvent | None = _SHUTTING_DOWN,
     ) -> None:
-        super().__init__(events, status, headers, content_type="text/event-stream")
-        for name, value in (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")):
-            if name.lower() not in self.headers:
-                self.headers.set(name, value)
+        if headers is None:  # a copy of the defaults shares their names and values
+            super().__init__(events, status, _EVENT_STREAM_HEADERS)
+        else:
+            super().__init__(events, status, headers, content_type="text/event-stream")
+            for name, value in _EVENT_STREAM_HEADERS.items():
+                if name not in self.headers:
+                    self.headers.set(name, value)
         if ping_interval is not None and ping_interval <= 0:
             raise ValueError(f"ping_interval must be > 0 or None, not {ping_interval!r}")
         self._ping_interval = ping_interval
-        self._heartbeat = encode_comment(ping_comment) if ping_interval is not None else None
-        self._shutdown_bytes = shutdown_event.encode() if shutdown_event is not None else b""
+        # Encoded once per process, not per response (a live stream holds them for hours).
+        self._heartbeat = _encoded_comment(ping_comment) if ping_interval is not None else None
+        if shutdown_event is _SHUTTING_DOWN:
+            self._shutdown_bytes = _SHUTTING_DOWN_BYTES
+        else:
+            self._shutdown_bytes = shutdown_event.encode() if shutdown_event is not None else b""
 
     def _encode(self, item: Any) -> bytes:
         if isinstance(item, ServerSentEvent):
