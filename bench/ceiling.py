@@ -47,9 +47,10 @@ DEFAULT_STEPS = (5_000, 10_000, 19_000, 50_000, 100_000)
 PER_SERVER = 19_000
 #: Streams per server worker when several share the port (SO_REUSEPORT spreads them unevenly).
 PER_WORKER = 17_500
-#: Streams per generator process (under the 20,000 open-files limit; a generator holding ~17,000
-#: streams fell behind at 50,000 in a trial, 10,000 per process kept up).
-PER_GENERATOR = 10_000
+#: Streams per generator process, by reader (under the 20,000 open-files limit): with each user's
+#: SSE decoder a generator holding ~17,000 streams fell behind at 50,000 in a trial (10,000 kept
+#: up); the shared reader costs a few µs per tick, so memory (the base of each process) decides.
+PER_GENERATOR = {"sse": 10_000, "shared": 16_000}
 #: Streams opened per second, all generators together: opening a stream costs ~1 ms of CPU (server
 #: and generator together) on this 2-core machine; faster, the accept queues overflow and SYN
 #: retries push connects past their timeout.
@@ -124,11 +125,12 @@ def wait_health(port: int, workers: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the server on :{port} did not answer within {timeout:.0f} s")
 
 
-def _publish_ms(port: int, ticks: int) -> list[float] | None:
-    """The last fan-outs' durations of one server process (flowno_io's ``/health``), if it says."""
+def _publish_ms(port: int, ticks: int, key: str = "publish_ms") -> list[float] | None:
+    """The last fan-outs' durations (``publish_ms``) or CPU times (``publish_cpu_ms``) of one server
+    process (flowno_io's ``/health``), if it says."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-            durations = json.loads(response.read()).get("publish_ms")
+            durations = json.loads(response.read()).get(key)
     except (OSError, ValueError):
         return None
     return durations[-ticks:] if isinstance(durations, list) else None
@@ -246,6 +248,7 @@ def run_step(
             results.append(message["result"])
         assert server_cpu1 is not None and generator_cpu1 is not None
         record["server_publish_ms"] = _publish_ms(port, len(wanted))
+        record["server_publish_cpu_ms"] = _publish_ms(port, len(wanted), "publish_cpu_ms")
         latency = LogLinearHistogram()
         delivered = 0
         errors: dict[str, int] = {}
@@ -287,7 +290,7 @@ def run_step(
         registry.stop(server, grace=3.0)
 
 
-def plan(systems: list[str], steps: list[int]) -> list[Step]:
+def plan(systems: list[str], steps: list[int], reader: str = "shared") -> list[Step]:
     """Every system at every N: the one-process steps of both systems first, then the multi-process
     ones (flowno_io first), so that the time limit cuts the largest aiohttp steps first."""
     planned = []
@@ -296,7 +299,7 @@ def plan(systems: list[str], steps: list[int]) -> list[Step]:
     order = [(system, n) for n in small for system in systems] + [(s, n) for s in systems for n in large]
     for system, streams in order:
         workers = 1 if streams <= PER_SERVER else math.ceil(streams / PER_WORKER)
-        generators = math.ceil(streams / PER_GENERATOR)
+        generators = math.ceil(streams / PER_GENERATOR[reader])
         planned.append(Step(system, streams, workers, generators))
     return planned
 
@@ -450,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    steps = plan(systems, [int(n) for n in args.steps.split(",") if n])
+    steps = plan(systems, [int(n) for n in args.steps.split(",") if n], args.reader)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
     stem = args.stem or f"ceiling-{date}"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -509,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             "description": (
                 "Live event streams (tick every 5 s carrying its send time, heartbeat after 15 s of silence) "
                 "opened and held by the load-test orchestrator's SSE users; one generator process per "
-                f"{PER_GENERATOR:,} streams, each on its own source address 127.0.0.x; loopback, 2 cores "
+                f"{PER_GENERATOR[args.reader]:,} streams, each on its own source address 127.0.0.x; loopback, 2 cores "
                 "shared with other work. Ticks read "
                 + (
                     "by one epoll task per generator process (--reader shared: the latency is the server's "
