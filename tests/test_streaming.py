@@ -380,3 +380,22 @@ def test_a_server_shutdown_ends_a_detached_event_stream_with_its_shutdown_event(
         stopper.join(HANG_TIMEOUT)
     assert chunks == [b": server shutting down\n\n"] and ended
     assert topic.subscribers == 0
+
+
+def test_grace_expiry_force_closes_a_detached_stream_and_its_subscription(start: Start) -> None:
+    topic: Topic[bytes] = Topic()
+    thread = _topic_server(start, topic)  # a plain StreamingResponse runs to its end on shutdown
+    with connect(thread, EVENTS) as sock:
+        _head, rest = read_head(sock)
+        wait_for(lambda: len(_detached(thread)) == 1)
+        done = threading.Event()
+
+        async def close_quickly() -> None:
+            await thread.server.close(grace=0.3)
+            done.set()
+
+        thread.loop.create_task(close_quickly())
+        assert done.wait(HANG_TIMEOUT)  # the close did not wait for the stream forever
+        _chunks, ended = dechunk(read_all(sock, rest))
+        assert not ended  # cut, not ended
+    assert topic.subscribers == 0 and thread.server.open_connections == 0
