@@ -82,6 +82,20 @@ class SharedTickReader:
         self.sockets: dict[int, socket.socket] = {}
         self.tails: dict[int, bytes] = {}
         self.running = False
+        #: Latency samples (seconds) by tick id, put in histograms at the end (``fold``): a list
+        #: append is ~20x cheaper than a histogram record in the middle of a fan-out.
+        self.samples: dict[int, list[float]] = {}
+
+    def fold(self) -> None:
+        """Move the samples into the runner's histograms and receipt counts."""
+        for seq, values in self.samples.items():
+            histogram = self.runner.latency.get(seq)
+            if histogram is None:
+                histogram = self.runner.latency[seq] = LogLinearHistogram()
+            for value in values:
+                histogram.record_seconds(max(0.0, value))
+            self.runner.received[seq] = self.runner.received.get(seq, 0) + len(values)
+        self.samples = {}
 
     def add(self, sock: socket.socket) -> None:
         fd = sock.fileno()
@@ -95,8 +109,7 @@ class SharedTickReader:
             self.poller.unregister(fd)
 
     async def run(self) -> None:
-        latency = self.runner.latency
-        received = self.runner.received
+        samples = self.samples
         sockets = self.sockets
         tails = self.tails
         search = _TICK.finditer
@@ -123,11 +136,10 @@ class SharedTickReader:
                 end = 0
                 for match in search(data):
                     seq = int(match.group(1))
-                    histogram = latency.get(seq)
-                    if histogram is None:
-                        histogram = latency[seq] = LogLinearHistogram()
-                    histogram.record_seconds(max(0.0, now - float(match.group(2))))
-                    received[seq] = received.get(seq, 0) + 1
+                    values = samples.get(seq)
+                    if values is None:
+                        values = samples[seq] = []
+                    values.append(now - float(match.group(2)))
                     end = match.end()
                 if len(data) - end > 2:  # a tick may continue in the next read
                     tails[fd] = data[max(end, len(data) - _TAIL) :]
@@ -190,6 +202,8 @@ class TickRunner(LoadRunner):
 
     def summary(self) -> dict[str, Any]:
         """What the harness needs: streams opened and failed, ticks received and their latency by id."""
+        if self.shared is not None:
+            self.shared.fold()
         phase = self.result.phases[-1]
         stats = phase.stats
         assert isinstance(stats, StreamStats)
