@@ -2,8 +2,10 @@
 
 Each step starts a fresh server (flowno_io, then aiohttp) with a tick every 5 s and a heartbeat
 after 15 s of silence, opens N streams with the load-test orchestrator (``ceiling_client.py``,
-one generator process per ~17,000 streams, each bound to its own source address 127.0.0.x), and
-once every stream is open measures over ``--ticks`` ticks:
+one generator process per 16,000 streams, each bound to its own source address 127.0.0.x; the
+ticks are read by one epoll task per generator, or with ``--reader sse`` by each user's SSE
+decoder, which makes the generators the bottleneck), and once every stream is open measures over
+``--ticks`` ticks:
 
 * server and generator RSS growth per stream (after / before the streams);
 * CPU per tick delivered, server side and generator side (``/proc/<pid>/stat``);

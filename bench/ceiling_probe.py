@@ -34,7 +34,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR / "apps")]
 
 from _ceiling_payloads import TICK_INTERVAL, raise_fd_limit, tick_id  # noqa: E402
-from _procs import free_port, rss_kib  # noqa: E402
+from _procs import cpu_seconds, free_port, rss_kib  # noqa: E402
 
 APPS = {
     "flowno_io": BENCH_DIR / "apps" / "flowno_io_ceiling_app.py",
@@ -187,7 +187,11 @@ def main() -> int:
             "server_kib_per_stream": round((after - base) / max(len(streams), 1), 2) if pid else None,
             "probe_rss_mib": round(rss_kib(os.getpid()) / 1024, 1),
         }
+        cpu = cpu_seconds(pid) if pid else 0.0
+        window = time.monotonic()
         result.update(read_ticks(streams, args.ticks))
+        if pid:  # the server's CPU while it holds the streams and fans the ticks out
+            result["server_cpu_s_per_s"] = round((cpu_seconds(pid) - cpu) / (time.monotonic() - window), 3)
         try:
             result["publish_ms"] = _health(port).get("publish_ms")
         except OSError:
