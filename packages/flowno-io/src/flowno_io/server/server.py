@@ -57,6 +57,7 @@ from .middleware import (
 from .request import Request
 from .routing import Router
 from .signals import ShutdownSignals
+from .streaming import StreamDetached
 from .tls import serve_tls
 
 __all__ = [
@@ -570,6 +571,8 @@ class HttpServer(Exchanges):
             else:
                 self._drop(connection)
             return
+        except StreamDetached:
+            return  # the stream's monitor owns the connection now
         except Exception:
             logger.exception("unexpected error on a connection")
             self._drop(connection)
@@ -582,10 +585,14 @@ class HttpServer(Exchanges):
             connection, exchange, command = job
             try:
                 keep = await _resume(exchange, command)
+            except StreamDetached:
+                keep = None  # the stream's monitor owns the connection now
             except Exception:
                 logger.exception("unexpected error on a connection")
                 keep = False
-            if keep and not self._closing:
+            if keep is None:
+                pass
+            elif keep and not self._closing:
                 await self._park(connection)
             else:
                 self._drop(connection)
