@@ -51,11 +51,29 @@ SERVER_APPS = {
 }
 SEED = "flowno.io 0.1.19 (seed)"
 STARLETTE = "uvicorn+starlette"
+AIOHTTP_UVLOOP = "aiohttp (uvloop)"
+STARLETTE_UVLOOP = "uvicorn+starlette (uvloop)"
+#: The hello ceiling: a bare asyncio ``Protocol`` with canned bytes (``apps/protocol_ceiling_app.py``).
+CEILING = "asyncio Protocol (ceiling)"
+CEILING_UVLOOP = "asyncio Protocol on uvloop (ceiling)"
+SERVER_APPS |= {
+    AIOHTTP_UVLOOP: "aiohttp_app.py",
+    STARLETTE_UVLOOP: "starlette_app.py",
+    CEILING: "protocol_ceiling_app.py",
+    CEILING_UVLOOP: "protocol_ceiling_app.py",
+}
+#: Extra command-line arguments of a server label's app.
+SERVER_ARGS = {
+    AIOHTTP_UVLOOP: ["--loop", "uvloop"],
+    STARLETTE_UVLOOP: ["--loop", "uvloop"],
+    CEILING_UVLOOP: ["--loop", "uvloop"],
+}
+#: The systems of the hello scenarios, in the order of the report.
+HELLO_SYSTEMS = [OURS, "aiohttp", AIOHTTP_UVLOOP, STARLETTE, STARLETTE_UVLOOP, SEED, CEILING, CEILING_UVLOOP]
 #: Our app with metrics, tracing and Server-Timing on (as the services run), for the overhead row.
 OBSERVED = "flowno-io, metrics+tracing+Server-Timing"
 SERVER_APPS[OBSERVED] = SERVER_APPS[OURS]
-#: Extra arguments of a server label's app.
-SERVER_ARGS = {OBSERVED: ["--observe"]}
+SERVER_ARGS[OBSERVED] = ["--observe"]
 
 #: Client label → ``client_bench.py --kind``.
 CLIENT_KINDS = {OURS: "flowno-io", "aiohttp": "aiohttp", "httpx": "httpx", SEED: "seed"}
@@ -127,10 +145,8 @@ def start_server(ctx: Context, name: str) -> Server:
     port = free_port()
     script = APPS_DIR / SERVER_APPS[name]
     label = name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_")
-    process = ctx.registry.start(
-        f"server-{label}-{port}",
-        pinned(SERVER_CPU, [ctx.python, str(script), "--port", str(port), *SERVER_ARGS.get(name, [])]),
-    )
+    argv = [ctx.python, str(script), "--port", str(port), *SERVER_ARGS.get(name, [])]
+    process = ctx.registry.start(f"server-{label}-{port}", pinned(SERVER_CPU, argv))
     wait_for_port(process, port)
     return Server(name, process, port)
 
@@ -388,11 +404,27 @@ def _hello(ctx: Context, title: str, headers: dict[str, str] | None) -> dict[str
             lambda name, seconds: wrk_sample(servers[name], "/", seconds, headers=headers),
             _pids(servers),
         )
-        record = summarize(samples, "req/s", title)
+        record = summarize(samples, "req/s", title, CEILING_NOTE)
+        add_ceiling_fractions(record)
         record["skipped"] = skipped
         return record
 
-    return with_servers(ctx, [OURS, "aiohttp", STARLETTE, SEED], body)
+    return with_servers(ctx, HELLO_SYSTEMS, body)
+
+
+CEILING_NOTE = (
+    "The ceiling is a bare asyncio `Protocol` writing canned bytes for each head (no parsing, "
+    "routing, limits or timeouts); *of ceiling* is each rate over the asyncio loop's ceiling."
+)
+
+
+def add_ceiling_fractions(record: dict[str, Any]) -> None:
+    """Give every system of a hello record its rate as a fraction of the asyncio Protocol ceiling."""
+    ceiling = record["systems"].get(CEILING)
+    if ceiling is None or not ceiling["median_rate"]:
+        return
+    for system in record["systems"].values():
+        system["fraction_of_ceiling"] = system["median_rate"] / ceiling["median_rate"]
 
 
 def hello_keepalive(ctx: Context) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Each step starts a fresh server (flowno_io, then aiohttp) with a tick every 5 s and a heartbeat
 after 15 s of silence, opens N streams with the load-test orchestrator (``ceiling_client.py``,
-one generator process per ~17,000 streams, each bound to its own source address 127.0.0.x), and
-once every stream is open measures over ``--ticks`` ticks:
+one generator process per 16,000 streams, each bound to its own source address 127.0.0.x; the
+ticks are read by one epoll task per generator, or with ``--reader sse`` by each user's SSE
+decoder, which makes the generators the bottleneck), and once every stream is open measures over
+``--ticks`` ticks:
 
 * server and generator RSS growth per stream (after / before the streams);
 * CPU per tick delivered, server side and generator side (``/proc/<pid>/stat``);
@@ -47,9 +49,10 @@ DEFAULT_STEPS = (5_000, 10_000, 19_000, 50_000, 100_000)
 PER_SERVER = 19_000
 #: Streams per server worker when several share the port (SO_REUSEPORT spreads them unevenly).
 PER_WORKER = 17_500
-#: Streams per generator process (under the 20,000 open-files limit; a generator holding ~17,000
-#: streams fell behind at 50,000 in a trial, 10,000 per process kept up).
-PER_GENERATOR = 10_000
+#: Streams per generator process, by reader (under the 20,000 open-files limit): with each user's
+#: SSE decoder a generator holding ~17,000 streams fell behind at 50,000 in a trial (10,000 kept
+#: up); the shared reader costs a few µs per tick, so memory (the base of each process) decides.
+PER_GENERATOR = {"sse": 10_000, "shared": 16_000}
 #: Streams opened per second, all generators together: opening a stream costs ~1 ms of CPU (server
 #: and generator together) on this 2-core machine; faster, the accept queues overflow and SYN
 #: retries push connects past their timeout.
@@ -124,11 +127,12 @@ def wait_health(port: int, workers: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the server on :{port} did not answer within {timeout:.0f} s")
 
 
-def _publish_ms(port: int, ticks: int) -> list[float] | None:
-    """The last fan-outs' durations of one server process (flowno_io's ``/health``), if it says."""
+def _publish_ms(port: int, ticks: int, key: str = "publish_ms") -> list[float] | None:
+    """The last fan-outs' durations (``publish_ms``) or CPU times (``publish_cpu_ms``) of one server
+    process (flowno_io's ``/health``), if it says."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-            durations = json.loads(response.read()).get("publish_ms")
+            durations = json.loads(response.read()).get(key)
     except (OSError, ValueError):
         return None
     return durations[-ticks:] if isinstance(durations, list) else None
@@ -157,7 +161,13 @@ def read_message(process: Managed, deadline: float) -> dict[str, Any] | None:
 
 
 def run_step(
-    registry: ProcessRegistry, python: str, step: Step, ticks: int, open_timeout: float, open_rate: float
+    registry: ProcessRegistry,
+    python: str,
+    step: Step,
+    ticks: int,
+    open_timeout: float,
+    open_rate: float,
+    reader: str = "shared",
 ) -> None:
     """Start the server and generators of ``step``, measure, stop them all."""
     record = step.record
@@ -194,6 +204,8 @@ def run_step(
                         str(open_timeout),
                         "--open-rate",
                         str(open_rate / step.generators),
+                        "--reader",
+                        reader,
                     ],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
@@ -238,6 +250,7 @@ def run_step(
             results.append(message["result"])
         assert server_cpu1 is not None and generator_cpu1 is not None
         record["server_publish_ms"] = _publish_ms(port, len(wanted))
+        record["server_publish_cpu_ms"] = _publish_ms(port, len(wanted), "publish_cpu_ms")
         latency = LogLinearHistogram()
         delivered = 0
         errors: dict[str, int] = {}
@@ -279,7 +292,7 @@ def run_step(
         registry.stop(server, grace=3.0)
 
 
-def plan(systems: list[str], steps: list[int]) -> list[Step]:
+def plan(systems: list[str], steps: list[int], reader: str = "shared") -> list[Step]:
     """Every system at every N: the one-process steps of both systems first, then the multi-process
     ones (flowno_io first), so that the time limit cuts the largest aiohttp steps first."""
     planned = []
@@ -288,7 +301,7 @@ def plan(systems: list[str], steps: list[int]) -> list[Step]:
     order = [(system, n) for n in small for system in systems] + [(s, n) for s in systems for n in large]
     for system, streams in order:
         workers = 1 if streams <= PER_SERVER else math.ceil(streams / PER_WORKER)
-        generators = math.ceil(streams / PER_GENERATOR)
+        generators = math.ceil(streams / PER_GENERATOR[reader])
         planned.append(Step(system, streams, workers, generators))
     return planned
 
@@ -429,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         default=OPEN_RATE,
         help="streams opened per second, all generators together",
     )
+    parser.add_argument(
+        "--reader",
+        choices=("shared", "sse"),
+        default="shared",
+        help="how generators read ticks: one epoll per process (shared) or each user's SSE decoder (sse)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--stem", default=None, help="file stem (default ceiling-<date>)")
     args = parser.parse_args(argv)
@@ -436,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    steps = plan(systems, [int(n) for n in args.steps.split(",") if n])
+    steps = plan(systems, [int(n) for n in args.steps.split(",") if n], args.reader)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
     stem = args.stem or f"ceiling-{date}"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -465,7 +484,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 open_timeout = args.open_timeout + step.streams / args.open_rate
                 run_step(
-                    registry, sys.executable, step, args.ticks, min(open_timeout, remaining), args.open_rate
+                    registry,
+                    sys.executable,
+                    step,
+                    args.ticks,
+                    min(open_timeout, remaining),
+                    args.open_rate,
+                    args.reader,
                 )
             except (RuntimeError, OSError) as exc:
                 record["error"] = str(exc).splitlines()[0][:200]
@@ -485,11 +510,19 @@ def main(argv: list[str] | None = None) -> int:
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.monotonic() - began, 1),
             "ticks_per_step": args.ticks,
+            "reader": args.reader,
             "description": (
                 "Live event streams (tick every 5 s carrying its send time, heartbeat after 15 s of silence) "
-                "held by the load-test orchestrator's SSE users; one generator process per ~17,000 streams, "
-                "each on its own source address 127.0.0.x; loopback, 2 cores shared with other work. "
-                "KiB per stream = RSS growth / streams open; CPU per tick = CPU seconds over the window / ticks delivered."
+                "opened and held by the load-test orchestrator's SSE users; one generator process per "
+                f"{PER_GENERATOR[args.reader]:,} streams, each on its own source address 127.0.0.x; loopback, 2 cores "
+                "shared with other work. Ticks read "
+                + (
+                    "by one epoll task per generator process (--reader shared: the latency is the server's "
+                    "fan-out and the kernel's, not the generators' event decoding). "
+                    if args.reader == "shared"
+                    else "by each user's SSE decoder (--reader sse: the generators' CPU per event adds to the latency). "
+                )
+                + "KiB per stream = RSS growth / streams open; CPU per tick = CPU seconds over the window / ticks delivered."
             ),
         },
         "steps": [step.record for step in steps],

@@ -29,10 +29,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from _http2 import HYPERCORN, h2_hello, https_hello
+from _loadgen import LOCUST, loadgen_closed
 from _procs import LOAD_CPU, ProcessRegistry, raise_fd_limit
 from _report import DASH, TIMES, render_chart, render_markdown
 from _resources import idle_connections, memory_churn
 from _scenarios import (
+    AIOHTTP_UVLOOP,
     BENCH_DIR,
     OURS,
     Context,
@@ -57,6 +60,9 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "sse_100": sse_100,
     "client_1": client_1,
     "client_50": client_50,
+    "https_hello": https_hello,
+    "h2_hello": h2_hello,
+    "loadgen": loadgen_closed,
     "idle": idle_connections,
     "memory": memory_churn,
 }
@@ -64,6 +70,7 @@ GROUPS = {
     "hello": ["hello_keepalive", "hello_close"],
     "sse": ["sse_1", "sse_100"],
     "client": ["client_1", "client_50"],
+    "http2": ["https_hello", "h2_hello"],
 }
 
 
@@ -141,14 +148,19 @@ def compute_targets(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
-    ratio("hello_keepalive", "aiohttp", 1.0, f"hello keep-alive ≥ 1.0{TIMES} aiohttp")
-    ratio("hello_close", "aiohttp", 2.0, f"hello `Connection: close` ≥ 2.0{TIMES} aiohttp")
+    ratio("hello_keepalive", "aiohttp", 2.0, f"hello keep-alive ≥ 2.0{TIMES} aiohttp")
+    ratio("hello_keepalive", AIOHTTP_UVLOOP, 1.3, f"hello keep-alive ≥ 1.3{TIMES} aiohttp on uvloop")
+    ratio("hello_close", "aiohttp", 2.5, f"hello `Connection: close` ≥ 2.5{TIMES} aiohttp")
+    ratio("echo", "aiohttp", 2.5, f"POST /echo 1 KiB JSON ≥ 2.5{TIMES} aiohttp")
     for key, clients in (("sse_1", "1 client"), ("sse_100", "100 clients")):
-        ratio(key, "uvicorn+sse-starlette", 1.2, f"SSE events/s, {clients} ≥ 1.2{TIMES} sse-starlette")
-        ratio(key, "aiohttp", 1.2, f"SSE events/s, {clients} ≥ 1.2{TIMES} aiohttp")
-    for key, tasks in (("client_1", "1 task"), ("client_50", "50 tasks")):
-        ratio(key, "aiohttp", 1.0, f"client req/s, {tasks} ≥ 1.0{TIMES} aiohttp ClientSession")
-        ratio(key, "httpx", 5.0, f"client req/s, {tasks} ≥ 5{TIMES} httpx AsyncClient")
+        ratio(key, "aiohttp", 2.0, f"SSE events/s, {clients} ≥ 2.0{TIMES} aiohttp")
+        ratio(key, "uvicorn+sse-starlette", 3.0, f"SSE events/s, {clients} ≥ 3.0{TIMES} sse-starlette")
+    ratio("client_1", "httpx", 5.0, f"client req/s, 1 task ≥ 5{TIMES} httpx AsyncClient")
+    ratio("client_1", "aiohttp", 1.5, f"client req/s, 1 task ≥ 1.5{TIMES} aiohttp ClientSession")
+    ratio("client_50", "aiohttp", 1.5, f"client req/s, 50 tasks ≥ 1.5{TIMES} aiohttp ClientSession")
+    ratio("loadgen", LOCUST, 3.0, f"load generator, 50 users, one core ≥ 3.0{TIMES} Locust FastHttpUser")
+    ratio("https_hello", HYPERCORN, 1.5, f"HTTPS hello (HTTP/1.1 keep-alive) ≥ 1.5{TIMES} hypercorn")
+    ratio("h2_hello", HYPERCORN, 1.5, f"HTTP/2 hello (h2load -c 10 -m 10) ≥ 1.5{TIMES} hypercorn")
     observed = scenarios.get("observability")
     if observed is not None:
         overhead = observed["cpu_overhead"]
@@ -231,12 +243,16 @@ def versions() -> dict[str, str]:
     for package in (
         "flowno",
         "aiohttp",
+        "uvloop",
+        "locust",
         "uvicorn",
         "starlette",
         "sse-starlette",
         "httpx",
         "httptools",
         "orjson",
+        "h2",
+        "hypercorn",
     ):
         try:
             found[package] = metadata.version(package)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STARTUP_TIMEOUT = 20.0
-_LISTENING = re.compile(r"^listening on (http://\S+)$", re.MULTILINE)
+_LISTENING = re.compile(r"^listening on (https?://\S+)$", re.MULTILINE)
 
 
 @dataclass

@@ -81,7 +81,10 @@ def _routes() -> dict[Any, Any]:
 @pytest.fixture
 def url(serve: Serve) -> str:
     access = AccessLogMiddleware("test.access", service="t")
-    server = HttpServer("127.0.0.1", 0, routes=_routes(), middleware=[access, CORSMiddleware(["*"])])
+    # HTTP/1.1 only: with HTTP/2 on, the preface below would open an HTTP/2 connection.
+    server = HttpServer(
+        "127.0.0.1", 0, routes=_routes(), middleware=[access, CORSMiddleware(["*"])], http2=False
+    )
     server.max_body_bytes = 1000
     return serve(server)
 

@@ -6,6 +6,7 @@ flowno-io bench app for a fraction of a second, on 127.0.0.1.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -149,3 +150,131 @@ def test_idle_client_holds_connections(bench_server: int) -> None:
     finally:
         for sock in sockets:
             sock.close()
+
+
+# -- the rows issue 12 added: uvloop peers, the Protocol ceiling, the load-generator scenario ------
+
+
+def _serve_app(script: str, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = _procs.free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(BENCH / "apps" / script), "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _procs.wait_for_port(_procs.Managed(script, process), port)
+    except RuntimeError:
+        process.kill()
+        process.wait()
+        raise
+    return process, port
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    """Send ``request`` and read until the server closes or 2 s of silence."""
+    import socket
+
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.settimeout(2.0)
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+    return received
+
+
+HELLO_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_protocol_ceiling_answers_pipelined_heads_and_closes_on_request(loop: str) -> None:
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    process, port = _serve_app("protocol_ceiling_app.py", "--loop", loop)
+    try:
+        # Two pipelined keep-alive heads in one write, then one that asks to close.
+        received = _exchange(port, HELLO_REQUEST + HELLO_REQUEST + CLOSE_REQUEST)
+    finally:
+        process.kill()
+        process.wait()
+    assert received.count(b"HTTP/1.1 200 OK\r\n") == 3
+    assert received.count(b"\r\n\r\nHello, world!") == 3
+    assert received.count(b"Connection: close") == 1  # and the server closed: _exchange returned
+
+
+@pytest.mark.parametrize("script", ["aiohttp_app.py", "starlette_app.py"])
+def test_peer_apps_serve_hello_on_uvloop(script: str) -> None:
+    pytest.importorskip("uvloop")
+    pytest.importorskip("aiohttp" if script.startswith("aiohttp") else "uvicorn")
+    process, port = _serve_app(script, "--loop", "uvloop")
+    try:
+        received = _exchange(port, CLOSE_REQUEST)
+    finally:
+        process.kill()
+        process.wait()
+    assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"Hello, world!")
+
+
+def test_hello_rows_get_their_share_of_the_ceiling() -> None:
+    import _scenarios
+
+    record = _throughput(200.0, 100.0)
+    record["systems"][_scenarios.CEILING] = dict(record["systems"]["aiohttp"], median_rate=400.0)
+    _scenarios.add_ceiling_fractions(record)
+    assert record["systems"]["flowno-io"]["fraction_of_ceiling"] == 0.5
+    assert record["systems"]["aiohttp"]["fraction_of_ceiling"] == 0.25
+    table = "\n".join(_report.throughput_table({"hello_keepalive": record}))
+    assert "of ceiling" in table and "| 50% |" in table
+
+
+def test_load_generator_target_compares_with_locust() -> None:
+    import _loadgen
+
+    record = _throughput(300.0, 100.0)
+    record["systems"][_loadgen.LOCUST] = record["systems"].pop("aiohttp")
+    [target] = run.compute_targets({"loadgen": record})
+    assert target["met"] is True and target["measured"] == "3.00\N{MULTIPLICATION SIGN}"
+
+
+def _context(tmp_path: Path) -> object:
+    import _scenarios
+
+    return _scenarios.Context(_procs.ProcessRegistry(tmp_path), _scenarios.Settings(quick=True))
+
+
+@pytest.mark.parametrize("generator", ["loadtest", "locust"])
+def test_load_generators_report_rate_and_cpu(bench_server: int, tmp_path: Path, generator: str) -> None:
+    import _loadgen
+    import _scenarios
+
+    # (never imported here: locust monkey-patches the process with gevent, select.epoll included)
+    if generator == "locust" and importlib.util.find_spec("locust") is None:
+        pytest.skip("locust is not installed")
+    placeholder = subprocess.Popen(["true"])  # the Server record wants a process; only its port is used
+    placeholder.wait()
+    server = _scenarios.Server("flowno-io", _procs.Managed("bench-app", placeholder), bench_server)
+    measure = _loadgen.loadtest_sample if generator == "loadtest" else _loadgen.locust_sample
+    sample = measure(_context(tmp_path), server, 0.5)  # type: ignore[arg-type]
+    assert sample.details["requests"] > 0 and sample.details["errors"] == 0
+    assert sample.rate > 0 and sample.cpu_us > 0
+
+
+def test_nginx_target_answers_hello(tmp_path: Path) -> None:
+    import shutil
+
+    import _loadgen
+
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        pytest.skip("nginx is not installed (.ci/run installs it)")
+    context = _context(tmp_path)
+    server = _loadgen.start_nginx(context)  # type: ignore[arg-type]
+    try:
+        received = _exchange(server.port, CLOSE_REQUEST)
+    finally:
+        context.registry.stop(server.process)  # type: ignore[attr-defined]
+    assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"Hello, world!")

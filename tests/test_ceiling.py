@@ -25,10 +25,15 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 GET = b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n"
 #: Idle streams measured: enough that per-stream bytes dominate the noise.
 STREAMS = 1_000
-#: Bytes per idle stream allocated by ``server/streaming.py`` and ``server/pubsub.py``: ~1,170
-#: since the memory work of issue 20 (~2,680 before: an empty deque per subscriber, a closure and
-#: a bound method per stream, an ``__anext__`` coroutine and its frames parked per idle stream).
-MAX_STREAMING_BYTES_PER_STREAM = 1_800
+#: Bytes per idle stream allocated by ``server/streaming.py``, ``server/stream_monitor.py`` and
+#: ``server/pubsub.py``: ~1,170 after the first memory work of issue 20 (~2,680 before: an empty
+#: deque per subscriber, a closure and a bound method per stream, an ``__anext__`` coroutine and
+#: its frames parked per idle stream); ~700 once a waiting stream runs without a task.
+MAX_STREAMING_BYTES_PER_STREAM = 1_000
+#: Bytes per idle stream allocated anywhere in the process (server and the test's own client
+#: sockets): ~3,300 once a waiting stream holds no task, no coroutine frames and no llhttp
+#: parser (~7,300 before: a worker task and its 7 suspended frames, a parser per connection).
+MAX_PROCESS_BYTES_PER_STREAM = 4_000
 
 
 @pytest.fixture
@@ -37,13 +42,17 @@ def start() -> Iterator[Start]:
 
 
 def _streaming_bytes(snapshot: tracemalloc.Snapshot) -> int:
-    wanted = ("server/streaming.py", "server/pubsub.py")
+    wanted = ("server/streaming.py", "server/stream_monitor.py", "server/pubsub.py")
     total = 0
     for stat in snapshot.statistics("filename"):
         filename = stat.traceback[0].filename.replace("\\", "/")
         if filename.endswith(wanted):
             total += stat.size
     return total
+
+
+def _total_bytes(snapshot: tracemalloc.Snapshot) -> int:
+    return sum(stat.size for stat in snapshot.statistics("filename"))
 
 
 def test_an_idle_subscription_stream_costs_few_bytes_in_the_streaming_path(start: Start) -> None:
@@ -56,7 +65,8 @@ def test_an_idle_subscription_stream_costs_few_bytes_in_the_streaming_path(start
     tracemalloc.start(1)
     sockets: list[socket.socket] = []
     try:
-        before = _streaming_bytes(tracemalloc.take_snapshot())
+        snapshot = tracemalloc.take_snapshot()
+        before, process_before = _streaming_bytes(snapshot), _total_bytes(snapshot)
         sockets = [connect(thread, GET) for _ in range(STREAMS)]
         for sock in sockets:
             read_head(sock)
@@ -65,11 +75,14 @@ def test_an_idle_subscription_stream_costs_few_bytes_in_the_streaming_path(start
             lambda: topic.subscribers == everyone and all(s._waiting for s in list(topic._subscriptions)),
             timeout=60,
         )
-        after = _streaming_bytes(tracemalloc.take_snapshot())
+        snapshot = tracemalloc.take_snapshot()
+        after, process_after = _streaming_bytes(snapshot), _total_bytes(snapshot)
     finally:
         tracemalloc.stop()
     per_stream = (after - before) / STREAMS
     assert per_stream <= MAX_STREAMING_BYTES_PER_STREAM, f"{per_stream:.0f} bytes per idle stream"
+    in_process = (process_after - process_before) / STREAMS
+    assert in_process <= MAX_PROCESS_BYTES_PER_STREAM, f"{in_process:.0f} bytes per idle stream in all"
     assert all(s._buffer is None for s in topic._subscriptions)  # no deque while nothing waits
     # Still a working fan-out: one published event reaches every stream, framed as one chunk.
     event = b"data: tick\n\n"

@@ -536,3 +536,45 @@ def test_cross_origin_redirect_drops_authorization(server: StdlibServer) -> None
 def test_timeout_object() -> None:
     assert Timeout.coerce(None) == Timeout(None, None, None, None, None)
     assert Timeout.coerce(Timeout(total=1.0)).total == 1.0
+
+
+# -- request heads: a request's own headers added to the cached plain head ------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "client_headers", "request_headers"),
+    [
+        ("GET", None, {"traceparent": "00-1-2-01", "X-Two": "2"}),  # only added: the cached head + lines
+        ("GET", {"X-Client": "c"}, {"x-client": "request"}),  # replaces a client header in place
+        ("GET", None, {"Accept-Encoding": "identity"}),  # replaces a default header
+        ("GET", None, {"Host": "other.example"}),  # replaces the Host
+        ("GET", None, {"Transfer-Encoding": "chunked"}),  # dropped for a request without a body
+        ("DELETE", None, {"X-One": "1"}),
+        ("POST", None, {"X-One": "1"}),  # Content-Length: 0 comes last
+        ("HEAD", {"X-Client": "c"}, [("X-Multi", "a"), ("X-Multi", "b")]),
+    ],
+)
+def test_request_headers_give_the_head_the_general_path_builds(
+    raw_server: StartRaw, method: str, client_headers: dict[str, str] | None, request_headers: Any
+) -> None:
+    heads: list[bytes] = []
+
+    def script(conn: socket.socket, index: int) -> None:
+        while request := read_request(conn):
+            heads.append(request)
+            conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    raw = raw_server(script)
+
+    async def main() -> None:
+        async with HttpClient(headers=client_headers) as client:
+            # The plain head is cached by the first request; the second adds its headers to it.
+            await client.request(method, raw.url + "/a")
+            await client.request(method, raw.url + "/a", headers=Headers(request_headers))
+            # The general path: a query string makes the client build the head field by field.
+            await client.request(method, raw.url + "/a", headers=Headers(request_headers), params={"q": "1"})
+
+    run(main())
+    plain, fast, general = heads
+    assert fast.replace(b"/a HTTP", b"/a?q=1 HTTP", 1) == general
+    assert plain.startswith(method.encode() + b" /a HTTP/1.1\r\n")

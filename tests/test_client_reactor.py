@@ -7,6 +7,7 @@ the last request (the loop finishes)."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -40,10 +41,28 @@ def staggered() -> Iterator[RawServer]:
     server.stop()
 
 
-def test_leader_answered_first_hands_over(staggered: RawServer) -> None:
-    # The first task to wait leads; its answer comes first, the others must still be woken.
+def test_leader_answered_first_hands_over() -> None:
+    # The first task to wait leads; its answer comes first, the others must still be woken. The
+    # server holds every answer until all four requests are in (a barrier, not a race against
+    # the time it takes a loaded machine to start four tasks), then staggers them.
+    arrived = threading.Barrier(4)
+
+    def script(conn: socket.socket, index: int) -> None:
+        request = read_request(conn)
+        if not request:
+            return
+        delay = float(request.split(b" ", 2)[1].lstrip(b"/") or 0)
+        try:
+            arrived.wait(timeout=HANG_TIMEOUT)
+        except threading.BrokenBarrierError:
+            return
+        if not server.stopping.wait(delay):
+            conn.sendall(response_bytes(b"after %.2f" % delay))
+
+    server = RawServer(script).start()
+
     async def fetch(client: HttpClient, delay: float) -> bytes:
-        return (await client.get(f"{staggered.url}/{delay}")).body
+        return (await client.get(f"{server.url}/{delay}")).body
 
     async def main() -> list[bytes]:
         async with HttpClient() as client:
@@ -51,10 +70,14 @@ def test_leader_answered_first_hands_over(staggered: RawServer) -> None:
             return [await task.join() for task in tasks]
 
     # (a follower nobody woke would wait for its read timeout: 60 s, past the hang bound)
-    started = time.monotonic()
-    assert run(main()) == [b"after 0.05", b"after 0.20", b"after 0.10", b"after 0.30"]
-    assert time.monotonic() - started < HANG_TIMEOUT
-    assert staggered.connections == 4
+    try:
+        started = time.monotonic()
+        assert run(main()) == [b"after 0.05", b"after 0.20", b"after 0.10", b"after 0.30"]
+        assert time.monotonic() - started < HANG_TIMEOUT
+        assert server.connections == 4
+    finally:
+        arrived.abort()
+        server.stop()
 
 
 def test_interrupted_leader_hands_over(staggered: RawServer) -> None:

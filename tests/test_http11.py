@@ -237,3 +237,29 @@ def test_http10_with_transfer_encoding_is_answered_then_closed() -> None:
     head = collect(RequestParser(), [raw])[0]
     assert isinstance(head, RequestHead)
     assert head.keep_alive is False
+
+
+def test_release_drops_the_llhttp_parser_only_between_requests() -> None:
+    parser = RequestParser()
+    first, second = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n", b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+    parser.feed(first[:10])
+    assert not parser.release()  # in the middle of a head
+    parser.feed(first[10:])
+    assert not parser.release()  # its events are not taken yet
+    assert summarize(list(iter(parser.next_event, None))) == [("GET", "/a", "", "1.1", True), END_OF_MESSAGE]
+    assert parser.release() and parser._parser is None
+    # The next request, whole or byte by byte, parses as if nothing had been released.
+    assert summarize(collect(parser, [second])) == [("GET", "/b", "", "1.1", True), END_OF_MESSAGE]
+    assert parser.release()
+    events = collect(parser, [bytes([byte]) for byte in first])
+    assert summarize(events) == [("GET", "/a", "", "1.1", True), END_OF_MESSAGE]
+
+
+def test_release_keeps_a_failed_or_unfinished_body() -> None:
+    parser = RequestParser()
+    collect(parser, [b"POST /u HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab"])
+    assert not parser.release()  # the body is not complete
+    broken = RequestParser()
+    with pytest.raises(RemoteProtocolError):
+        broken.feed(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+    assert not broken.release()  # the error stays (the connection must close)

@@ -186,9 +186,10 @@ def test_every_fresh_connection_is_answered(
 
 
 def test_alpn_selects_http11(tls_server: tuple[HttpServer, str], certificate: tuple[Path, Path]) -> None:
+    """A client offering only http/1.1 gets it (one offering h2 gets HTTP/2: test_http2.py)."""
     _, url = tls_server
     context = ssl.create_default_context(cafile=str(certificate[0]))
-    context.set_alpn_protocols(["h2", "http/1.1"])
+    context.set_alpn_protocols(["http/1.1"])
     raw = socket.create_connection(("127.0.0.1", _port(url)), timeout=5)
     with context.wrap_socket(raw, server_hostname="localhost") as tls:
         assert tls.selected_alpn_protocol() == "http/1.1"

@@ -195,7 +195,9 @@ def test_error_hook_sees_parser_errors(
     serve: Serve, raw: bytes, status: int, method: str | None, path: str | None
 ) -> None:
     recorder = _Recorder()
-    server = HttpServer("127.0.0.1", 0, routes=_routes(), middleware=[recorder], max_body_bytes=1000)
+    server = HttpServer(  # HTTP/1.1 only: with HTTP/2 on, the preface opens an HTTP/2 connection
+        "127.0.0.1", 0, routes=_routes(), middleware=[recorder], max_body_bytes=1000, http2=False
+    )
     url = serve(server)
     with socket.create_connection(("127.0.0.1", _port(url)), timeout=5) as sock:
         sock.sendall(raw)

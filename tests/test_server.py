@@ -299,7 +299,8 @@ BAD_REQUESTS = {
 
 @pytest.mark.parametrize("name", sorted(BAD_REQUESTS))
 def test_malformed_requests_get_their_4xx_and_close(serve, name: str) -> None:
-    url = serve(make_server())
+    # HTTP/1.1 only: with HTTP/2 on (the default) the preface opens an HTTP/2 connection.
+    url = serve(make_server(http2=False))
     raw, expected = BAD_REQUESTS[name]
     response = exchange(url, raw)
     assert status_of(response) == expected

@@ -7,6 +7,7 @@ the official ``openai`` client streaming and not, errors, and shutdown.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -440,3 +441,19 @@ def _parent_of(pid: int) -> int:
     except OSError:
         return -1
     return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def test_max_connections_beyond_the_hard_open_files_limit_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from stream_service.__main__ import FD_SPARE, _max_connections, main
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard open-files limit here")
+    with pytest.raises(SystemExit) as exited:
+        main(["--max-connections", str(hard)])
+    assert exited.value.code == 2
+    assert f"the hard limit (ulimit -Hn) is {hard}" in capsys.readouterr().err
+    # By default a process takes every connection the hard limit allows (not 10,000).
+    assert _max_connections(argparse.ArgumentParser(), None) == max(16, hard - FD_SPARE)

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from flowno import Event, sleep
-from helpers import HANG_TIMEOUT, read_all, read_exactly, read_head, read_until, wait_for
+from helpers import HANG_TIMEOUT, read_all, read_exactly, read_head, read_response, read_until, wait_for
 from streaming_helpers import Start, connect, dechunk, server_threads
 
-from flowno_io import Request, StreamingResponse, StreamInterrupted
+from flowno_io import EventSourceResponse, Request, StreamingResponse, StreamInterrupted, Topic
 from flowno_io.server.server import DEFAULT_SHUTDOWN_GRACE
 
 #: How soon a disconnect must close the producer: a hang bound well below anything the producer
@@ -275,3 +275,127 @@ def test_grace_expiry_force_closes_an_endless_stream(start: Start) -> None:
         assert 0.29 <= producer.finally_at - began < DEFAULT_SHUTDOWN_GRACE - 2
         _chunks, ended = dechunk(read_all(sock))
         assert not ended
+
+
+# -- subscription streams that wait without a task (issue 20) ----------------------------------
+
+EVENTS = b"GET /events HTTP/1.1\r\nHost: test\r\n\r\n"
+PLAIN = b"GET /plain HTTP/1.1\r\nHost: test\r\n\r\n"
+
+
+def _detached(thread: Any) -> list[Any]:
+    """The streams of ``thread``'s server that run without a task right now."""
+    from flowno_io.server.stream_monitor import _monitors
+
+    monitor = _monitors.get(thread.server)
+    return [] if monitor is None else [s for s in list(monitor.streams.values()) if s.detached]
+
+
+def _topic_server(start: Start, topic: Topic[bytes], *, sse: bool = False) -> Any:
+    def events(request: Request) -> StreamingResponse:
+        if sse:
+            return EventSourceResponse(topic.subscribe(), ping_interval=None)
+        return StreamingResponse(topic.subscribe())
+
+    return start({"/events": events, "/plain": lambda request: {"plain": True}})
+
+
+def _publish(thread: Any, topic: Topic[bytes], *items: bytes, close: bool = False) -> None:
+    """Publish ``items`` on the server's loop (then close the topic), and wait until done."""
+    done = threading.Event()
+
+    async def publish() -> None:
+        for item in items:
+            topic.publish(item)
+        if close:
+            topic.close()
+        done.set()
+
+    thread.loop.create_task(publish())
+    assert done.wait(HANG_TIMEOUT)
+
+
+def test_a_waiting_subscription_stream_holds_no_task_and_no_parser(start: Start) -> None:
+    topic: Topic[bytes] = Topic()
+    thread = _topic_server(start, topic)
+    server = thread.server
+    with connect(thread, EVENTS) as sock:
+        _head, rest = read_head(sock)
+        wait_for(lambda: len(_detached(thread)) == 1)
+        (stream,) = _detached(thread)
+        assert stream.task is None
+        assert stream.writer.request._connection.parser._parser is None  # released while it waits
+        wait_for(lambda: len(server._idle_workers) == server.stats["workers"])  # every worker free
+        _publish(thread, topic, b"one", b"two")
+        assert read_until(sock, b"3\r\ntwo\r\n", rest) == b"3\r\none\r\n3\r\ntwo\r\n"
+
+
+def test_a_detached_stream_ends_with_its_topic_and_the_connection_serves_the_next_request(
+    start: Start,
+) -> None:
+    topic: Topic[bytes] = Topic()
+    thread = _topic_server(start, topic)
+    with connect(thread, EVENTS) as sock:
+        _head, rest = read_head(sock)
+        wait_for(lambda: len(_detached(thread)) == 1)
+        _publish(thread, topic, b"last", close=True)
+        body = read_until(sock, b"0\r\n\r\n", rest)
+        assert body == b"4\r\nlast\r\n0\r\n\r\n"
+        sock.sendall(PLAIN)  # keep-alive: a new parser reads the next request
+        assert b'{"plain":true}' in read_response(sock)
+
+
+def test_a_pipelined_request_is_served_after_a_detached_stream(start: Start) -> None:
+    topic: Topic[bytes] = Topic()
+    thread = _topic_server(start, topic)
+    with connect(thread, EVENTS + PLAIN) as sock:
+        _head, rest = read_head(sock)
+        wait_for(lambda: len(_detached(thread)) == 1)
+        _publish(thread, topic, close=True)
+        rest = read_until(sock, b"0\r\n\r\n", rest)
+        assert rest.startswith(b"0\r\n\r\n")
+        assert b'{"plain":true}' in read_response(sock, already=rest[len(b"0\r\n\r\n") :])
+
+
+def test_a_client_leaving_a_detached_stream_closes_its_subscription_and_connection(start: Start) -> None:
+    topic: Topic[bytes] = Topic()
+    thread = _topic_server(start, topic, sse=True)
+    sock = connect(thread, EVENTS)
+    read_head(sock)
+    wait_for(lambda: len(_detached(thread)) == 1 and thread.server.open_connections == 1)
+    sock.close()
+    wait_for(lambda: topic.subscribers == 0 and thread.server.open_connections == 0, timeout=PROMPTLY)
+    assert _detached(thread) == []
+
+
+def test_a_server_shutdown_ends_a_detached_event_stream_with_its_shutdown_event(start: Start) -> None:
+    topic: Topic[bytes] = Topic()
+    thread = _topic_server(start, topic, sse=True)
+    with connect(thread, EVENTS) as sock:
+        _head, rest = read_head(sock)
+        wait_for(lambda: len(_detached(thread)) == 1)
+        stopper = threading.Thread(target=thread.stop)
+        stopper.start()
+        chunks, ended = dechunk(read_all(sock, rest))
+        stopper.join(HANG_TIMEOUT)
+    assert chunks == [b": server shutting down\n\n"] and ended
+    assert topic.subscribers == 0
+
+
+def test_grace_expiry_force_closes_a_detached_stream_and_its_subscription(start: Start) -> None:
+    topic: Topic[bytes] = Topic()
+    thread = _topic_server(start, topic)  # a plain StreamingResponse runs to its end on shutdown
+    with connect(thread, EVENTS) as sock:
+        _head, rest = read_head(sock)
+        wait_for(lambda: len(_detached(thread)) == 1)
+        done = threading.Event()
+
+        async def close_quickly() -> None:
+            await thread.server.close(grace=0.3)
+            done.set()
+
+        thread.loop.create_task(close_quickly())
+        assert done.wait(HANG_TIMEOUT)  # the close did not wait for the stream forever
+        _chunks, ended = dechunk(read_all(sock, rest))
+        assert not ended  # cut, not ended
+    assert topic.subscribers == 0 and thread.server.open_connections == 0

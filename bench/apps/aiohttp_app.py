@@ -1,12 +1,14 @@
 """The bench app on aiohttp (asyncio): ``GET /`` hello, ``POST /echo`` JSON, ``GET /sse?n=``.
 
 The SSE route is aiohttp's own way to stream: a ``StreamResponse`` written one event at a time
-(chunked, as aiohttp-sse does).
+(chunked, as aiohttp-sse does). ``--loop uvloop`` runs it on uvloop instead of the stock asyncio
+loop (what many deployments do).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from _payloads import BACKLOG, DEFAULT_EVENTS, HELLO, KEEPALIVE_TIMEOUT, event_data
 from aiohttp import web
@@ -38,7 +40,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
+    loop: asyncio.AbstractEventLoop | None = None  # None: run_app makes a stock asyncio loop
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop = uvloop.new_event_loop()
     app = web.Application()
     app.router.add_get("/", hello)
     app.router.add_post("/echo", echo)
@@ -52,6 +60,7 @@ def main() -> None:
         keepalive_timeout=KEEPALIVE_TIMEOUT,
         backlog=BACKLOG,
         shutdown_timeout=1.0,
+        loop=loop,
     )
 
 

@@ -62,10 +62,11 @@ async def _measure(
 
 
 def run_flowno_io(url: str, tasks: int, warmup: float, duration: float) -> tuple[Window, int]:
-    """``flowno_io.HttpClient`` on the flowno loop, one client shared by every task."""
-    from flowno import EventLoop, sleep, spawn
+    """``flowno_io.HttpClient`` on ``flowno_io.EventLoop`` (as the README's examples), one client
+    shared by every task."""
+    from flowno import spawn
 
-    from flowno_io import HttpClient, HttpError
+    from flowno_io import EventLoop, HttpClient, HttpError, sleep
 
     counters = Counters()
 

@@ -1,7 +1,9 @@
 """The bench app on ``flowno_io.HttpServer``: ``GET /`` hello, ``POST /echo`` JSON, ``GET /sse?n=``.
 
-Run by ``bench/run.py`` as ``taskset -c 0 python bench/apps/flowno_io_app.py --port N``; SIGTERM
-stops it (the server installs its own handler).
+Run by ``bench/run.py`` as ``taskset -c 0 python bench/apps/flowno_io_app.py --port N`` (with
+``--certfile C --keyfile K``: HTTPS, and HTTP/2 by ALPN); SIGTERM stops it (the server installs its
+own handler). HTTP/2 by prior knowledge on cleartext is always on. It runs on
+``flowno_io.EventLoop``, as the README's examples do.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import argparse
 from collections.abc import AsyncIterator
 
 from _payloads import BACKLOG, DEFAULT_EVENTS, HELLO, KEEPALIVE_TIMEOUT, event_data
-from flowno import EventLoop
 
-from flowno_io import EventSourceResponse, HttpServer, Request, Response
+from flowno_io import EventLoop, EventSourceResponse, HttpServer, Request, Response
+from flowno_io.io.tls_stream import server_context
 
 
 def build_server(host: str, port: int) -> HttpServer:
@@ -51,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--certfile", help="serve HTTPS (HTTP/2 by ALPN, HTTP/1.1) with this certificate")
+    parser.add_argument("--keyfile")
     parser.add_argument(
         "--observe", action="store_true", help="metrics, tracing and Server-Timing on, as the services run"
     )
@@ -60,6 +64,8 @@ def main() -> None:
         from flowno_io.server.tracing import ObservabilityMiddleware
 
         server.add_middleware(ObservabilityMiddleware(server.enable_metrics(add_middleware=False)))
+    if args.certfile:
+        server.use_tls(server_context(args.certfile, args.keyfile))
     EventLoop().run_until_complete(server.serve(), join=True)
 
 

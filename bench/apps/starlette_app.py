@@ -1,7 +1,8 @@
 """The bench app on uvicorn + starlette (asyncio, httptools), SSE by sse-starlette.
 
 ``GET /`` hello, ``POST /echo`` JSON, ``GET /sse?n=``. uvicorn runs on the stock asyncio loop
-(``loop="asyncio"``), as aiohttp and the issue's figures do.
+(``loop="asyncio"``), as aiohttp and the issue's figures do, or on uvloop with ``--loop uvloop``
+(uvicorn's default when uvloop is installed: what ``uvicorn[standard]`` deployments run).
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
-        loop="asyncio",
+        loop=args.loop,
         http="httptools",
         log_level="warning",
         access_log=False,

@@ -151,9 +151,17 @@ class LogLinearHistogram:
             raise ValueError("values and counts must be non-negative")
         if count == 0:
             return
-        if value >> self.max_bits:
+        # bucket_index() inlined: this runs several times for every request a generator sends.
+        bits = value.bit_length()
+        if bits <= self._shift_base:
+            index = value
+        elif bits > self.max_bits:
+            index = len(self._counts) - 1
             self.clamped += count
-        self._counts[self.bucket_index(value)] += count
+        else:
+            shift = bits - self._shift_base
+            index = shift * self._half + (value >> shift)
+        self._counts[index] += count
         if self.count == 0 or value < self.min:
             self.min = value
         if value > self.max:

@@ -42,6 +42,7 @@ from .protocol.sse import ServerSentEvent, SSEDecoder
 from .server.access_log import AccessLogMiddleware
 from .server.compression import GZipMiddleware
 from .server.cors import CORSMiddleware
+from .server.http2 import Http2Limits
 from .server.pubsub import Subscription, Topic
 from .server.request import Request
 from .server.server import HttpServer, ResponseWriter
@@ -65,6 +66,7 @@ __all__ = [
     "HTTPException",
     "HTTPStatusError",
     "Headers",
+    "Http2Limits",
     "HttpClient",
     "HttpError",
     "HttpServer",

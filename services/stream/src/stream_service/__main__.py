@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 
 from flowno_io import HttpServer
@@ -16,7 +17,10 @@ from flowno_io.service import ServiceOptions, add_service_arguments, options_fro
 
 from .app import DEFAULT_TICKER_INTERVAL, DEFAULT_TOKENS_PER_SECOND, build_server
 
-__all__ = ["main"]
+__all__ = ["FD_SPARE", "main"]
+
+#: Open files a server process needs besides its connections (listener, epolls, pipes, logs).
+FD_SPARE = 64
 
 
 def _build(options: ServiceOptions) -> HttpServer:
@@ -26,7 +30,23 @@ def _build(options: ServiceOptions) -> HttpServer:
         access_log=options.access_log,
         tokens_per_second=options.extra["tokens_per_second"],
         ticker_interval=options.extra["ticker_interval_ms"] / 1000,
+        max_connections=options.extra["max_connections"],
     )
+
+
+def _max_connections(parser: argparse.ArgumentParser, wanted: int | None) -> int:
+    """Connections one process may hold: ``wanted``, or all the hard open-files limit allows (the
+    runner raises the soft limit to it); a clear error when the hard limit is too low."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    allowed = 1_000_000 if hard == resource.RLIM_INFINITY else hard - FD_SPARE
+    if wanted is None:
+        return max(16, allowed)
+    if wanted > allowed:
+        parser.error(
+            f"--max-connections {wanted} needs {wanted + FD_SPARE} open files, but the hard limit "
+            f"(ulimit -Hn) is {hard}: raise it, or serve from more processes (--workers)"
+        )
+    return wanted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,12 +69,25 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_TICKER_INTERVAL * 1000,
         help=f"milliseconds between /ticker ticks (default {DEFAULT_TICKER_INTERVAL * 1000:g})",
     )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="connections (live streams) per process (default: all the open-files limit allows)",
+    )
     args = parser.parse_args(argv)
+    if args.max_connections is not None and args.max_connections < 1:
+        parser.error("--max-connections must be at least 1")
+    max_connections = _max_connections(parser, args.max_connections)
     if not 0 < args.tokens_per_second <= 1_000_000:
         parser.error("--tokens-per-second must be within (0, 1000000]")
     if not 1 <= args.ticker_interval_ms <= 3_600_000:
         parser.error("--ticker-interval-ms must be within 1-3600000")
-    extra = {"tokens_per_second": args.tokens_per_second, "ticker_interval_ms": args.ticker_interval_ms}
+    extra = {
+        "tokens_per_second": args.tokens_per_second,
+        "ticker_interval_ms": args.ticker_interval_ms,
+        "max_connections": max_connections,
+    }
     options = options_from(args, extra)
     return run_service("stream_service", options, _build)
 

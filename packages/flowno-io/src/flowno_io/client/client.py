@@ -159,6 +159,25 @@ class ClientResponse(Response):
     history: list[ClientResponse]
     _elapsed: float
 
+    @classmethod
+    def _of(
+        cls, parser: ResponseParser, body: bytes, url: str, history: list[ClientResponse], elapsed: float
+    ) -> ClientResponse:
+        """The response a parser read: its head as parsed (no status-phrase lookup, no header copy)."""
+        status = parser.status_code
+        if not 100 <= status <= 999:
+            raise ValueError(f"invalid status code {status}")  # (what Response() raises)
+        response = cls.__new__(cls)
+        response.body = body
+        response.status_code = status
+        response.reason = parser.reason
+        response.http_version = parser.http_version
+        response.headers = parser.headers
+        response.url = url
+        response.history = history
+        response._elapsed = elapsed
+        return response
+
     @property
     def elapsed(self) -> timedelta:
         """From sending the request to the end of the response body."""
@@ -241,6 +260,17 @@ def _encode_body(data: RequestData, json: Any, files: Files | None = None) -> tu
     raise TypeError(
         f"data must be bytes, str, a mapping or an async iterable of bytes, not {type(data).__name__}"
     )
+
+
+#: Fields a request's headers cannot simply add to a cached plain head: the head sets or drops them.
+_NOT_APPENDABLE = frozenset({"host", "content-length", "transfer-encoding"})
+
+
+def _field_lines(headers: Headers) -> bytes:
+    """The header lines of ``headers`` and the blank line that ends a head."""
+    lines = [f"{name}: {value}\r\n" for name, values in headers._fields.items() for value in values]
+    lines.append("\r\n")
+    return "".join(lines).encode()
 
 
 def _merge_headers(*sources: HeadersLike | None) -> Headers | None:
@@ -502,14 +532,7 @@ class HttpClient:
             files,
         )
         body = await reader.read_all()
-        parser = reader.parser
-        response = ClientResponse(body, parser.status_code, parser.headers)
-        response.reason = parser.reason
-        response.http_version = parser.http_version
-        response.url = final_url
-        response.history = history
-        response._elapsed = monotonic() - start
-        return response
+        return ClientResponse._of(reader.parser, body, final_url, history, monotonic() - start)
 
     async def stream_get(self, url: str, **options: Any) -> OkStreamingResponse[Any] | ErrStreamingResponse:
         """Streaming GET; see :meth:`stream_request`."""
@@ -638,6 +661,20 @@ class HttpClient:
         self._heads[key] = ({name: list(values) for name, values in client_fields.items()}, origin, head)
         return origin, head
 
+    def _appendable(self, method: str, headers: Headers) -> bool:
+        """True when ``headers`` only add fields to the plain head of ``method`` (replace none).
+
+        The plain head then followed by their lines is what :meth:`_encode_head` would build:
+        the request's own headers come after the client's, in their order.
+        """
+        if method in _BODY_EXPECTED:
+            return False  # (its Content-Length: 0 comes after the request's headers)
+        base, client = self._base_fields, self.headers._fields
+        for name in headers._fields:
+            if name in base or name in client or name in _NOT_APPENDABLE:
+                return False
+        return True
+
     def _encode_head(
         self,
         method: str,
@@ -720,14 +757,14 @@ class HttpClient:
         cookies = self._cookies
         while True:
             target: str | None = None
-            if (
-                body is None
-                and headers is None
-                and query is None
-                and auth is None
-                and (cookies is None or not cookies.stored)
-            ):
+            plain = (
+                body is None and query is None and auth is None and (cookies is None or not cookies.stored)
+            )
+            if plain and headers is None:
                 origin, head = self._plain_head(method, url)
+            elif plain and headers is not None and self._appendable(method, headers):
+                origin, head = self._plain_head(method, url)
+                head = head[:-2] + _field_lines(headers)
             else:
                 origin, target, host_header, authorization, proxy_authorization = self._resolve(url)
                 if query:

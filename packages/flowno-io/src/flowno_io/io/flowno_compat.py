@@ -31,6 +31,7 @@ import heapq
 import importlib.metadata
 import itertools
 import math
+import selectors
 from collections.abc import Generator
 from timeit import default_timer as _flowno_clock
 from types import coroutine
@@ -45,6 +46,7 @@ from flowno.core.event_loop.commands import (
     SocketSendCommand,
 )
 from flowno.core.event_loop.event_loop import current_task
+from flowno.core.event_loop.instrumentation import InstrumentationMetadata, get_current_instrument
 from flowno.core.event_loop.selectors import sel
 from flowno.core.event_loop.tasks import TaskCancelled, TaskHandle
 
@@ -307,7 +309,9 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
     """flowno's ``EventLoop`` whose sleep heap never compares two tasks.
 
     A subclass, not a patch: it handles ``SleepCommand`` itself, pushing a time that breaks ties by
-    arrival order, and leaves every other command to flowno. Use it where code you do not control
+    arrival order; handles the commands of the hot waits (``EventWaitCommand``: every :func:`park`;
+    ``SocketRecvCommand``: every :func:`wait_readable`) as flowno does, but first; and leaves every
+    other command to flowno. Use it where code you do not control
     calls ``flowno.sleep`` at high rates; :func:`flowno_io.run` uses it.
 
     Example:
@@ -328,9 +332,28 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
     _sleep_seq = itertools.count()
 
     def _handle_command(self, current_task_packet: Any, command: Any) -> bool:
-        if type(command) is SleepCommand and command.end_time > _flowno_clock():
-            deadline = _Deadline(command.end_time, next(self._sleep_seq))
-            heapq.heappush(self.sleeping, (deadline, current_task_packet[0]))
+        # The commands of every wait on the hot paths are handled here as flowno handles them, but
+        # by exact type: flowno's chain tests its ABC-based command classes with ``isinstance`` one
+        # after the other (seven failing tests before an event wait, five before a socket wait).
+        kind = type(command)
+        task = current_task_packet[0]
+        if kind is EventWaitCommand:
+            if command.event._set:
+                self.tasks.append((task, None, None))
+            else:
+                self.event_waiters[command.event].add(task)
+            return True
+        if kind is SleepCommand:
+            if command.end_time > _flowno_clock():
+                heapq.heappush(self.sleeping, (_Deadline(command.end_time, next(self._sleep_seq)), task))
+            else:
+                self.tasks.append((task, None, None))  # a sleep already due only yields
+            return True
+        if kind is SocketRecvCommand:
+            metadata = InstrumentationMetadata(_task=task, _command=command, socket_handle=command.handle)
+            get_current_instrument().on_socket_recv_start(metadata)
+            self.waiting_on_network.append(task)
+            sel.register(command.handle.socket, selectors.EVENT_READ, metadata)
             return True
         return bool(super()._handle_command(current_task_packet, command))
 

@@ -265,6 +265,24 @@ class ServerTlsStream(TlsStream):
         """The protocol chosen by ALPN (``"http/1.1"``), or ``None``."""
         return self._ssl.selected_alpn_protocol()
 
+    @property
+    def backlogged(self) -> bool:
+        """True while encrypted bytes of an earlier ``send`` wait for the socket."""
+        return bool(self._backlog)
+
+    def send_backlog_nowait(self) -> None:
+        """Send what the socket takes of the encrypted bytes an earlier ``send`` left waiting.
+
+        Raises:
+            OSError: the connection failed.
+        """
+        if self._backlog:
+            try:
+                sent = self.transport.sock.send(self._backlog)
+            except BlockingIOError:
+                return
+            self._backlog = self._backlog[sent:]
+
     def buffered(self) -> bool:
         """True when bytes read from the socket wait in the TLS object (ciphertext or plaintext)."""
         return self._incoming.pending > 0 or self._ssl.pending() > 0

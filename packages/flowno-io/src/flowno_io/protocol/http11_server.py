@@ -233,7 +233,7 @@ class RequestParser:
         self.max_body_bytes = max_body_bytes
         self.max_trailers = max_trailers
         self.max_trailer_bytes = max_trailer_bytes
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         # A plain list: it holds a few events at a time, and an idle deque costs ~600 bytes.
         self._events: list[Event] = []
         self._url = b""
@@ -280,8 +280,11 @@ class RequestParser:
             self._read_leading = _leading_crlf(data)  # empty lines before the next request line
         else:
             self._read_leading = 0
+        parser = self._parser
+        if parser is None:  # released while idle (see release())
+            parser = self._parser = httptools.HttpRequestParser(self)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserCallbackError:
             if self._error is None:  # a callback failed without saying why
                 self._error = RemoteProtocolError("malformed request")
@@ -389,6 +392,27 @@ class RequestParser:
                 return False
         return False
 
+    def release(self) -> bool:
+        """Drop the llhttp parser (~1 KiB) while the connection is idle between requests; ``feed``
+        makes a new one. For a connection held by a long streaming response.
+
+        Returns:
+            False (nothing released) unless every fed byte is parsed into events already taken:
+            no event queued, no message in progress, no error, no upgrade pending.
+        """
+        if (
+            self._events
+            or self.messages_in_progress
+            or self._in_message_head
+            or self._leading_bytes
+            or self._error is not None
+            or self._finished
+            or self._upgrade_framing is not None
+        ):
+            return False
+        self._parser = None
+        return True
+
     def has_events(self) -> bool:
         """True when :meth:`next_event` would return an event."""
         return bool(self._events)
@@ -458,7 +482,7 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         self._in_message_head = False
-        parser = self._parser
+        parser: httptools.HttpRequestParser = self._parser  # type: ignore[assignment]  # feeding: set
         fields = self._fields
         version = parser.get_http_version()
         method = self.message_method = parser.get_method().decode("ascii")

@@ -42,6 +42,7 @@ class Connection:
         "head_deadline",
         "parked",
         "parser",
+        "preface",
         "requests_served",
         "server",
         "stream",
@@ -63,6 +64,9 @@ class Connection:
         self.timer: Timer | None = None
         #: Bytes read from the socket but not yet given to the parser (see ``FEED_SLICE``).
         self.unfed: memoryview | bytes = b""
+        #: The first bytes of a cleartext connection while they may be the HTTP/2 preface
+        #: (``None`` once decided, or when HTTP/2 is off).
+        self.preface: bytes | None = None
 
     def feed_unfed(self) -> bool:
         """Give the parser the next slice of the bytes read ahead; False when there are none.

@@ -13,7 +13,7 @@ import inspect
 import logging
 import socket as _socket
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from time import monotonic
 from typing import Any
 
@@ -37,6 +37,7 @@ from .middleware import (
 from .observer import ExchangeObserver
 from .request import Request
 from .routing import MethodNotAllowed, NotFound, Router
+from .streaming import StreamDetached
 from .tracing import run_in_trace
 
 __all__ = [
@@ -122,6 +123,7 @@ class Exchanges:
 
     async def _serve_connection(self, connection: Connection) -> None:
         """Serve one connection in the calling task until it closes (``handle_client``)."""
+        detached = False
         try:
             while not self._closing or connection.parser.has_events():
                 head = await self._next_head(connection)
@@ -129,10 +131,13 @@ class Exchanges:
                     return
                 if not await self._handle(connection, head):
                     return
+        except StreamDetached:
+            detached = True  # the stream's monitor owns the connection now (it parks or drops it at the end)
         except Exception:  # never let one connection take the worker down
             logger.exception("unexpected error on a connection")
         finally:
-            self._drop(connection)
+            if not detached:
+                self._drop(connection)
 
     async def _next_head(self, connection: Connection) -> RequestHead | None:
         """The next request head, or None when the connection should close quietly."""
@@ -222,6 +227,26 @@ class Exchanges:
         if request.body_consumed:
             return True
         return await self._finish_body(connection, request)
+
+    async def _finish_detached(
+        self, connection: Connection, writer: ResponseWriter, rest: Coroutine[Any, Any, None]
+    ) -> bool:
+        """The end of an exchange whose streaming response went on without a task
+        (``StreamDetached``, see ``streaming.py``): ``rest`` sends the end of the response, then
+        the connection serves the requests that follow, as ``_handle`` and ``_exchange`` would."""
+        request = writer.request
+        try:
+            await rest
+        except (NetworkError, TimeoutError):
+            return False
+        except Exception:
+            logger.exception("streaming response for %s %s failed", request.method, request.path)
+            return False
+        if not writer.keep_alive:
+            return False
+        if not request.body_consumed and not await self._finish_body(connection, request):
+            return False
+        return await self._exchange(connection, b"")
 
     def _may_keep_alive(self, request: Request, *, streaming: bool = False) -> bool:
         """The server's side of keep-alive, asked when a response's head is framed.

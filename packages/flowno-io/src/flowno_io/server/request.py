@@ -45,6 +45,7 @@ class Request:
         "_continue_sent",
         "_query",
         "_reading_done",
+        "_state",
         "_upgrade",
         "client",
         "headers",
@@ -55,7 +56,6 @@ class Request:
         "query_string",
         "raw_path",
         "route",
-        "state",
         "trace",
     )
 
@@ -68,8 +68,7 @@ class Request:
         self.http_version = head.http_version
         self.client: tuple[str, int] = connection.client
         self.path_params: dict[str, Any] = {}
-        #: Free-form per-request storage for handlers and middleware.
-        self.state: dict[str, Any] = {}
+        self._state: dict[str, Any] | None = None  # made at first use: most requests never use it
         #: The matched route's pattern (``/users/{id:int}``), set by routing; ``None`` when none matched.
         self.route: str | None = None
         #: The W3C trace context, set by ``TracingMiddleware`` (``server/tracing.py``).
@@ -84,6 +83,18 @@ class Request:
         # A request with neither Content-Length nor chunked coding has no body; llhttp has then
         # already queued END_OF_MESSAGE right after the head.
         self._reading_done = False
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Free-form per-request storage for handlers and middleware."""
+        state = self._state
+        if state is None:
+            state = self._state = {}
+        return state
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        self._state = value
 
     # -- query ------------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from ..protocol.http11_server import (
 )
 from .connection import Connection, Exchange, ResponseWriter, Worker
 from .exchange import Exchanges, _to_response
+from .http2 import Http2Limits, detect_preface, serve_http2
 from .middleware import (
     ErrorHook,
     Middleware,
@@ -57,6 +58,7 @@ from .observer import ExchangeObserver, split_observers
 from .request import Request
 from .routing import Router
 from .signals import ShutdownSignals
+from .streaming import StreamDetached
 from .tls import serve_tls
 
 __all__ = [
@@ -120,6 +122,9 @@ class HttpServer(Exchanges):
             :meth:`add_middleware`.
         ssl_context: serve HTTPS with this server context (see :meth:`use_tls`).
         tls_handshake_timeout: seconds a new connection has to finish its TLS handshake (→ close).
+        http2: also serve HTTP/2: by ALPN over TLS, and by prior knowledge on cleartext (a
+            connection opening with the HTTP/2 preface); see ``server/http2.py``.
+        http2_limits: HTTP/2 limits (concurrent streams, HPACK table, rapid-reset allowance...).
 
     A server with no routes answers every request as ``flowno.io.HttpServer`` does (200,
     ``Hello, world!`` and the request line), so code written for the seed keeps working.
@@ -160,6 +165,8 @@ class HttpServer(Exchanges):
         middleware: Iterable[Middleware] = (),
         ssl_context: ssl.SSLContext | None = None,
         tls_handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        http2: bool = True,
+        http2_limits: Http2Limits | None = None,
     ) -> None:
         if not isinstance(host, str):
             raise TypeError(f"HttpServer host must be a str such as '127.0.0.1', not {host!r}")
@@ -216,6 +223,8 @@ class HttpServer(Exchanges):
         self._error_hooks: list[ErrorHook] = []
         for layer in middleware:
             self.add_middleware(layer)
+        self.http2 = http2
+        self.http2_limits = http2_limits if http2_limits is not None else Http2Limits()
         self.ssl_context: ssl.SSLContext | None = None
         self.tls_handshake_timeout = tls_handshake_timeout
         #: TLS connections parked with bytes in their TLS object: the driver serves them next.
@@ -276,8 +285,9 @@ class HttpServer(Exchanges):
         return tuple(self._middleware)
 
     def use_tls(self, context: ssl.SSLContext) -> None:
-        """Serve HTTPS with ``context`` (its ALPN set to ``http/1.1``); see ``server/tls.py``."""
-        context.set_alpn_protocols(["http/1.1"])
+        """Serve HTTPS with ``context`` (ALPN ``h2``, ``http/1.1``; ``http/1.1`` alone without
+        ``http2``); see ``server/tls.py``."""
+        context.set_alpn_protocols(["h2", "http/1.1"] if self.http2 else ["http/1.1"])
         self.ssl_context = context
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -434,6 +444,8 @@ class HttpServer(Exchanges):
             if self.ssl_context is not None:
                 await self._start(connection, serve_tls(self, connection))
                 continue
+            if self.http2:
+                connection.preface = b""  # its first bytes may be the HTTP/2 preface
             # The request often arrives with the handshake: serve it now if it is there.
             await self._on_readable(connection)
 
@@ -523,6 +535,18 @@ class HttpServer(Exchanges):
         if not data:
             self._drop(connection)
             return
+        if connection.preface is not None:
+            data = connection.preface + data
+            http2 = detect_preface(data)
+            if http2 is None:  # part of the preface: wait for the rest (the deadline stays)
+                connection.preface = data
+                if not connection.parked and not self._park_nowait(connection):
+                    await get_clock()._start()
+                return
+            connection.preface = None
+            if http2:
+                await self._start(connection, serve_http2(self, connection, data))
+                return
         await self._start(connection, self._exchange(connection, data))
 
     async def _dispatch(self, job: tuple[Connection, Exchange, Any]) -> None:
@@ -552,6 +576,8 @@ class HttpServer(Exchanges):
             else:
                 self._drop(connection)
             return
+        except StreamDetached:
+            return  # the stream's monitor owns the connection now
         except Exception:
             logger.exception("unexpected error on a connection")
             self._drop(connection)
@@ -564,10 +590,14 @@ class HttpServer(Exchanges):
             connection, exchange, command = job
             try:
                 keep = await _resume(exchange, command)
+            except StreamDetached:
+                keep = None  # the stream's monitor owns the connection now
             except Exception:
                 logger.exception("unexpected error on a connection")
                 keep = False
-            if keep and not self._closing:
+            if keep is None:
+                pass
+            elif keep and not self._closing:
                 await self._park(connection)
             else:
                 self._drop(connection)

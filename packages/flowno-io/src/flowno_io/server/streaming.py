@@ -26,422 +26,60 @@ A handler returns :class:`StreamingResponse` or :class:`EventSourceResponse`; th
   writable, or the worker before its next write); meanwhile new items queue in the subscription,
   where its overflow policy applies.
 
+* **No task while a subscription waits.** A :class:`~flowno_io.Subscription` body whose stream
+  is idle (nothing buffered, nothing pending) *detaches*: ``send`` raises :class:`StreamDetached`
+  out of the exchange, the worker goes back to the pool (neither parking nor dropping the
+  connection), the connection's parser is released, and the stream lives on as its
+  :class:`_ActiveStream` alone: the topic's fan-out sends to it directly, the monitor sends its
+  heartbeats, flushes what the kernel did not take and then what the subscription buffered
+  meanwhile. When it must end (the subscription closes, the client leaves, the server shuts
+  down) the monitor finishes the exchange: a client gone is dropped at once; otherwise the rest
+  of the response goes out in a new exchange coroutine (``HttpServer._start``), after which the
+  connection serves its next request or closes, as after any response. An idle live stream then
+  costs no coroutine frames and no task (issue 20: ~2.5 KiB less per stream).
+
 Disconnects are detected this way on Linux (``select.epoll``); elsewhere only when a write fails.
 """
 
 from __future__ import annotations
 
-import fcntl
-import heapq
-import itertools
+import functools
 import logging
-import select
-import socket as _socket
-import struct
-import termios
-import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
-from time import monotonic
-from typing import TYPE_CHECKING, Any
-
-from flowno import spawn
+from typing import Any
 
 from .._errors import NetworkError, ReadError, TimeoutError
-from ..io.clock import get_clock
 from ..io.coroutines import resume as _resume
-from ..io.flowno_compat import TaskCancelled, TaskHandle, current_loop, current_task, interrupt, park, sleep
-from ..io.poller import HANGUP, WRITABLE, Poller
+from ..io.flowno_compat import current_task, park, sleep
+from ..io.socket_stream import SocketStream
 from ..protocol.headers import Headers
-from ..protocol.http11_server import encode_chunk
 from ..protocol.sse import ServerSentEvent, encode_comment
+from .connection import ResponseWriter
 from .pubsub import Subscription
-
-if TYPE_CHECKING:
-    from .server import HttpServer, ResponseWriter
+from .stream_monitor import (
+    BATCH_BYTES,
+    StreamDetached,
+    StreamInterrupted,
+    _ActiveStream,
+    _monitor_for,
+)
+from .stream_monitor import _monitors as _monitors  # read by metrics.py
 
 __all__ = [
     "DEFAULT_PING_INTERVAL",
     "EventSourceResponse",
+    "StreamDetached",
+    "StreamInterrupted",
     "StreamingResponse",
 ]
 
 logger = logging.getLogger("flowno_io.server")
 
-#: Bytes of pieces a producer yields without waiting that are written together at most.
-BATCH_BYTES = 64 * 1024
 #: Seconds of silence after which an event stream sends a heartbeat comment (as sse-starlette;
 #: proxies commonly drop connections idle for 30-60 s).
 DEFAULT_PING_INTERVAL = 15.0
 
-_WATCH_EVENTS = HANGUP
-_GONE_EVENTS = HANGUP | select.EPOLLERR
-
 Body = AsyncIterable[Any] | Iterable[Any]
-
-
-class StreamInterrupted(TaskCancelled):  # type: ignore[misc]
-    """Thrown into a producer parked in an ``await`` when its response must stop.
-
-    ``reason`` is ``"disconnect"`` (the client went away) or ``"shutdown"`` (the server is
-    closing an event stream). It is a flowno ``TaskCancelled``, so cleanup code written for flowno
-    cancellation handles it; the producer's ``finally`` blocks run.
-    """
-
-    def __init__(self, by: TaskHandle[Any], reason: str) -> None:
-        super().__init__(by)
-        self.reason = reason
-
-
-class _ActiveStream:
-    """The state of one streaming response while it is being sent."""
-
-    __slots__ = (
-        "due",
-        "end_on_shutdown",
-        "fd",
-        "gone",
-        "heap_seq",
-        "heartbeat",
-        "in_producer",
-        "interval",
-        "items_sent",
-        "last_write",
-        "monitor",
-        "pending",
-        "pending_since",
-        "response",
-        "shutdown",
-        "sock",
-        "stalled_since",
-        "task",
-        "unacked",
-        "writer",
-    )
-
-    def __init__(
-        self,
-        writer: ResponseWriter,
-        heartbeat: bytes | None,
-        interval: float | None,
-        end_on_shutdown: bool,
-        response: StreamingResponse | None = None,
-    ) -> None:
-        self.writer = writer
-        #: The response being sent (its ``_encode`` turns a published item into bytes).
-        self.response = response
-        self.end_on_shutdown = end_on_shutdown
-        self.sock: _socket.socket = writer.stream.sock
-        self.fd = self.sock.fileno()
-        #: The task running the response (see ``StreamingResponse.send`` for why it is stable).
-        self.task: Any = current_task()
-        self.monitor: _StreamMonitor | None = None
-        #: True while the worker is parked in the producer: only then may others write (heartbeats,
-        #: direct deliveries), and only then is the producer interrupted.
-        self.in_producer = False
-        self.gone = False
-        self.shutdown = False
-        self.interval = interval
-        self.heartbeat = None
-        if heartbeat is not None and interval is not None and not writer.head_only:
-            self.heartbeat = encode_chunk(heartbeat) if writer.chunked else heartbeat
-        #: Framed bytes that a non-blocking send could not hand to the kernel yet; they go out
-        #: before anything else (the monitor flushes them when the socket is writable).
-        self.pending = b""
-        self.pending_since = 0.0
-        self.last_write = monotonic()
-        #: Bytes the peer had not acknowledged at the last heartbeat, and since when that queue
-        #: has not shrunk: a peer that takes nothing (stopped reading, or vanished without a FIN)
-        #: is found this way, as heartbeats alone fit in the send buffer and never block.
-        self.unacked = 0
-        self.stalled_since: float | None = None
-        #: The monitor's live heap entry for this stream (its due time and sequence number).
-        self.due: float | None = None
-        self.heap_seq = -1
-        #: Pieces (SSE events) of the body sent so far (for metrics).
-        self.items_sent = 0
-
-    def stop(self, reason: str) -> None:
-        """Mark the response stopped; interrupt the producer if the worker is parked in it."""
-        if reason == "disconnect":
-            self.gone = True
-            if self.monitor is not None:
-                self.monitor.unwatch(self)
-        elif self.end_on_shutdown:
-            self.shutdown = True
-        else:
-            return  # runs to its end; the server force-closes it after the grace period
-        if self.in_producer:
-            loop = current_loop()
-            interrupt(self.task, StreamInterrupted(TaskHandle(loop, self.task), reason))
-        elif reason == "disconnect":
-            try:  # a worker blocked in send_all wakes up with an error
-                self.sock.shutdown(_socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def send_nowait(self, data: bytes, now: float) -> None:
-        """Send framed ``data`` without blocking; what the kernel does not take becomes ``pending``.
-
-        Only while the worker is parked in the producer (``in_producer``), so writes never interleave.
-        """
-        try:
-            sent = self.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.stop("disconnect")
-            return
-        if sent == len(data):
-            self.pending = b""
-            return
-        if not self.pending:
-            self.pending_since = now
-        self.pending = data[sent:]
-        if self.monitor is not None:
-            self.monitor.flush_later(self)
-
-    def send_heartbeat(self, now: float) -> None:
-        """Send a heartbeat (or what is pending) without blocking."""
-        if self.in_producer and not self.gone and not self.shutdown and self.heartbeat is not None:
-            queued = _unacked_bytes(self.sock)
-            if queued == 0 or queued < self.unacked:
-                self.stalled_since = None  # the peer took something since the last heartbeat
-            elif self.stalled_since is None:
-                self.stalled_since = now
-            self.send_nowait(self.pending or self.heartbeat, now)
-            self.unacked = _unacked_bytes(self.sock)
-            self.last_write = now
-
-    def deliver(self, data: bytes) -> bool:
-        """Send a published piece straight from the publisher's task; False when the worker must.
-
-        Used for a :class:`~flowno_io.Subscription` body whose worker waits for its next item: a
-        fan-out to N subscribers then costs N ``send`` calls and no task switch per subscriber.
-        """
-        if not self.in_producer or self.pending or self.gone or self.shutdown:
-            return False
-        if data:
-            now = monotonic()
-            self.send_nowait(_shared_chunk(data) if self.writer.chunked else data, now)
-            self.last_write = now
-            self.items_sent += 1
-        return True
-
-    def __call__(self, item: Any) -> bool:
-        """A :class:`~flowno_io.Subscription`'s direct delivery (``_direct``): :meth:`deliver` of
-        the encoded item, inlined for the common case (the kernel takes it all), as a fan-out
-        runs it once per subscriber. The stream itself is the callback: no closure per subscriber.
-        """
-        if not self.in_producer or self.pending or self.gone or self.shutdown or self.response is None:
-            return False
-        data = item if type(item) is bytes else self.response._encode(item)
-        if not data:
-            return True
-        if self.writer.chunked:
-            data = _shared_chunk(data)
-        try:
-            sent = self.sock.send(data)
-        except (BlockingIOError, OSError):
-            sent = -1  # the slow path below sees the error again, or keeps the bytes pending
-        now = monotonic()
-        self.last_write = now
-        if sent != len(data):
-            self.send_nowait(data if sent <= 0 else data[sent:], now)
-        return True
-
-    async def flush(self) -> None:
-        """Send the bytes still pending (the worker's own writes go after them)."""
-        if self.pending:
-            pending, self.pending = self.pending, b""
-            await self.writer.stream.send_all(pending, timeout=self.writer.server.write_timeout)
-
-    async def write(self, data: bytes) -> None:
-        """Send one piece of the body (after any bytes still pending)."""
-        await self.flush()
-        await self.writer.write(data)
-        self.last_write = monotonic()
-
-
-class _StreamMonitor:
-    """Per-server task: disconnects, heartbeats and pending-byte flushes of streaming responses."""
-
-    def __init__(self, server: HttpServer) -> None:
-        # A proxy: ``_monitors`` maps the server to this monitor, which must not keep it alive.
-        self.server: HttpServer = weakref.proxy(server)
-        self.streams: dict[int, _ActiveStream] = {}
-        self._poller: Poller | None = None
-        self._heap: list[tuple[float, int, _ActiveStream]] = []
-        self._seq = itertools.count()
-        self._running = False
-        #: Pieces sent by the streams no longer watched (with theirs: ``items_sent()``).
-        self.items_sent_ended = 0
-        server._close_callbacks.add(self._on_server_close)
-
-    # -- registration (called by the worker) ---------------------------------------------------
-
-    async def watch(self, stream: _ActiveStream) -> None:
-        """Start watching ``stream`` (spawning the monitor task if needed)."""
-        if self._poller is None:
-            self._poller = Poller(wakeable=True)
-        stream.monitor = self
-        self.streams[stream.fd] = stream
-        self._poller.register(stream.fd, _WATCH_EVENTS)
-        if stream.heartbeat is not None and stream.interval is not None:
-            self._schedule(stream, stream.last_write + stream.interval)
-        if self.server.closing and stream.end_on_shutdown:
-            stream.shutdown = True
-        if not self._running:
-            self._running = True
-            await spawn(self._run())
-
-    def unwatch(self, stream: _ActiveStream) -> None:
-        """Stop watching ``stream`` (idempotent)."""
-        if self.streams.get(stream.fd) is not stream:
-            return
-        del self.streams[stream.fd]
-        self.items_sent_ended += stream.items_sent
-        stream.heap_seq = -1  # its heap entry is now stale
-        if self._poller is not None:
-            self._poller.unregister(stream.fd)
-        if not self.streams and self.server.closing:
-            self._poke()  # let the monitor exit
-
-    def items_sent(self) -> int:
-        """Pieces (SSE events) sent by every stream so far, those still running included."""
-        return self.items_sent_ended + sum(stream.items_sent for stream in self.streams.values())
-
-    def flush_later(self, stream: _ActiveStream) -> None:
-        """Flush ``stream.pending`` once the socket is writable; drop the client after the write timeout."""
-        if self.streams.get(stream.fd) is not stream:
-            return
-        if self._poller is not None:
-            self._poller.modify(stream.fd, _WATCH_EVENTS | WRITABLE)
-        deadline = stream.pending_since + self.server.write_timeout
-        if stream.due is None or stream.due > deadline:
-            self._schedule(stream, deadline)
-
-    # -- the task --------------------------------------------------------------------------------
-
-    def _close(self) -> None:
-        if self._poller is not None:
-            self._poller.close()
-            self._poller = None
-        self._heap.clear()
-
-    def _poke(self) -> None:
-        if self._poller is not None:
-            self._poller.poke()
-
-    def _schedule(self, stream: _ActiveStream, due: float, poke: bool = True) -> None:
-        seq = next(self._seq)
-        stream.due = due
-        stream.heap_seq = seq
-        earliest = self._heap[0][0] if self._heap else None
-        heapq.heappush(self._heap, (due, seq, stream))
-        if poke and (earliest is None or due < earliest):
-            self._poke()  # the monitor re-arms its timer
-
-    def _on_server_close(self) -> None:
-        for stream in list(self.streams.values()):
-            stream.stop("shutdown")
-        self._poke()
-
-    async def _run(self) -> None:
-        poller = self._poller
-        assert poller is not None
-        timer = get_clock().timer(self._poke)
-        try:
-            while self.streams or not self.server.closing:
-                await poller.wait()
-                now = monotonic()
-                events = poller.ready()
-                if any(fd == poller.wake_fd for fd, _ in events):
-                    poller.consume_pokes()
-                self._on_socket_events(events, now)
-                self._on_due(now)
-                if self._heap:
-                    await timer.arm_at(self._heap[0][0])
-                else:
-                    timer.disarm()
-        finally:
-            timer.disarm()
-            self._running = False
-            self._close()
-
-    def _on_socket_events(self, events: list[tuple[int, int]], now: float) -> None:
-        for fd, mask in events:
-            stream = self.streams.get(fd)
-            if stream is None:
-                continue
-            if mask & _GONE_EVENTS:
-                stream.stop("disconnect")
-                continue
-            if stream.pending and stream.in_producer:
-                stream.send_nowait(stream.pending, now)
-            if not stream.pending and self._poller is not None:  # flushed: stop watching writability
-                self._poller.modify(fd, _WATCH_EVENTS)
-
-    def _on_due(self, now: float) -> None:
-        heap = self._heap
-        write_timeout = self.server.write_timeout
-        while heap and heap[0][0] <= now:
-            _, seq, stream = heapq.heappop(heap)
-            if seq != stream.heap_seq:
-                continue  # stale: rescheduled or unwatched since
-            stream.due = None
-            if stream.pending:
-                if now - stream.pending_since > write_timeout:
-                    stream.stop("disconnect")  # not reading: treat as gone (the server closes it)
-                    continue
-                due = stream.pending_since + write_timeout
-                if stream.interval is not None:
-                    due = min(due, now + stream.interval)
-                self._schedule(stream, due, poke=False)
-                continue
-            if stream.interval is None:
-                continue
-            if stream.stalled_since is not None and now - stream.stalled_since > write_timeout:
-                stream.stop("disconnect")  # heartbeats have not moved the peer's window: gone
-                continue
-            due = stream.last_write + stream.interval
-            if due <= now:
-                stream.send_heartbeat(now)
-                due = now + stream.interval
-            if not stream.gone:
-                self._schedule(stream, due, poke=False)
-
-
-#: The last piece framed as a chunk by :func:`_shared_chunk`, and its framing.
-_last_chunk: tuple[bytes, bytes] = (b"", b"")
-
-
-def _shared_chunk(data: bytes) -> bytes:
-    """``encode_chunk(data)``, framed once for every subscriber a publish delivers the same bytes to."""
-    global _last_chunk
-    last, framed = _last_chunk
-    if data is last:
-        return framed
-    framed = encode_chunk(data)
-    _last_chunk = (data, framed)
-    return framed
-
-
-def _unacked_bytes(sock: _socket.socket) -> int:
-    """Bytes in the socket's send queue the peer has not acknowledged (Linux ``SIOCOUTQ``)."""
-    try:
-        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
-    except OSError:
-        return 0
-
-
-_monitors: weakref.WeakKeyDictionary[HttpServer, _StreamMonitor] = weakref.WeakKeyDictionary()
-
-
-def _monitor_for(server: HttpServer) -> _StreamMonitor:
-    monitor = _monitors.get(server)
-    if monitor is None:
-        monitor = _monitors[server] = _StreamMonitor(server)
-    return monitor
 
 
 def _abandon(step: Any) -> None:
@@ -548,9 +186,15 @@ class StreamingResponse:
             Exception: whatever the producer raised (the body is left unterminated, so the client
                 sees an incomplete response).
         """
+        if getattr(writer, "http2", False):  # an HTTP/2 stream: server/http2_response.py
+            from .http2_response import send_streaming
+
+            await send_streaming(self, writer)
+            return
         body = self.body
         iterator: AsyncIterator[Any] | Iterator[Any]
         iterator = body.__aiter__() if isinstance(body, AsyncIterable) else iter(body)
+        detached = False
         try:
             await writer.write_head(self.status_code, self.headers)
             if writer.head_only:
@@ -565,25 +209,55 @@ class StreamingResponse:
             try:
                 if subscription is not None:  # published items may be sent from the publisher's task
                     subscription._direct = stream
+                    stream.subscription = subscription
+                    stream.detachable = type(writer) is ResponseWriter and type(writer.stream) is SocketStream
                     await self._pump_subscription(subscription, stream)
                 else:
                     await self._pump(iterator, stream)
+            except StreamDetached:
+                detached = True  # the stream lives on without this task: no clean-up here
+                raise
             finally:
-                if subscription is not None:
-                    subscription._direct = None
-                monitor.unwatch(stream)
-            if stream.gone:
-                writer.keep_alive = False
-                raise ReadError("the client disconnected during a streaming response")
-            if stream.shutdown:
-                await _close_body(iterator)
-                final = self._final_bytes()
-                if final:
-                    await stream.write(final)
-            await stream.flush()
-            await writer.end()
+                if not detached:
+                    if subscription is not None:
+                        subscription._direct = None
+                    monitor.unwatch(stream)
+            await self._end(stream, iterator)
         finally:
+            if not detached:
+                await _close_body(iterator)
+
+    async def _end(self, stream: _ActiveStream, iterator: Any) -> None:
+        """After the body: the final bytes of a shutdown, the last chunk (or the error of a client gone)."""
+        writer = stream.writer
+        if stream.gone:
+            writer.keep_alive = False
+            raise ReadError("the client disconnected during a streaming response")
+        if stream.shutdown:
             await _close_body(iterator)
+            final = self._final_bytes()
+            if final:
+                await stream.write(final)
+        await stream.flush()
+        await writer.end()
+
+    async def _send_rest(self, stream: _ActiveStream) -> None:
+        """The rest of a detached response (its subscription closed or the server shuts down):
+        what the subscription still holds, then the end, as ``send`` would have sent them."""
+        subscription = stream.subscription
+        assert subscription is not None and stream.monitor is not None
+        stream.detached = stream.in_producer = False
+        subscription._waiting = False
+        subscription._on_close = None
+        try:
+            try:
+                await self._pump_subscription(subscription, stream)
+            finally:
+                subscription._direct = None
+                stream.monitor.unwatch(stream)
+            await self._end(stream, subscription)
+        finally:
+            await _close_body(subscription)
 
     async def _pump(self, iterator: AsyncIterator[Any] | Iterator[Any], stream: _ActiveStream) -> None:
         """Send what the producer yields; pieces it yields without waiting go out in one write.
@@ -657,7 +331,10 @@ class StreamingResponse:
             if not buffer:
                 if subscription._closed:
                     return
+                if stream.detachable and stream.detach():
+                    raise StreamDetached
                 subscription._waiting = True
+                stream.task = current_task()  # a response finished after detaching runs in another task
                 stream.in_producer = True
                 try:
                     if not wakeup.is_set:  # Wakeup.wait() inlined: one coroutine less per idle stream
@@ -689,6 +366,22 @@ class StreamingResponse:
             stream.gone = True
             raise
         stream.items_sent += len(batch)
+
+
+#: The default ``shutdown_event`` of an event stream, and its encoding.
+_SHUTTING_DOWN = ServerSentEvent(comment="server shutting down")
+_SHUTTING_DOWN_BYTES = _SHUTTING_DOWN.encode()
+
+
+#: The headers of an event stream (``Cache-Control``/``X-Accel-Buffering`` unless given).
+_EVENT_STREAM_HEADERS = Headers(
+    {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _encoded_comment(text: str) -> bytes:
+    return encode_comment(text)
 
 
 class EventSourceResponse(StreamingResponse):
@@ -743,17 +436,24 @@ class EventSourceResponse(StreamingResponse):
         *,
         ping_interval: float | None = DEFAULT_PING_INTERVAL,
         ping_comment: str = "ping",
-        shutdown_event: ServerSentEvent | None = ServerSentEvent(comment="server shutting down"),  # noqa: B008
+        shutdown_event: ServerSentEvent | None = _SHUTTING_DOWN,
     ) -> None:
-        super().__init__(events, status, headers, content_type="text/event-stream")
-        for name, value in (("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")):
-            if name.lower() not in self.headers:
-                self.headers.set(name, value)
+        if headers is None:  # a copy of the defaults shares their names and values
+            super().__init__(events, status, _EVENT_STREAM_HEADERS)
+        else:
+            super().__init__(events, status, headers, content_type="text/event-stream")
+            for name, value in _EVENT_STREAM_HEADERS.items():
+                if name not in self.headers:
+                    self.headers.set(name, value)
         if ping_interval is not None and ping_interval <= 0:
             raise ValueError(f"ping_interval must be > 0 or None, not {ping_interval!r}")
         self._ping_interval = ping_interval
-        self._heartbeat = encode_comment(ping_comment) if ping_interval is not None else None
-        self._shutdown_bytes = shutdown_event.encode() if shutdown_event is not None else b""
+        # Encoded once per process, not per response (a live stream holds them for hours).
+        self._heartbeat = _encoded_comment(ping_comment) if ping_interval is not None else None
+        if shutdown_event is _SHUTTING_DOWN:
+            self._shutdown_bytes = _SHUTTING_DOWN_BYTES
+        else:
+            self._shutdown_bytes = shutdown_event.encode() if shutdown_event is not None else b""
 
     def _encode(self, item: Any) -> bytes:
         if isinstance(item, ServerSentEvent):

@@ -6,6 +6,7 @@ connection here, inline until its first wait, then on a worker task:
 * **Handshake with its own timeout** (``tls_handshake_timeout``, each read and write and the whole
   handshake): a client that sends nothing or garbage, or rejects our certificate, is closed
   without an answer and costs nothing more.
+* **HTTP/2 when ALPN chose ``h2``** (``server/http2.py``): the connection task owns it from then on.
 * **Then it is an ordinary connection**: its stream is a
   :class:`~flowno_io.io.tls_stream.ServerTlsStream`, whose socket view decrypts on ``recv`` and
   encrypts on ``send``, so the driver parks it between requests in its poller and answers its
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from .._errors import NetworkError, TimeoutError
 from ..io.socket_stream import DEFAULT_RECEIVE_SIZE, SocketStream
 from ..io.tls_stream import ServerTlsStream
+from .http2 import serve_http2
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -47,6 +49,8 @@ async def serve_tls(server: HttpServer, connection: Connection) -> bool:
     except (NetworkError, TimeoutError) as exc:  # silent, garbage, or refused our certificate
         logger.debug("TLS handshake with %s:%s failed: %s", *connection.client, exc)
         return False
+    if stream.alpn_protocol == "h2":
+        return await serve_http2(server, connection, b"")
     try:  # the first request often came with the handshake's last flight: already read
         data = stream.sock.recv(DEFAULT_RECEIVE_SIZE)
     except BlockingIOError:

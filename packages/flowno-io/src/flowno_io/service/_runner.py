@@ -13,6 +13,8 @@
   the errors the server answers before any handler (400/413/431/505).
 * ``--cors-origin ORIGIN`` (repeatable, ``*`` for any): CORS for browser pages on those origins.
 * ``--certfile CERT --keyfile KEY``: serve HTTPS (the listening line then says ``https://``).
+* HTTP/2 besides HTTP/1.1 (on by default; ``--no-http2`` turns it off): negotiated by ALPN over
+  HTTPS, and by prior knowledge (the HTTP/2 preface) on cleartext.
 * Observability, each on by default: ``--metrics`` (Prometheus ``GET /metrics``; with
   ``--workers N`` over 1 in prometheus_client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``
   or a new temporary directory), ``--tracing`` (W3C ``traceparent`` read or started, carried by
@@ -65,6 +67,9 @@ class ServiceOptions:
     metrics: bool = True
     tracing: bool = True
     server_timing: bool = True
+    #: HTTP/2 besides HTTP/1.1 (``--http2``, default on; ``--no-http2``): ALPN ``h2`` over TLS,
+    #: prior knowledge on cleartext.
+    http2: bool = True
 
 
 def _env_int(name: str, default: int) -> int:
@@ -123,6 +128,7 @@ def add_service_arguments(parser: argparse.ArgumentParser, env_prefix: str, defa
         ("metrics", "Prometheus metrics at GET /metrics"),
         ("tracing", "W3C traceparent read (or started) and carried by the handlers' client calls"),
         ("server-timing", "a Server-Timing: app;dur=<ms> header on every response"),
+        ("http2", "HTTP/2: by ALPN with --certfile, by prior knowledge on cleartext"),
     ):
         parser.add_argument(
             f"--{name}", action=argparse.BooleanOptionalAction, default=True, help=f"{what} (default on)"
@@ -166,6 +172,7 @@ def options_from(args: argparse.Namespace, extra: dict[str, Any]) -> ServiceOpti
         metrics=getattr(args, "metrics", True),
         tracing=getattr(args, "tracing", True),
         server_timing=getattr(args, "server_timing", True),
+        http2=getattr(args, "http2", True),
     )
 
 
@@ -218,6 +225,7 @@ def _install_middleware(server: HttpServer, service: str, options: ServiceOption
         server.add_middleware(CORSMiddleware(options.cors_origins, allow_methods=["GET", "POST"]))
     if options.access_log:  # the route table logs handled requests; this adds the server's answers
         server.add_error_hook(AccessLogMiddleware(f"{service}.access", service=service).on_error)
+    server.http2 = options.http2
     if options.certfile:
         server.use_tls(server_context(options.certfile, options.keyfile))
     return server

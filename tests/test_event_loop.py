@@ -1,0 +1,77 @@
+"""``flowno_io.EventLoop`` handles the hot waits itself: it must leave the loop as flowno does.
+
+The subclass handles ``EventWaitCommand`` (``park``), ``SleepCommand`` and ``SocketRecvCommand``
+(``wait_readable``) by exact type, before flowno's chain of ``isinstance`` checks. Each scenario
+here runs on flowno's own loop and on the subclass, and both must give the same results and end
+with nothing left behind: no waiter entry, no task waiting on the network, no socket wait
+registered in the selector.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import flowno
+import pytest
+from flowno import spawn
+from flowno.core.event_loop.selectors import sel
+
+import flowno_io
+from flowno_io import cancel, sleep
+from flowno_io.io.flowno_compat import TaskCancelled, handle_of, park, wait_readable, wake
+from flowno_io.io.wakeup import Wakeup
+
+LOOPS = {"flowno": flowno.EventLoop, "flowno_io": flowno_io.EventLoop}
+
+
+def _leftovers(loop: Any) -> dict[str, int]:
+    return {
+        "event_waiters": sum(len(waiters) for waiters in loop.event_waiters.values()),
+        "waiting_on_network": len(loop.waiting_on_network),
+        # (every loop's own wake-up socket stays registered in flowno's global selector: skipped)
+        "socket_waits": sum(1 for key in sel.get_map().values() if getattr(key.data, "_command", None)),
+    }
+
+
+@pytest.mark.parametrize("kind", list(LOOPS))
+def test_park_wake_sleep_and_socket_waits_leave_nothing_behind(kind: str) -> None:
+    loop = LOOPS[kind]()
+    order: list[str] = []
+    left, right = socket.socketpair()
+    left.setblocking(False)
+
+    async def parked(flag: Wakeup) -> None:
+        await park(flag)
+        order.append("woken")
+
+    async def reader() -> None:
+        await wait_readable(handle_of(left))
+        order.append(f"read {left.recv(10)!r}")
+
+    async def main() -> None:
+        flag = Wakeup()
+        task = await spawn(parked(flag))
+        await sleep(0)  # a sleep already due only yields: the parked task runs first
+        order.append("yielded")
+        wake(flag)
+        await task.join()
+        read = await spawn(reader())
+        await sleep(0.01)
+        right.send(b"x")
+        await read.join()
+        victim = await spawn(reader())  # parked on a socket nobody writes to, then cancelled
+        await sleep(0.01)
+        cancel(victim)
+        try:
+            await victim.join()
+        except TaskCancelled:
+            order.append("cancelled")
+
+    try:
+        loop.run_until_complete(main(), join=True)
+        assert order == ["yielded", "woken", "read b'x'", "cancelled"]
+        assert _leftovers(loop) == {"event_waiters": 0, "waiting_on_network": 0, "socket_waits": 0}
+    finally:
+        left.close()
+        right.close()
