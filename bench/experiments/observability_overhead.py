@@ -12,8 +12,9 @@ microseconds per request (utime + stime from ``/proc/<pid>/stat`` over wrk's req
 What it showed: with the three as middleware links (before 00458a0) all on cost **+25 %** CPU per
 request (Server-Timing alone ~+10 %, metrics + tracing ~+17 %). Merged into the exchange
 (``server/observer.py``, 00458a0 and d34a702): ``bench/run.py --only observability --rounds 6
---duration 3`` gave +15.7 % (medians; +15.9 % median of per-round ratios, load average 1.5) and
-+14 % to +20 % in noisier runs: the issue's 10 % is not met by wall CPU; counted instructions
+--duration 3`` gave +15.7 % (medians; +15.9 % median of per-round ratios, load average 1.5), and
+after merging main (a775883, load average 2) +11.4 % (medians; +8.8 % per-round median); +14 % to
++20 % in noisier runs: the issue's 10 % is not reliably met by wall CPU; counted instructions
 (valgrind callgrind, PYTHONHASHSEED=0, hello over 10 keep-alive connections, 500 vs 2500
 requests): 115-118k off, 146k on before (+25 %), 127.7k on after (+8 to +10 %); in-process
 exchanges (``observability_inprocess.py``): 93.4k off, 103.4k on (+10.7 %), CPU time +16.5 %. The row is now part of
