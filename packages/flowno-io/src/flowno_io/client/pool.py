@@ -126,7 +126,6 @@ class Connection:
     __slots__ = (
         "_host",
         "_pool",
-        "_sent_now",
         "_timed_out",
         "_timer",
         "_waiter",
@@ -154,9 +153,6 @@ class Connection:
         self._waiter = waiter
         self._timer: Timer | None = None
         self._timed_out = False
-        # The request went out in one non-blocking send just now: its answer is not there yet, so
-        # the first receive waits for readiness instead of trying a recv that finds nothing.
-        self._sent_now = False
         self.parser: ResponseParser | None = None
         #: Requests sent on this connection before the current one.
         self.requests = 0
@@ -180,7 +176,6 @@ class Connection:
                     except OSError as exc:
                         raise WriteError(f"send failed: {exc}") from exc
                     if sent == len(head):
-                        self._sent_now = True
                         return
                     head = head[sent:]
                 await stream.send_all(head, timeout=_limit(write_timeout, deadline))
@@ -249,17 +244,14 @@ class Connection:
         if stream.closed:
             raise ClosedResourceError("stream is closed")
         sock = stream.sock
-        # Right after the request went out the answer is (almost) never there: wait first. No
-        # other task ran since the send, so none can have taken the socket's readiness event.
-        fresh = self._sent_now
-        self._sent_now = False
-        if not fresh:
-            try:
-                return sock.recv(RECEIVE_SIZE)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise ReadError(f"receive failed: {exc}") from exc
+        # (Measured: the answer is usually there already at this first try, see
+        # bench/experiments/NOTES.md, so no wait comes before it.)
+        try:
+            return sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise ReadError(f"receive failed: {exc}") from exc
         limit = deadline
         if read_timeout is not None:
             expiry = monotonic() + read_timeout
@@ -272,20 +264,17 @@ class Connection:
                     timer = self._timer = get_clock().timer(self._on_deadline)
                 if not timer.set_deadline(limit):
                     await timer.arm_at(limit)  # starts the clock task (a cancel may land here)
-                    fresh = False  # others ran meanwhile: one may have taken the readiness event
             reactor = self._pool._reactor
             while True:
-                if not fresh:
-                    try:
-                        return sock.recv(RECEIVE_SIZE)
-                    except BlockingIOError:
-                        pass
-                    except OSError as exc:
-                        raise ReadError(f"receive failed: {exc}") from exc
-                fresh = False
                 await reactor.wait_readable(waiter)
                 if self._timed_out:
                     raise ReadTimeout("timed out waiting for data")
+                try:
+                    return sock.recv(RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise ReadError(f"receive failed: {exc}") from exc
         finally:
             if timer is not None:
                 timer.disarm()
