@@ -218,13 +218,13 @@ class Connection:
         return parser
 
     async def _receive(
-        self, parser: ResponseParser, read_timeout: float | None, deadline: float | None
+        self, parser: ResponseParser, read_timeout: float | None, deadline: float | None, tried: bool = False
     ) -> None:
         try:
             if self._waiter is None:
                 data = await self.stream.receive_some(RECEIVE_SIZE, timeout=read_timeout, deadline=deadline)
             else:
-                data = await self._receive_plain(self._waiter, read_timeout, deadline)
+                data = await self._receive_plain(self._waiter, read_timeout, deadline, tried)
             if data:
                 parser.feed(data)
             else:
@@ -237,21 +237,25 @@ class Connection:
             raise translated from exc
 
     async def _receive_plain(
-        self, waiter: ReadWaiter, read_timeout: float | None, deadline: float | None
+        self, waiter: ReadWaiter, read_timeout: float | None, deadline: float | None, tried: bool
     ) -> bytes:
-        """``SocketStream.receive_some`` with the wait done by the pool's reactor."""
+        """``SocketStream.receive_some`` with the wait done by the pool's reactor.
+
+        ``tried``: a ``recv`` just found nothing (``EAGAIN``), so wait before the next one.
+        """
         stream = self.stream
         if stream.closed:
             raise ClosedResourceError("stream is closed")
         sock = stream.sock
         # (Measured: the answer is usually there already at this first try, see
         # bench/experiments/NOTES.md, so no wait comes before it.)
-        try:
-            return sock.recv(RECEIVE_SIZE)
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            raise ReadError(f"receive failed: {exc}") from exc
+        if not tried:
+            try:
+                return sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise ReadError(f"receive failed: {exc}") from exc
         limit = deadline
         if read_timeout is not None:
             expiry = monotonic() + read_timeout
@@ -288,6 +292,27 @@ class Connection:
         parser = self.parser
         if parser is None:
             raise RuntimeError("start_response() first")
+        stream = self.stream
+        if self._waiter is not None and not stream.closed and isinstance(stream, SocketStream):
+            # The common case, without the coroutines below: the answer is already there.
+            try:
+                data = stream.sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                await self._receive(parser, read_timeout, deadline, tried=True)
+            except OSError:
+                await self._receive(parser, read_timeout, deadline)  # (fails the same way, translated)
+            else:
+                try:
+                    if data:
+                        parser.feed(data)
+                    else:
+                        parser.feed_eof()
+                except BaseException as exc:
+                    self.abort()
+                    translated = self._translate(exc, deadline)
+                    if translated is exc:
+                        raise
+                    raise translated from exc
         while not parser.headers_complete:
             await self._receive(parser, read_timeout, deadline)
         if parser.message_complete and not parser.has_body_data:
