@@ -304,6 +304,25 @@ def test_connection_closed_by_server_is_detected_before_reuse(raw_server: StartR
     assert run(main()) == [b"conn 0", b"conn 1"]
 
 
+def test_a_post_is_not_sent_on_a_connection_the_server_just_closed(raw_server: StartRaw) -> None:
+    # Moments after its release the idle connection is reused without a peek only by requests
+    # that may be sent twice; a POST still checks it, so it goes once, on a new connection.
+    def script(conn: socket.socket, index: int) -> None:
+        read_request(conn)
+        conn.sendall(response_bytes(b"conn %d" % index))  # keep-alive promised, then closed
+
+    raw = raw_server(script)
+
+    async def main() -> bytes:
+        async with HttpClient() as client:
+            await client.get(raw.url)
+            await until(lambda: raw.finished == 1, message="the server never closed the first connection")
+            return (await client.post(raw.url, data=b"once")).body
+
+    assert run(main()) == b"conn 1"
+    assert raw.connections == 2
+
+
 def test_stale_connection_is_retried_once_for_idempotent_requests(raw_server: StartRaw) -> None:
     # The second request on each connection is read, then the connection is dropped without an
     # answer (as a server closing an idle connection at that moment does).

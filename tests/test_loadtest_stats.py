@@ -98,3 +98,27 @@ def test_stream_stats() -> None:
     assert stats.stream_duration.count == 1
     assert dict(stats.errors) == {"HTTP 500": 1}
     assert sum(row["events_per_s"] for row in stats.timeline.rows()) == 4.0
+
+
+def test_service_times_equal_to_the_latencies_are_kept_once_and_read_back_exactly() -> None:
+    stats = RequestStats()
+    for ms in (1, 2, 3):
+        stats.record_response("a", 0.0, ms / 1000, status=200, ok=True, service=ms / 1000)
+    early = stats.service_time.to_dict()  # read mid-run: made from the latencies
+    assert early == stats.latency.to_dict()
+    stats.record_response("a", 0.0, 0.5, status=200, ok=True, service=0.004)  # a late open-loop start
+    stats.record_response("a", 0.0, 0.005, status=200, ok=True)
+    assert stats.service_time.count == stats.latency.count == 5
+    assert stats.service_time.max == 5000 and stats.latency.max == 500_000
+    merged = RequestStats()
+    merged.merge(stats)
+    merged.merge(RequestStats.from_state(stats.to_state()))
+    assert merged.service_time.count == 10 and merged.service_time.max == 5000
+
+
+def test_a_late_start_after_equal_service_times_keeps_them_all() -> None:
+    stats = RequestStats()
+    stats.record_response("a", 0.0, 0.001, status=200, ok=True, service=0.001)
+    stats.record_response("a", 0.0, 0.9, status=200, ok=True, service=0.002)
+    assert stats.service_time.count == 2
+    assert (stats.service_time.min, stats.service_time.max) == (1000, 2000)

@@ -23,7 +23,7 @@ from typing import Any
 
 from flowno import Event, spawn
 
-from flowno_io import EventLoop, HttpClient, Timeout, sleep, streaming_response_is_ok
+from flowno_io import EventLoop, Headers, HttpClient, Timeout, sleep, streaming_response_is_ok
 
 from .result import (
     GENERATOR_CPU_LIMIT,
@@ -86,6 +86,14 @@ class _Phase:
         self.schedule: ArrivalSchedule | None = None
         self.active_users = 0
         self.headers = {spec.name: (dict(spec.headers) or None) for spec in scenario.requests}
+        # The same, checked once here, so each request only adds its traceparent (None: invalid,
+        # sent as given so that each request fails with the client's error, as it would alone).
+        self.fields: dict[str, dict[str, list[str]] | None] = {}
+        for spec in scenario.requests:
+            try:
+                self.fields[spec.name] = Headers(spec.headers)._fields
+            except (ValueError, TypeError):
+                self.fields[spec.name] = None
 
     async def begin(self) -> None:
         """Start the clock (and the arrival schedule) and release the waiting users."""
@@ -254,10 +262,14 @@ class LoadRunner:
         """Send one request and record it (latency from ``due``, service time from ``sent``)."""
         stats = phase.result.stats
         assert isinstance(stats, RequestStats)
-        headers = phase.headers[spec.name]
         # Each request its own W3C trace, so the server's logs and traces can be matched to it.
         traceparent = f"00-{getrandbits(128) | 1:032x}-{getrandbits(64) | 1:016x}-01"
-        headers = {**headers, "traceparent": traceparent} if headers else {"traceparent": traceparent}
+        fields = phase.fields[spec.name]
+        headers: Headers | dict[str, str]
+        if fields is not None:  # checked when the phase began; the traceparent is ours (hex)
+            headers = Headers._from_trusted({**fields, "traceparent": [traceparent]})
+        else:
+            headers = {**(phase.headers[spec.name] or {}), "traceparent": traceparent}
         try:
             response = await phase.client.request(spec.method, spec.url, spec.body, headers=headers)
         except Exception as exc:  # every failure is a result, never the end of a user

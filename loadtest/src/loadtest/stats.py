@@ -328,7 +328,11 @@ class RequestStats(_PhaseStats):
 
     def __init__(self, timeline_interval: float = 1.0) -> None:
         self.latency = LogLinearHistogram()
-        self.service_time = LogLinearHistogram()
+        # While every service time equals its latency (closed loop: always), the service times
+        # are not recorded twice: ``service_time`` is made from ``latency`` when first read or
+        # when a different value comes (one histogram record less per request).
+        self._service_time = LogLinearHistogram()
+        self._service_is_latency = True
         self.send_lag = LogLinearHistogram()
         self.server_time = LogLinearHistogram()
         self.outside_server = LogLinearHistogram()
@@ -344,6 +348,19 @@ class RequestStats(_PhaseStats):
     def completed(self) -> int:
         """Requests finished, successfully or not."""
         return self.ok + self.failed
+
+    @property
+    def service_time(self) -> LogLinearHistogram:
+        """Microseconds from the actual send to the end of each response (see the class doc)."""
+        if self._service_is_latency:
+            self._service_is_latency = False
+            self._service_time.merge(self.latency)
+        return self._service_time
+
+    @service_time.setter
+    def service_time(self, histogram: LogLinearHistogram) -> None:
+        self._service_is_latency = False
+        self._service_time = histogram
 
     @property
     def errors(self) -> Counter[str]:
@@ -377,6 +394,7 @@ class RequestStats(_PhaseStats):
 
     def merge(self, other: _PhaseStats) -> None:
         """Add ``other``, per endpoint too (see :meth:`_PhaseStats.merge`)."""
+        self.service_time  # noqa: B018  (made from our latencies before theirs are added)
         super().merge(other)
         assert isinstance(other, RequestStats)
         for name, theirs in other.by_name.items():
@@ -393,8 +411,12 @@ class RequestStats(_PhaseStats):
 
     def _record(self, name: str, offset: float, latency: float, service: float | None, ok: bool) -> None:
         latency_us = max(0, round(latency * 1e6))
-        self.latency.record(latency_us)
-        self.service_time.record(latency_us if service is None else max(0, round(service * 1e6)))
+        service_us = latency_us if service is None else max(0, round(service * 1e6))
+        if self._service_is_latency and service_us == latency_us:
+            self.latency.record(latency_us)
+        else:
+            self.service_time.record(service_us)  # (made from the latencies first, if need be)
+            self.latency.record(latency_us)
         endpoint = self._endpoint(name)
         endpoint.latency.record(latency_us)
         if ok:

@@ -856,6 +856,9 @@ class HttpClient:
                     pool_timeout=limits.pool,
                     deadline=deadline,
                     proxy=None if self._proxies is None else self._proxies.for_origin(origin),
+                    may_retry=(
+                        not retried and method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
+                    ),
                 )
                 reused = connection.requests > 0
                 parser: ResponseParser | None = None

@@ -3,7 +3,11 @@
 A :class:`ConnectionPool` hands out :class:`Connection` s. A connection goes back to the pool only
 after its response was read to the end with framing that allows reuse; otherwise it is closed.
 Idle connections are used newest first, dropped after ``keepalive_expiry`` seconds, and checked
-without waiting (a non-blocking peek) before reuse, so one the server closed is not picked.
+without waiting (a non-blocking peek) before reuse, so one the server closed is not picked. A
+request that may be sent twice (``acquire(..., may_retry=True)``) skips the peek on a plain
+connection released less than :data:`FRESH_IDLE_SECONDS` ago whose socket the reactor has seen no
+event on since: should the server have closed it in that moment, the request fails before any
+response byte and the client sends it again on a new connection.
 
 At most ``max_connections_per_host`` connections exist per origin; further requests wait in FIFO
 order, and a released connection is handed straight to the first waiter. There is no background
@@ -33,6 +37,7 @@ from .._errors import (
     ReadError,
     ReadTimeout,
     TotalTimeout,
+    WriteError,
     WriteTimeout,
 )
 from ..io.clock import Timer, get_clock
@@ -60,6 +65,10 @@ DEFAULT_MAX_CONNECTIONS_PER_HOST = 100
 DEFAULT_KEEPALIVE_EXPIRY = 5.0
 #: Bytes asked of the kernel per receive.
 RECEIVE_SIZE = 64 * 1024
+#: An idle connection released less than this many seconds ago, with no socket event since, is
+#: reused without the liveness peek by requests that may be retried (servers close idle
+#: connections after seconds: nginx 75 s, Apache 5 s, uvicorn 5 s, Node 5 s).
+FRESH_IDLE_SECONDS = 1.0
 #: A request body up to this size is sent in the same ``send`` as the head.
 _COALESCE_BYTES = 64 * 1024
 
@@ -159,6 +168,16 @@ class Connection:
         stream = self.stream
         try:
             if body is None:
+                if self._waiter is not None and not stream.closed:  # plain TCP: try the send here
+                    try:
+                        sent = stream.sock.send(head)
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError as exc:
+                        raise WriteError(f"send failed: {exc}") from exc
+                    if sent == len(head):
+                        return
+                    head = head[sent:]
                 await stream.send_all(head, timeout=_limit(write_timeout, deadline))
             elif isinstance(body, bytes):
                 if len(body) <= _COALESCE_BYTES:
@@ -199,13 +218,13 @@ class Connection:
         return parser
 
     async def _receive(
-        self, parser: ResponseParser, read_timeout: float | None, deadline: float | None
+        self, parser: ResponseParser, read_timeout: float | None, deadline: float | None, tried: bool = False
     ) -> None:
         try:
             if self._waiter is None:
                 data = await self.stream.receive_some(RECEIVE_SIZE, timeout=read_timeout, deadline=deadline)
             else:
-                data = await self._receive_plain(self._waiter, read_timeout, deadline)
+                data = await self._receive_plain(self._waiter, read_timeout, deadline, tried)
             if data:
                 parser.feed(data)
             else:
@@ -218,19 +237,25 @@ class Connection:
             raise translated from exc
 
     async def _receive_plain(
-        self, waiter: ReadWaiter, read_timeout: float | None, deadline: float | None
+        self, waiter: ReadWaiter, read_timeout: float | None, deadline: float | None, tried: bool
     ) -> bytes:
-        """``SocketStream.receive_some`` with the wait done by the pool's reactor."""
+        """``SocketStream.receive_some`` with the wait done by the pool's reactor.
+
+        ``tried``: a ``recv`` just found nothing (``EAGAIN``), so wait before the next one.
+        """
         stream = self.stream
         if stream.closed:
             raise ClosedResourceError("stream is closed")
         sock = stream.sock
-        try:
-            return sock.recv(RECEIVE_SIZE)
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            raise ReadError(f"receive failed: {exc}") from exc
+        # (Measured: the answer is usually there already at this first try, see
+        # bench/experiments/NOTES.md, so no wait comes before it.)
+        if not tried:
+            try:
+                return sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise ReadError(f"receive failed: {exc}") from exc
         limit = deadline
         if read_timeout is not None:
             expiry = monotonic() + read_timeout
@@ -267,6 +292,27 @@ class Connection:
         parser = self.parser
         if parser is None:
             raise RuntimeError("start_response() first")
+        stream = self.stream
+        if self._waiter is not None and not stream.closed and isinstance(stream, SocketStream):
+            # The common case, without the coroutines below: the answer is already there.
+            try:
+                data = stream.sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                await self._receive(parser, read_timeout, deadline, tried=True)
+            except OSError:
+                await self._receive(parser, read_timeout, deadline)  # (fails the same way, translated)
+            else:
+                try:
+                    if data:
+                        parser.feed(data)
+                    else:
+                        parser.feed_eof()
+                except BaseException as exc:
+                    self.abort()
+                    translated = self._translate(exc, deadline)
+                    if translated is exc:
+                        raise
+                    raise translated from exc
         while not parser.headers_complete:
             await self._receive(parser, read_timeout, deadline)
         if parser.message_complete and not parser.has_body_data:
@@ -443,11 +489,15 @@ class ConnectionPool:
         pool_timeout: float | None = None,
         deadline: float | None = None,
         proxy: Proxy | None = None,
+        may_retry: bool = False,
     ) -> Connection:
         """A connection to ``origin``: an idle one, a new one, or the next one released.
 
         Through ``proxy``, an http origin shares the connections to the proxy (requests are
-        forwarded), an https origin gets its own ``CONNECT`` tunnels.
+        forwarded), an https origin gets its own ``CONNECT`` tunnels. ``may_retry``: the caller
+        sends the request again if a reused connection fails before any response byte (an
+        idempotent request), so a connection idle for less than :data:`FRESH_IDLE_SECONDS` with
+        no socket event since is reused without the liveness peek.
 
         Raises:
             PoolTimeout: none became free within ``pool_timeout``.
@@ -467,7 +517,14 @@ class ConnectionPool:
         idle = host.idle
         while idle:
             connection = idle.pop()
-            if monotonic() - connection.idle_since > self.keepalive_expiry or _peer_gone(connection.stream):
+            idle_for = monotonic() - connection.idle_since
+            waiter = connection._waiter
+            if idle_for > self.keepalive_expiry or (
+                not (
+                    may_retry and idle_for < FRESH_IDLE_SECONDS and waiter is not None and not waiter.stirred
+                )
+                and _peer_gone(connection.stream)
+            ):
                 connection.stream.close()
                 self._slot_freed()
                 continue
@@ -662,6 +719,8 @@ class ConnectionPool:
                 return
             now = monotonic()
             connection.idle_since = now
+            if connection._waiter is not None:
+                connection._waiter.stirred = False
             idle = host.idle
             idle.append(connection)
             # Expire from the old end (the list is in release order).

@@ -30,12 +30,14 @@ _MAX_EVENTS = 1024
 class ReadWaiter:
     """The wait state of one socket: its wakeup and why it was woken."""
 
-    __slots__ = ("fd", "ready", "wakeup")
+    __slots__ = ("fd", "ready", "stirred", "wakeup")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.wakeup = Wakeup()
         self.ready = False  # the socket is readable (or closed, or shut down)
+        #: The socket became readable (or closed) while nobody waited on it; its owner resets it.
+        self.stirred = False
 
 
 class Reactor:
@@ -44,13 +46,17 @@ class Reactor:
     def __init__(self) -> None:
         self._poller = Poller()
         self._waiting: dict[int, ReadWaiter] = {}
+        # Every registered socket by descriptor (a closed one's entry stays until its number is
+        # reused: the epoll reports nothing for it meanwhile).
+        self._registered: dict[int, ReadWaiter] = {}
         self._leader: ReadWaiter | None = None
         self._closing = False
 
     def register(self, fd: int) -> ReadWaiter:
         """Watch ``fd`` (until it is closed: closing removes it from the epoll)."""
         self._poller.register(fd, _EVENTS)
-        return ReadWaiter(fd)
+        waiter = self._registered[fd] = ReadWaiter(fd)
+        return waiter
 
     async def wait_readable(self, waiter: ReadWaiter) -> None:
         """Return once the socket of ``waiter`` may be readable (call after ``EAGAIN``).
@@ -91,6 +97,10 @@ class Reactor:
                 waiter.ready = True
                 if waiter is not leader:
                     waiter.wakeup.set()
+            else:
+                idle = self._registered.get(fd)
+                if idle is not None:
+                    idle.stirred = True  # (an idle connection: the server closed it, or sent bytes)
 
     def close(self) -> None:
         """Close the epoll now, or when the leader leaves (sockets must be shut down first)."""

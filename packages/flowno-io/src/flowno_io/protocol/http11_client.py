@@ -103,8 +103,10 @@ class ResponseParser:
         "_body",
         "_fields",
         "_head_bytes",
+        "_head_fed",
         "_interim",
         "_parser",
+        "_raw",
         "bytes_received",
         "close_delimited",
         "head_request",
@@ -129,8 +131,11 @@ class ResponseParser:
         self.head_request = head_request
         self.max_header_bytes = max_header_bytes
         self._fields: dict[str, list[str]] = {}
+        # The head's (name, value) pairs as the parser gives them; made into fields at its end.
+        self._raw: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
-        self._head_bytes = 0
+        self._head_bytes = 0  # the status line's and the fields' bytes
+        self._head_fed = 0  # bytes fed while the head was unfinished
         self._interim = False
         #: Every byte fed so far (0 means the server sent nothing at all).
         self.bytes_received = 0
@@ -173,8 +178,8 @@ class ResponseParser:
         if not self.headers_complete:
             # Bytes of an unfinished head count against the limit, so an endless header line (which
             # llhttp buffers) cannot grow without bound.
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_header_bytes:
+            self._head_fed += len(data)
+            if self._head_fed > self.max_header_bytes:
                 raise TooLargeError(f"response head larger than {self.max_header_bytes} bytes", 431)
 
     def feed_eof(self) -> None:
@@ -223,18 +228,30 @@ class ResponseParser:
         self.reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if self._head_bytes > self.max_header_bytes:
+        # Only collected here (one call per field): counted and decoded once the head is complete.
+        # Until then ``feed`` bounds what a head may buffer (each feed's bytes count against it).
+        self._raw.append((name, value))
+
+    def _collect_fields(self) -> None:
+        """Count the collected fields against the limit and add them to ``_fields``."""
+        raw = self._raw
+        self._raw = []
+        size = self._head_bytes
+        fields = self._fields
+        for name, value in raw:
+            size += len(name) + len(value) + 4
+            key = name.decode("latin-1").lower()
+            values = fields.get(key)
+            if values is None:
+                fields[key] = [value.decode("latin-1")]
+            else:
+                values.append(value.decode("latin-1"))
+        self._head_bytes = size
+        if size > self.max_header_bytes:
             raise TooLargeError(f"response head larger than {self.max_header_bytes} bytes", 431)
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        values = self._fields.get(key)
-        if values is None:
-            self._fields[key] = [text]
-        else:
-            values.append(text)
 
     def on_headers_complete(self) -> None:
+        self._collect_fields()
         parser = self._parser
         status = parser.get_status_code()
         if 100 <= status < 200:
@@ -245,6 +262,7 @@ class ResponseParser:
             self._fields = {}
             self.reason = ""
             self._head_bytes = 0
+            self._head_fed = 0
             return
         fields = self._fields
         self.status_code = status
