@@ -842,11 +842,11 @@ class HttpClient:
     ) -> tuple[Connection, ResponseParser]:
         """Send on a pooled connection and read the response head; retry once if it was stale.
 
-        Counted in ``requests_by_origin``, and in ``errors_by_origin`` when it raises (a connect,
-        write, read or protocol error, a timeout) before the response head arrived.
+        Counted in ``requests_by_origin``, and in ``errors_by_origin`` if it fails before the head.
         """
         requests = self.requests_by_origin
         requests[origin] = requests.get(origin, 0) + 1
+        retriable = method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
         try:
             retried = False
             while True:
@@ -856,9 +856,7 @@ class HttpClient:
                     pool_timeout=limits.pool,
                     deadline=deadline,
                     proxy=None if self._proxies is None else self._proxies.for_origin(origin),
-                    may_retry=(
-                        not retried and method in _IDEMPOTENT and (body is None or isinstance(body, bytes))
-                    ),
+                    may_retry=retriable and not retried,
                 )
                 reused = connection.requests > 0
                 parser: ResponseParser | None = None
@@ -872,13 +870,7 @@ class HttpClient:
                     # A kept-alive connection the server closed meanwhile fails before any response
                     # byte: send an idempotent request once more, on a new connection.
                     stale = reused and (parser is None or parser.bytes_received == 0)
-                    if (
-                        stale
-                        and not retried
-                        and not isinstance(exc, TooLargeError)
-                        and method in _IDEMPOTENT
-                        and (body is None or isinstance(body, bytes))
-                    ):
+                    if stale and retriable and not retried and not isinstance(exc, TooLargeError):
                         retried = True
                         continue
                     raise
