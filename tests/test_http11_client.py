@@ -340,3 +340,23 @@ def test_chunk_boundaries_never_matter(chunks: list[bytes], cuts: list[int]) -> 
         start = cut
     assert body == b"".join(chunks)
     assert parser.message_complete and parser.reusable
+
+
+def test_a_callback_error_keeps_its_type_when_fed_while_another_exception_is_handled() -> None:
+    # The client feeds in ``except BlockingIOError:`` when its first recv found nothing: the
+    # callback's TooLargeError (431) must not turn into a generic "malformed response".
+    fields = b"".join(b"X-Filler-%d: %s\r\n" % (i, b"v" * 100) for i in range(100))
+    head = b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 0\r\n\r\n"
+    parser = ResponseParser(max_header_bytes=4096)
+    with pytest.raises(TooLargeError) as info:
+        try:
+            raise BlockingIOError
+        except BlockingIOError:
+            parser.feed(head)
+    assert info.value.status_hint == 431
+    switching = ResponseParser()
+    with pytest.raises(RemoteProtocolError, match="switched protocols"):
+        try:
+            raise BlockingIOError
+        except BlockingIOError:
+            switching.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n")

@@ -25,7 +25,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterable
 from time import monotonic
-from typing import Protocol, TypeAlias
+from typing import NoReturn, Protocol, TypeAlias
 
 from .._errors import (
     ClosedResourceError,
@@ -225,16 +225,27 @@ class Connection:
                 data = await self.stream.receive_some(RECEIVE_SIZE, timeout=read_timeout, deadline=deadline)
             else:
                 data = await self._receive_plain(self._waiter, read_timeout, deadline, tried)
+        except BaseException as exc:
+            self._fail(exc, deadline)
+        self._feed(parser, data, deadline)
+
+    def _feed(self, parser: ResponseParser, data: bytes, deadline: float | None) -> None:
+        """Give the parser what a read brought (``b""``: the end of the stream)."""
+        try:
             if data:
                 parser.feed(data)
             else:
                 parser.feed_eof()
         except BaseException as exc:
-            self.abort()
-            translated = self._translate(exc, deadline)
-            if translated is exc:
-                raise  # (a cancellation passes through unchanged)
-            raise translated from exc
+            self._fail(exc, deadline)
+
+    def _fail(self, exc: BaseException, deadline: float | None) -> NoReturn:
+        """Abort the connection and raise ``exc`` as the client's error for it."""
+        self.abort()
+        translated = self._translate(exc, deadline)
+        if translated is exc:
+            raise exc  # (a cancellation passes through unchanged)
+        raise translated from exc
 
     async def _receive_plain(
         self, waiter: ReadWaiter, read_timeout: float | None, deadline: float | None, tried: bool
@@ -302,17 +313,7 @@ class Connection:
             except OSError:
                 await self._receive(parser, read_timeout, deadline)  # (fails the same way, translated)
             else:
-                try:
-                    if data:
-                        parser.feed(data)
-                    else:
-                        parser.feed_eof()
-                except BaseException as exc:
-                    self.abort()
-                    translated = self._translate(exc, deadline)
-                    if translated is exc:
-                        raise
-                    raise translated from exc
+                self._feed(parser, data, deadline)
         while not parser.headers_complete:
             await self._receive(parser, read_timeout, deadline)
         if parser.message_complete and not parser.has_body_data:

@@ -101,6 +101,7 @@ class ResponseParser:
 
     __slots__ = (
         "_body",
+        "_failure",
         "_fields",
         "_head_bytes",
         "_head_fed",
@@ -151,6 +152,7 @@ class ResponseParser:
         self.keep_alive = False
         #: Bytes arrived after the end of the response (the connection cannot be reused).
         self.trailing_data = False
+        self._failure: RemoteProtocolError | None = None
 
     # -- feeding ----------------------------------------------------------------------------
 
@@ -164,9 +166,11 @@ class ResponseParser:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, RemoteProtocolError):
-                raise cause from None
+            # The error a callback raised. (Not ``exc.__context__``: when ``feed`` runs while the
+            # caller handles another exception, a BlockingIOError say, that one replaces it.)
+            failure, self._failure = self._failure, None
+            if failure is not None:
+                raise failure from None
             raise RemoteProtocolError(f"malformed response: {exc}") from None
         except httptools.HttpParserUpgrade:
             raise RemoteProtocolError("the server switched protocols (unsupported)") from None
@@ -248,7 +252,12 @@ class ResponseParser:
                 values.append(value.decode("latin-1"))
         self._head_bytes = size
         if size > self.max_header_bytes:
-            raise TooLargeError(f"response head larger than {self.max_header_bytes} bytes", 431)
+            raise self._fail(TooLargeError(f"response head larger than {self.max_header_bytes} bytes", 431))
+
+    def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
+        """Keep the error a callback raises, for ``feed`` to raise (``raise self._fail(...)``)."""
+        self._failure = error
+        return error
 
     def on_headers_complete(self) -> None:
         self._collect_fields()
@@ -256,7 +265,7 @@ class ResponseParser:
         status = parser.get_status_code()
         if 100 <= status < 200:
             if status == 101:
-                raise RemoteProtocolError("the server switched protocols (unsupported)")
+                raise self._fail(RemoteProtocolError("the server switched protocols (unsupported)"))
             # An interim response (100 Continue, 103 Early Hints): forget it, await the real one.
             self._interim = True
             self._fields = {}
