@@ -20,7 +20,6 @@ from helpers import HANG_TIMEOUT, connection_closed_by_peer, has_unread_data, un
 
 from flowno_io import cancel, sleep
 from flowno_io._errors import ClosedResourceError, PoolTimeout
-from flowno_io.client import pool as pool_module
 from flowno_io.client.pool import Connection, ConnectionPool, Origin
 from flowno_io.io.flowno_compat import TaskCancelled
 from flowno_io.testing import run
@@ -363,29 +362,7 @@ def test_an_idle_connection_with_unasked_bytes_is_not_picked(server: KeepAliveSe
     run(main())
 
 
-def test_a_retriable_request_skips_the_peek_only_while_the_connection_is_fresh(
-    server: KeepAliveServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(pool_module, "FRESH_IDLE_SECONDS", 0.0)  # every idle connection is old
-
-    async def main() -> None:
-        pool = ConnectionPool()
-        first = await pool.acquire(server.origin)
-        assert await exchange(first) == b"ok"
-        server.drop_all()
-        await until(
-            lambda: connection_closed_by_peer(first.stream.sock),  # type: ignore[union-attr]
-            message="the server's close never reached the client",
-        )
-        second = await pool.acquire(server.origin, may_retry=True)
-        assert second is not first, "an old idle connection is peeked at even for a retriable request"
-        assert first.stream.closed
-        pool.close()
-
-    run(main())
-
-
-def test_a_fresh_connection_with_a_socket_event_since_its_release_is_peeked_at(
+def test_an_idle_connection_with_bytes_nobody_asked_for_is_not_reused(
     server: KeepAliveServer, other_server: KeepAliveServer
 ) -> None:
     async def main() -> None:
@@ -396,8 +373,8 @@ def test_a_fresh_connection_with_a_socket_event_since_its_release_is_peeked_at(
         server.send_to_all(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")
         sock = first.stream.sock  # type: ignore[union-attr]
         await until(lambda: has_unread_data(sock), message="the unasked bytes never arrived")
-        assert await exchange(other) == b"ok"  # its wait polls the pool's epoll: sees the bytes
-        second = await pool.acquire(server.origin, may_retry=True)
+        assert await exchange(other) == b"ok"
+        second = await pool.acquire(server.origin)
         assert second is not first, "a response nobody asked for would be read as the next one"
         assert first.stream.closed
         assert await exchange(second) == b"ok"

@@ -856,7 +856,6 @@ class HttpClient:
                     pool_timeout=limits.pool,
                     deadline=deadline,
                     proxy=None if self._proxies is None else self._proxies.for_origin(origin),
-                    may_retry=retriable and not retried,
                 )
                 reused = connection.requests > 0
                 parser: ResponseParser | None = None

@@ -3,11 +3,10 @@
 A :class:`ConnectionPool` hands out :class:`Connection` s. A connection goes back to the pool only
 after its response was read to the end with framing that allows reuse; otherwise it is closed.
 Idle connections are used newest first, dropped after ``keepalive_expiry`` seconds, and checked
-without waiting (a non-blocking peek) before reuse, so one the server closed is not picked. A
-request that may be sent twice (``acquire(..., may_retry=True)``) skips the peek on a plain
-connection released less than :data:`FRESH_IDLE_SECONDS` ago whose socket the reactor has seen no
-event on since: should the server have closed it in that moment, the request fails before any
-response byte and the client sends it again on a new connection.
+without waiting (a non-blocking peek) before every reuse, so one the server closed, or sent bytes
+nobody asked for on (a 408, say), is not picked. (Skipping the peek for a connection released
+moments ago was tried and dropped: nothing guarantees a poll has seen such bytes in that moment,
+and they would be read as the next response.)
 
 At most ``max_connections_per_host`` connections exist per origin; further requests wait in FIFO
 order, and a released connection is handed straight to the first waiter. There is no background
@@ -65,10 +64,6 @@ DEFAULT_MAX_CONNECTIONS_PER_HOST = 100
 DEFAULT_KEEPALIVE_EXPIRY = 5.0
 #: Bytes asked of the kernel per receive.
 RECEIVE_SIZE = 64 * 1024
-#: An idle connection released less than this many seconds ago, with no socket event since, is
-#: reused without the liveness peek by requests that may be retried (servers close idle
-#: connections after seconds: nginx 75 s, Apache 5 s, uvicorn 5 s, Node 5 s).
-FRESH_IDLE_SECONDS = 1.0
 #: A request body up to this size is sent in the same ``send`` as the head.
 _COALESCE_BYTES = 64 * 1024
 
@@ -490,15 +485,11 @@ class ConnectionPool:
         pool_timeout: float | None = None,
         deadline: float | None = None,
         proxy: Proxy | None = None,
-        may_retry: bool = False,
     ) -> Connection:
         """A connection to ``origin``: an idle one, a new one, or the next one released.
 
         Through ``proxy``, an http origin shares the connections to the proxy (requests are
-        forwarded), an https origin gets its own ``CONNECT`` tunnels. ``may_retry``: the caller
-        sends the request again if a reused connection fails before any response byte (an
-        idempotent request), so a connection idle for less than :data:`FRESH_IDLE_SECONDS` with
-        no socket event since is reused without the liveness peek.
+        forwarded), an https origin gets its own ``CONNECT`` tunnels.
 
         Raises:
             PoolTimeout: none became free within ``pool_timeout``.
@@ -518,14 +509,7 @@ class ConnectionPool:
         idle = host.idle
         while idle:
             connection = idle.pop()
-            idle_for = monotonic() - connection.idle_since
-            waiter = connection._waiter
-            if idle_for > self.keepalive_expiry or (
-                not (
-                    may_retry and idle_for < FRESH_IDLE_SECONDS and waiter is not None and not waiter.stirred
-                )
-                and _peer_gone(connection.stream)
-            ):
+            if monotonic() - connection.idle_since > self.keepalive_expiry or _peer_gone(connection.stream):
                 connection.stream.close()
                 self._slot_freed()
                 continue
@@ -720,8 +704,6 @@ class ConnectionPool:
                 return
             now = monotonic()
             connection.idle_since = now
-            if connection._waiter is not None:
-                connection._waiter.stirred = False
             idle = host.idle
             idle.append(connection)
             # Expire from the old end (the list is in release order).

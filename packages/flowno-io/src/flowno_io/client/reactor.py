@@ -30,14 +30,12 @@ _MAX_EVENTS = 1024
 class ReadWaiter:
     """The wait state of one socket: its wakeup and why it was woken."""
 
-    __slots__ = ("fd", "ready", "stirred", "wakeup")
+    __slots__ = ("fd", "ready", "wakeup")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.wakeup = Wakeup()
         self.ready = False  # the socket is readable (or closed, or shut down)
-        #: The socket became readable (or closed) while nobody waited on it; its owner resets it.
-        self.stirred = False
 
 
 class Reactor:
@@ -46,17 +44,13 @@ class Reactor:
     def __init__(self) -> None:
         self._poller = Poller()
         self._waiting: dict[int, ReadWaiter] = {}
-        # Every registered socket by descriptor (a closed one's entry stays until its number is
-        # reused: the epoll reports nothing for it meanwhile).
-        self._registered: dict[int, ReadWaiter] = {}
         self._leader: ReadWaiter | None = None
         self._closing = False
 
     def register(self, fd: int) -> ReadWaiter:
         """Watch ``fd`` (until it is closed: closing removes it from the epoll)."""
         self._poller.register(fd, _EVENTS)
-        waiter = self._registered[fd] = ReadWaiter(fd)
-        return waiter
+        return ReadWaiter(fd)
 
     async def wait_readable(self, waiter: ReadWaiter) -> None:
         """Return once the socket of ``waiter`` may be readable (call after ``EAGAIN``).
@@ -97,10 +91,6 @@ class Reactor:
                 waiter.ready = True
                 if waiter is not leader:
                     waiter.wakeup.set()
-            else:
-                idle = self._registered.get(fd)
-                if idle is not None:
-                    idle.stirred = True  # (an idle connection: the server closed it, or sent bytes)
 
     def close(self) -> None:
         """Close the epoll now, or when the leader leaves (sockets must be shut down first)."""
