@@ -36,7 +36,6 @@ from .._errors import (
     ReadError,
     ReadTimeout,
     TotalTimeout,
-    WriteError,
     WriteTimeout,
 )
 from ..io.clock import Timer, get_clock
@@ -163,13 +162,8 @@ class Connection:
         stream = self.stream
         try:
             if body is None:
-                if self._waiter is not None and not stream.closed:  # plain TCP: try the send here
-                    try:
-                        sent = stream.sock.send(head)
-                    except BlockingIOError:
-                        sent = 0
-                    except OSError as exc:
-                        raise WriteError(f"send failed: {exc}") from exc
+                if self._waiter is not None:  # plain TCP: try the send here (no coroutine)
+                    sent = stream.send_nowait(head)  # type: ignore[union-attr]
                     if sent == len(head):
                         return
                     head = head[sent:]

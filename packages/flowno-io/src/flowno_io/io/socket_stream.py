@@ -160,6 +160,25 @@ class SocketStream(StreamDeadline):
 
     # -- sending --------------------------------------------------------------------------------
 
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Send what the kernel takes now, without waiting; the bytes sent (0: its buffer is full).
+
+        Raises:
+            ClosedResourceError: the stream was closed.
+            WriteTimeout: an earlier write timed out.
+            WriteError: the connection was reset or the pipe is broken.
+        """
+        if self._closed:
+            raise ClosedResourceError("stream is closed")
+        if self._expired:
+            raise WriteTimeout("stream already timed out")
+        try:
+            return self.sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise WriteError(f"send failed: {exc}") from exc
+
     async def send_all(self, data: bytes | bytearray | memoryview, *, timeout: float | None = None) -> None:
         """Send every byte of ``data``.
 
@@ -172,19 +191,10 @@ class SocketStream(StreamDeadline):
             WriteTimeout: the peer accepted nothing for ``timeout`` seconds.
             WriteError: the connection was reset or the pipe is broken.
         """
-        if self._closed:
-            raise ClosedResourceError("stream is closed")
-        if self._expired:
-            raise WriteTimeout("stream already timed out")
-        sock = self.sock
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError as exc:
-            raise WriteError(f"send failed: {exc}") from exc
+        sent = self.send_nowait(data)
         if sent == len(data):
             return
+        sock = self.sock
         view = memoryview(data)[sent:]
         try:
             while view:
