@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -159,3 +160,30 @@ def test_plain_handler_and_middleware_see_the_trace() -> None:
             assert json.loads(answer.read()) == {"current": TRACE_ID, "own": TRACE_ID}
             assert answer.headers["X-Middleware-Saw"] == TRACE_ID
     assert current_trace.get() is None
+
+
+def test_current_trace_is_per_thread_and_resets_to_the_previous_one() -> None:
+    """``current_trace`` keeps one slot per thread: a trace made current in one thread is not seen
+    by another, and ``reset`` puts back what was current before (nested ``set``)."""
+    outer, inner = TraceContext.from_headers(TRACEPARENT), TraceContext.from_headers(None)
+    seen_elsewhere: list[object] = []
+    entered, checked = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        entered.wait(10)
+        seen_elsewhere.append(current_trace.get())
+        checked.set()
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    first = current_trace.set(outer)
+    second = current_trace.set(inner)
+    entered.set()
+    checked.wait(10)
+    thread.join(10)
+    assert current_trace.get() is inner
+    current_trace.reset(second)
+    assert current_trace.get() is outer
+    current_trace.reset(first)
+    assert current_trace.get() is None
+    assert seen_elsewhere == [None]

@@ -58,12 +58,15 @@ def main() -> None:
     parser.add_argument(
         "--observe", action="store_true", help="metrics, tracing and Server-Timing on, as the services run"
     )
+    parser.add_argument("--no-server-timing", action="store_true", help="with --observe: no Server-Timing")
     args = parser.parse_args()
     server = build_server(args.host, args.port)
     if args.observe:
         from flowno_io.server.tracing import ObservabilityMiddleware
 
-        server.add_middleware(ObservabilityMiddleware(server.enable_metrics(add_middleware=False)))
+        metrics = server.enable_metrics(add_middleware=False)
+        timing = None if args.no_server_timing else "app"
+        server.add_middleware(ObservabilityMiddleware(metrics, server_timing=timing))
     if args.certfile:
         server.use_tls(server_context(args.certfile, args.keyfile))
     EventLoop().run_until_complete(server.serve(), join=True)

@@ -1,14 +1,15 @@
 #!/bin/bash
 # User-space instructions per hello request of the flowno-io server, by callgrind at two request
-# counts (start-up cancels out): bench/experiments/cg_server.sh [flowno|flowno_io]
+# counts (start-up cancels out): bench/experiments/cg_server.sh [flowno|flowno_io] [observe]
 # (the loop: flowno's EventLoop or flowno_io.EventLoop). Run from the repository root.
 set -euo pipefail
 LOOP=${1:-flowno_io}
+OBSERVE=${2:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=${PY:-$PWD/.venv/bin/python}
 count() {
     local n=$1 port=$((19100 + RANDOM % 500)) err; err=$(mktemp)
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$PY" "$HERE/cg_hello_server.py" "$n" "$port" "$LOOP" \
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$PY" "$HERE/cg_hello_server.py" "$n" "$port" "$LOOP" $OBSERVE \
         >/dev/null 2>"$err" &
     local pid=$!
     "$PY" "$HERE/cg_hello_client.py" "$n" "$port"
@@ -17,4 +18,4 @@ count() {
     rm -f "$err"
 }
 a=$(count 500); b=$(count 2500)
-echo "hello server ($LOOP loop): $(( (b - a) / 2000 )) instructions per request (Ir $a @500, $b @2500)"
+echo "hello server ($LOOP loop${OBSERVE:+, $OBSERVE}): $(( (b - a) / 2000 )) instructions per request (Ir $a @500, $b @2500)"

@@ -27,7 +27,15 @@ import re
 from contextvars import ContextVar
 from random import getrandbits
 
-__all__ = ["TraceContext", "current_trace", "new_span_id", "new_trace_id"]
+__all__ = [
+    "CurrentTrace",
+    "TraceContext",
+    "TraceSlot",
+    "current_trace",
+    "new_span_id",
+    "new_trace_id",
+    "trace_slot",
+]
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE = "0" * 32
@@ -164,5 +172,61 @@ class TraceContext:
         return f"<TraceContext {self.traceparent} parent={self.parent_id}>"
 
 
+class TraceSlot:
+    """Where the trace of the handler running in one thread is kept (see :class:`CurrentTrace`)."""
+
+    __slots__ = ("trace",)
+
+    def __init__(self) -> None:
+        self.trace: TraceContext | None = None
+
+
+_slots: ContextVar[TraceSlot] = ContextVar("flowno_io_trace_slot")
+
+
+def trace_slot() -> TraceSlot:
+    """The slot of the current context (each thread starts with its own context, so its own slot).
+
+    The server sets ``slot.trace`` around each step of a traced handler and puts the previous
+    value back before the step returns to the loop: an attribute store, where ``ContextVar.set``
+    and ``reset`` copy the context's mapping and make a token (~0.3 µs per request).
+    """
+    slot = _slots.get(None)
+    if slot is None:
+        slot = TraceSlot()
+        _slots.set(slot)
+    return slot
+
+
+class CurrentTrace:
+    """The trace of the request whose handler is running (``None`` outside one), read with
+    :meth:`get`; the ``ContextVar`` interface (``get``, ``set``, ``reset``), kept per thread.
+
+    flowno runs every task of a loop in its thread's one context, and the server sets the trace
+    only for the synchronous steps of a handler, so one slot per thread holds it.
+    """
+
+    __slots__ = ()
+
+    def get(self) -> TraceContext | None:
+        """The current trace, ``None`` outside a traced handler."""
+        slot = _slots.get(None)
+        return None if slot is None else slot.trace
+
+    def set(self, trace: TraceContext | None) -> TraceContext | None:
+        """Make ``trace`` current; returns the token (the previous trace) for :meth:`reset`."""
+        slot = trace_slot()
+        previous = slot.trace
+        slot.trace = trace
+        return previous
+
+    def reset(self, token: TraceContext | None) -> None:
+        """Put back the trace current before the :meth:`set` that returned ``token``."""
+        trace_slot().trace = token
+
+    def __repr__(self) -> str:
+        return f"<current_trace {self.get()!r}>"
+
+
 #: The trace of the request whose handler is running (``None`` outside one).
-current_trace: ContextVar[TraceContext | None] = ContextVar("flowno_io_trace", default=None)
+current_trace = CurrentTrace()

@@ -28,7 +28,7 @@ from ..protocol.http11_server import (
     http_date,
 )
 from ..protocol.models import Response
-from ..protocol.trace_context import current_trace
+from ..protocol.trace_context import trace_slot
 from .connection import FEED_SLICE, SERVER_HEADER, Connection, ResponseWriter
 from .middleware import (
     ErrorAnswer,
@@ -52,8 +52,6 @@ __all__ = [
 logger = logging.getLogger("flowno_io.server")
 
 _COROUTINE = types.CoroutineType
-_set_trace = current_trace.set
-_reset_trace = current_trace.reset
 
 #: Bytes of unread request body the server reads and drops to keep a connection alive; a larger
 #: leftover closes the connection instead.
@@ -292,11 +290,13 @@ class Exchanges:
         if trace is None:
             result = handler(request)
         else:  # tracing: the trace is current while the handler runs (server/tracing.py)
-            token = _set_trace(trace)
+            slot = trace_slot()
+            previous = slot.trace
+            slot.trace = trace
             try:
                 result = handler(request)
             finally:
-                _reset_trace(token)
+                slot.trace = previous
         if type(result) is _COROUTINE:  # an ``async def`` handler
             result = await (result if trace is None else run_in_trace(trace, result))
         elif type(result) is not Response and inspect.isawaitable(result):

@@ -45,7 +45,7 @@ from typing import Any
 
 from ..protocol.headers import Headers
 from ..protocol.models import Response
-from ..protocol.trace_context import TraceContext, current_trace
+from ..protocol.trace_context import TraceContext, trace_slot
 from .middleware import CallNext
 from .request import Request
 
@@ -61,13 +61,13 @@ _NOTHING = object()
 
 
 class _InTrace:
-    """Awaits ``coroutine`` with ``current_trace`` set to ``trace`` during each of its steps.
+    """Awaits ``coroutine`` with ``trace`` current (``current_trace``) during each of its steps.
 
     ``pending``: the coroutine already ran its first step (see :func:`run_in_trace`), which yielded
     this command; it is passed on first.
     """
 
-    __slots__ = ("_coroutine", "_pending", "_trace")
+    __slots__ = ("_coroutine", "_pending", "_slot", "_trace")
 
     def __init__(
         self, coroutine: Coroutine[Any, Any, Any], trace: TraceContext, pending: Any = _NOTHING
@@ -75,6 +75,7 @@ class _InTrace:
         self._coroutine = coroutine
         self._trace = trace
         self._pending = pending
+        self._slot = trace_slot()  # the coroutine's steps all run in this thread
 
     def __await__(self) -> Generator[Any, Any, Any]:
         return self
@@ -87,25 +88,25 @@ class _InTrace:
         if pending is not _NOTHING:
             self._pending = _NOTHING
             return pending
-        token = current_trace.set(self._trace)
-        try:
-            return self._coroutine.send(None)
-        finally:
-            current_trace.reset(token)
+        return self.send(None)
 
     def send(self, value: Any) -> Any:
-        token = current_trace.set(self._trace)
+        slot = self._slot
+        previous = slot.trace
+        slot.trace = self._trace
         try:
             return self._coroutine.send(value)
         finally:
-            current_trace.reset(token)
+            slot.trace = previous
 
     def throw(self, *exc_info: Any) -> Any:
-        token = current_trace.set(self._trace)
+        slot = self._slot
+        previous = slot.trace
+        slot.trace = self._trace
         try:
             return self._coroutine.throw(*exc_info)
         finally:
-            current_trace.reset(token)
+            slot.trace = previous
 
     def close(self) -> None:
         self._coroutine.close()
@@ -119,13 +120,15 @@ async def run_in_trace(trace: TraceContext, coroutine: Coroutine[Any, Any, Any])
     The first step runs here, without a wrapper object: most exchanges end in it (the handler did
     not wait).
     """
-    token = current_trace.set(trace)
+    slot = trace_slot()
+    previous = slot.trace
+    slot.trace = trace
     try:
         command = coroutine.send(None)
     except StopIteration as done:
         return done.value
     finally:
-        current_trace.reset(token)
+        slot.trace = previous
     return await _InTrace(coroutine, trace, command)
 
 
