@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from rawhttp import read_until_closed
 from service_process import start_service
 
 from flowno_io import EventSourceResponse, HttpServer
-from flowno_io.server.metrics import enable_metrics
+from flowno_io.server.metrics import FOLD_EVERY, _Series, enable_metrics
 from flowno_io.testing import ServerThread
 
 
@@ -206,3 +208,31 @@ def test_client_pool_collector(tmp_path: Path) -> None:
         client.close()
     finally:
         service.stop()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.sampled_from([0.005, 0.01, 0.25, 10.0]), st.floats(0, 20, allow_nan=False)),
+        max_size=3 * FOLD_EVERY,
+    ),
+    st.integers(0, 5),
+)
+def test_series_buckets_match_counting_each_duration(durations: list[float], errors: int) -> None:
+    """The durations appended and folded in batches (every FOLD_EVERY, and before a scrape) give
+    the count, sum and buckets of counting each one on its own; a duration equal to a bound falls
+    in that bound's bucket (``le``); answers the server made itself count but are not timed."""
+    bounds = (0.005, 0.01, 0.25, 10.0)
+    series = _Series(len(bounds) + 1)
+    expected = [0] * (len(bounds) + 1)
+    for index, seconds in enumerate(durations):
+        series.record(bounds, seconds)
+        expected[next((i for i, bound in enumerate(bounds) if seconds <= bound), len(bounds))] += 1
+        if index < errors:
+            series.count += 1  # what on_error does
+    assert len(series.pending) < FOLD_EVERY
+    series.fold(bounds)
+    assert series.pending == []
+    assert series.buckets == expected
+    assert series.count == len(durations) + min(errors, len(durations))
+    assert series.total == pytest.approx(sum(durations))

@@ -182,6 +182,9 @@ class TraceSlot:
 
 
 _slots: ContextVar[TraceSlot] = ContextVar("flowno_io_trace_slot")
+#: ``slot_or_none(None)``: the current context's slot if it has one (a C call; ``trace_slot()``
+#: makes it when not).
+slot_or_none = _slots.get
 
 
 def trace_slot() -> TraceSlot:

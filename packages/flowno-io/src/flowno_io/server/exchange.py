@@ -28,7 +28,7 @@ from ..protocol.http11_server import (
     http_date,
 )
 from ..protocol.models import Response
-from ..protocol.trace_context import trace_slot
+from ..protocol.trace_context import slot_or_none, trace_slot
 from .connection import FEED_SLICE, SERVER_HEADER, Connection, ResponseWriter
 from .middleware import (
     ErrorAnswer,
@@ -290,7 +290,7 @@ class Exchanges:
         if trace is None:
             result = handler(request)
         else:  # tracing: the trace is current while the handler runs (server/tracing.py)
-            slot = trace_slot()
+            slot = slot_or_none(None) or trace_slot()
             previous = slot.trace
             slot.trace = trace
             try:
