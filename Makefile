@@ -66,7 +66,7 @@ soak: install ## Bounded soak: keep-alive at 10k req/s + 1,000 churning SSE stre
 	$(PY) soak/soak.py --duration $(SOAK_SECONDS)
 
 BENCH_ARGS ?=
-bench: install ## Benchmarks vs aiohttp, uvicorn+starlette, sse-starlette, httpx (~12 min); writes bench/results/
+bench: install ## Benchmarks vs aiohttp, uvicorn+starlette, sse-starlette, httpx (~16 min); writes bench/results/
 	$(UV) sync --all-packages --locked --inexact --group bench
 	bash bench/ensure_wrk.sh
 	$(PY) bench/run.py $(BENCH_ARGS)

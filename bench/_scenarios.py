@@ -98,7 +98,7 @@ class Settings:
     memory_time_limit: float = 180.0
     memory_peer_time_limit: float = 25.0
     #: Seconds the whole run may take: the memory scenario (last) shortens itself to fit.
-    run_budget: float = 14 * 60.0
+    run_budget: float = 16.5 * 60.0
     started: float = field(default_factory=time.monotonic)
 
     def seconds_left(self) -> float:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/run.py                      # everything, ~12 minutes; also updates results/latest.*
+    python bench/run.py                      # everything, ~16 minutes; also updates results/latest.*
     python bench/run.py --quick              # a smoke test of every scenario (~2 minutes)
     python bench/run.py --only sse,client_1  # some scenarios (groups: hello, sse, client)
     python bench/run.py --rounds 5 --duration 10
