@@ -254,7 +254,10 @@ def run_step(
         latency = LogLinearHistogram()
         delivered = 0
         errors: dict[str, int] = {}
+        error_samples: dict[str, list[str]] = {}
         for result in results:
+            for kind, texts in result.get("error_samples", {}).items():
+                error_samples.setdefault(kind, []).extend(texts[: 3 - len(error_samples.get(kind, []))])
             for seq in wanted:
                 delivered += result["received"].get(str(seq), 0)
                 if str(seq) in result["latency"]:
@@ -267,6 +270,7 @@ def run_step(
                 "opened": opened,
                 "failed": failed,
                 "errors": errors,
+                "error_samples": error_samples,
                 "ticks": len(wanted),
                 "delivered": delivered,
                 "lost": expected - delivered,
