@@ -215,7 +215,7 @@ def test_the_generators_shared_reader_records_ticks_in_bursts_and_after_quiet_pe
 
     async def until_recorded(count: int) -> None:
         deadline = time.monotonic() + 30  # a hang bound only
-        while sum(map(len, reader.samples.values())) < count:
+        while reader.parse() or sum(map(len, reader.samples.values())) < count:
             assert time.monotonic() < deadline, reader.samples
             await ceiling_client.sleep(0.005)
 
