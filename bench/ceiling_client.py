@@ -33,6 +33,7 @@ import select
 import socket
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -44,6 +45,7 @@ from flowno import spawn
 
 from flowno_io import EventLoop, sleep, streaming_response_is_ok
 from flowno_io.io.poller import HANGUP, MAX_EVENTS, READABLE, Poller
+from flowno_io.io.wakeup import Wakeup
 from loadtest.histogram import LogLinearHistogram
 from loadtest.runner import LoadRunner, _error_kind, _Phase
 from loadtest.scenario import RequestPicker, RequestSpec, Scenario
@@ -55,6 +57,12 @@ SPARE_FDS = 64
 _TICK = re.compile(rb'id: (\d+)\ndata: \{"t": ([0-9.]+)\}')
 #: Bytes of a read kept for the next one, where a tick cut by the read boundary is completed.
 _TAIL = 128
+#: Streams one generator process opens at once at most (connect, request, response head). At the
+#: paced rate only a few are under way; when the machine is saturated (several server and
+#: generator processes on 2 cores) the opens queued beyond this wait here rather than in the
+#: server's accept queue, where they overflowed it (SYN retries, connect timeouts) or waited past
+#: the server's 10 s header timeout (closed unread: ReadError, RemoteProtocolError) at 100,000.
+MAX_OPENING = 128
 #: Seconds between two polls of the shared reader while ticks arrive, and polls in a row that find
 #: nothing before it waits again. Waiting costs: each wait registers the reader's epoll with the
 #: loop's selector, where the kernel walks every socket inside it (~1.4 ms at 9,500 sockets), and
@@ -192,6 +200,29 @@ class SharedTickReader:
                 tails[fd] = data[max(end, len(data) - _TAIL) :]
 
 
+class OpeningWindow:
+    """At most ``size`` streams opening at once (connect, request, response head), first come
+    first served: when the server falls behind, opening slows down instead of timing out."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiting: deque[Wakeup] = deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        wakeup = Wakeup()
+        self.waiting.append(wakeup)
+        await wakeup.wait()  # the slot is handed over by release()
+
+    def release(self) -> None:
+        if self.waiting:
+            self.waiting.popleft().set()
+        else:
+            self.free += 1
+
+
 class TickRunner(LoadRunner):
     """The orchestrator's SSE users, recording each tick's latency and receipts by id."""
 
@@ -212,6 +243,7 @@ class TickRunner(LoadRunner):
         self.received: dict[int, int] = {}
         self.opened_at: float | None = None
         self.shared = SharedTickReader(self) if reader == "shared" else None
+        self.opening = OpeningWindow(MAX_OPENING)
         self._shared_picker: RequestPicker | None = None
 
     async def run_phase(self, index: int, concurrency: int, rate: float | None) -> Any:
@@ -282,6 +314,7 @@ class TickRunner(LoadRunner):
 
     async def _one_stream(self, phase: _Phase, stats: StreamStats, spec: RequestSpec) -> None:
         """Open one stream and read it until the phase ends, recording every tick."""
+        await self.opening.acquire()
         stats.started += 1
         sent = perf_counter()
         try:
@@ -291,6 +324,8 @@ class TickRunner(LoadRunner):
         except Exception as exc:
             stats.record_failure(perf_counter() - phase.start, _error_kind(exc), str(exc))
             return
+        finally:
+            self.opening.release()
         stats.record_open(response.status_code)
         if not streaming_response_is_ok(response):
             await response.aclose()

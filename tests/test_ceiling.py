@@ -245,3 +245,35 @@ def test_the_generators_shared_reader_records_ticks_in_bursts_and_after_quiet_pe
     reader.fold()
     assert runner.received == {1: 3, 2: 3}
     assert all(0 <= histogram.max < 10_000_000 for histogram in runner.latency.values())
+
+
+def test_the_generators_opening_window_hands_slots_over_in_order() -> None:
+    sys.path[:0] = [str(BENCH), str(BENCH / "apps")]
+    try:
+        import ceiling_client
+    finally:
+        del sys.path[:2]
+    window = ceiling_client.OpeningWindow(2)
+    order: list[str] = []
+
+    async def opener(name: str) -> None:
+        await window.acquire()
+        order.append(f"+{name}")
+        await ceiling_client.sleep(0.01)
+        order.append(f"-{name}")
+        window.release()
+
+    async def main() -> None:
+        tasks = [await spawn(opener(name)) for name in "abcd"]
+        for task in tasks:
+            await task.join()
+
+    EventLoop().run_until_complete(main(), join=True)
+    # Never more than two open at once; c and d start in arrival order as slots free up.
+    in_flight = peak = 0
+    for step in order:
+        in_flight += 1 if step[0] == "+" else -1
+        peak = max(peak, in_flight)
+    assert peak == 2
+    assert [step for step in order if step[0] == "+"] == ["+a", "+b", "+c", "+d"]
+    assert window.free == 2 and not window.waiting
