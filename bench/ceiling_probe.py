@@ -42,6 +42,8 @@ APPS = {
 }
 #: Connections started before waiting for their response heads (under the listen backlog).
 WAVE = 500
+#: Seconds between polls when nothing is ready (``ceiling_client.POLL_EVERY``).
+POLL_EVERY = 0.002
 _TICK = re.compile(rb'id: (\d+)\ndata: \{"t": ([0-9.]+)\}')
 
 
@@ -110,7 +112,10 @@ def read_ticks(streams: list[socket.socket], ticks: int) -> dict[str, Any]:
     latency: dict[int, list[float]] = {seq: [] for seq in wanted}
     closed = 0
     while time.time() < stop_at:
-        for fd, _ in poller.poll(0.5):
+        events = poller.poll(0)
+        if not events:  # as the generators' shared reader: no wake-up per tick delivered
+            time.sleep(POLL_EVERY)
+        for fd, _ in events:
             try:
                 data = by_fd[fd].recv(65536)
             except BlockingIOError:
