@@ -521,8 +521,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{PER_GENERATOR[args.reader]:,} streams, each on its own source address 127.0.0.x; loopback, 2 cores "
                 "shared with other work. Ticks read "
                 + (
-                    "by one epoll task per generator process (--reader shared: the latency is the server's "
-                    "fan-out and the kernel's, not the generators' event decoding). "
+                    "by one epoll task per generator process, polling every 2 ms while ticks arrive "
+                    "(--reader shared: the latency is the server's fan-out and the kernel's, not the "
+                    "generators' event decoding). "
                     if args.reader == "shared"
                     else "by each user's SSE decoder (--reader sse: the generators' CPU per event adds to the latency). "
                 )

@@ -14,8 +14,14 @@ Two ways to read the events (``--reader``):
 * ``shared`` (default) — the orchestrator's users open the streams (pacing, source address,
   ``HttpClient.stream_request``, status check) and then hold them while one task of the
   process reads every stream's socket from one ``epoll`` and finds the ticks in the raw bytes: a
-  tick costs one ``recv`` and a regex match, so the latency measured is the server's fan-out and
-  the kernel's, not the generator's backlog.
+  tick costs one ``recv`` and an append (the bytes are searched after the window), so the
+  latency measured is the server's fan-out and the kernel's, not the generator's backlog. While
+  a fan-out's ticks arrive the reader polls every 2 ms instead of waiting (``POLL_EVERY``): a
+  waiting reader is woken by the first tick of each poll and, on a loaded machine, preempts the
+  server in the middle of its fan-out.
+
+Opens are paced (``--open-rate``) and at most ``MAX_OPENING`` are under way at once, so that a
+saturated machine opens more slowly instead of failing opens.
 
 Protocol with ``bench/ceiling.py`` (one JSON object per stdout line): ``{"open": n, "failed": f,
 "base_rss_kib": r}`` once every stream has its response head (or ``--open-timeout`` has passed);

@@ -52,9 +52,11 @@ def _health(port: int) -> dict[str, Any]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def open_streams(port: int, count: int, sources: list[str]) -> tuple[list[socket.socket], int]:
-    """Open ``count`` ``/ticks`` streams a wave at a time; returns (sockets past their head, failures)."""
-    request = f"GET /ticks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+def open_streams(
+    port: int, count: int, sources: list[str], path: str = "/ticks"
+) -> tuple[list[socket.socket], int]:
+    """Open ``count`` ``path`` streams a wave at a time; returns (sockets past their head, failures)."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
     streams: list[socket.socket] = []
     failed = 0
     poller = select.epoll()
@@ -158,6 +160,14 @@ def main() -> int:
         "--sources", default="127.0.0.21,127.0.0.22", help="source addresses, comma-separated"
     )
     parser.add_argument("--port", type=int, default=0, help="probe a server already running on this port")
+    parser.add_argument(
+        "--server-pid", type=int, default=0, help="with --port: that server's pid (for its RSS and CPU)"
+    )
+    parser.add_argument(
+        "--path",
+        default="/ticks",
+        help="the stream's path (e.g. /ticker of the stream service, with --ticks 0: memory only)",
+    )
     args = parser.parse_args()
     raise_fd_limit(args.streams + 64)
     server = None
@@ -176,10 +186,10 @@ def main() -> int:
                     raise
                 time.sleep(0.2)
         time.sleep(0.5)
-        pid = server.pid if server is not None else None
+        pid = server.pid if server is not None else (args.server_pid or None)
         base = rss_kib(pid) if pid else 0
         started = time.monotonic()
-        streams, failed = open_streams(port, args.streams, args.sources.split(","))
+        streams, failed = open_streams(port, args.streams, args.sources.split(","), args.path)
         opened_in = time.monotonic() - started
         time.sleep(1.0)
         after = rss_kib(pid) if pid else 0
