@@ -42,6 +42,8 @@ APPS = {
 }
 #: Connections started before waiting for their response heads (under the listen backlog).
 WAVE = 500
+#: Linux's socket option (no name in Python 3.11): the source address's port is chosen at connect.
+IP_BIND_ADDRESS_NO_PORT = 24
 #: Seconds between polls when nothing is ready (``ceiling_client.POLL_EVERY``).
 POLL_EVERY = 0.002
 _TICK = re.compile(rb'id: (\d+)\ndata: \{"t": ([0-9.]+)\}')
@@ -65,6 +67,7 @@ def open_streams(
         for _ in range(min(WAVE, count - len(streams) - failed)):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)  # port chosen at connect
                 sock.bind((sources[(len(streams) + len(wave)) % len(sources)], 0))
                 sock.connect(("127.0.0.1", port))
                 sock.sendall(request)
@@ -188,9 +191,11 @@ def main() -> int:
         time.sleep(0.5)
         pid = server.pid if server is not None else (args.server_pid or None)
         base = rss_kib(pid) if pid else 0
+        open_cpu = cpu_seconds(pid) if pid else 0.0
         started = time.monotonic()
         streams, failed = open_streams(port, args.streams, args.sources.split(","), args.path)
         opened_in = time.monotonic() - started
+        open_cpu = (cpu_seconds(pid) - open_cpu) if pid else 0.0
         time.sleep(1.0)
         after = rss_kib(pid) if pid else 0
         result: dict[str, Any] = {
@@ -198,6 +203,7 @@ def main() -> int:
             "streams": len(streams),
             "failed": failed,
             "open_s": round(opened_in, 1),
+            "server_cpu_us_per_open": round(open_cpu * 1e6 / max(len(streams), 1), 1) if pid else None,
             "server_rss_mib": round(after / 1024, 1),
             "server_kib_per_stream": round((after - base) / max(len(streams), 1), 2) if pid else None,
             "probe_rss_mib": round(rss_kib(os.getpid()) / 1024, 1),
