@@ -32,6 +32,7 @@ the harness then writes ``stop <wall-clock time>`` on stdin, and at that time th
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -269,6 +270,10 @@ class TickRunner(LoadRunner):
                     self.opened_at = time.time()
                     _emit({"open": stats.opened, "failed": stats.failed, "base_rss_kib": self.base_rss_kib})
                     break
+            # What the streams opened so far hold lives until the end: out of the cyclic GC's
+            # way, whose full collections otherwise walk every held stream again (13 % of the
+            # CPU of opening 15,000 streams).
+            gc.freeze()
             await sleep(0.1)
         stop_at: float | None = None
         while stop_at is None:
