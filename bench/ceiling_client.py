@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
 from _ceiling_payloads import raise_fd_limit
 from flowno import spawn
 
-from flowno_io import EventLoop, sleep, streaming_response_is_ok
+from flowno_io import EventLoop, HttpClient, sleep, streaming_response_is_ok
 from flowno_io.io.poller import HANGUP, MAX_EVENTS, READABLE, Poller
 from flowno_io.io.wakeup import Wakeup
 from loadtest.histogram import LogLinearHistogram
@@ -241,8 +241,12 @@ class TickRunner(LoadRunner):
         open_rate: float | None = None,
         reader: str = "shared",
     ) -> None:
-        options = {"local_address": local_address} if local_address else {}
+        #: Source addresses, one client each, taken in turn by the streams opened.
+        self.sources = local_address.split(",") if local_address else []
+        options = {"local_address": self.sources[0]} if self.sources else {}
         super().__init__(scenario, None, options)
+        self.clients: list[HttpClient] = []
+        self._opened = 0
         self.open_timeout = open_timeout
         self.open_rate = open_rate
         self.base_rss_kib = _rss_kib()
@@ -252,6 +256,19 @@ class TickRunner(LoadRunner):
         self.shared = SharedTickReader(self) if reader == "shared" else None
         self.opening = OpeningWindow(MAX_OPENING)
         self._shared_picker: RequestPicker | None = None
+
+    def _new_client(self, concurrency: int) -> HttpClient:
+        """The phase's client (the first source address) and one more per further address: with
+        one address, ``connect()`` looks for a free port for the one destination among every
+        port already taken (25 % of a generator's CPU while opening 15,000 streams)."""
+        client = super()._new_client(concurrency)
+        self.clients = [client]
+        for source in self.sources[1:]:
+            self.client_options["local_address"] = source
+            self.clients.append(super()._new_client(concurrency))
+        if self.sources:
+            self.client_options["local_address"] = self.sources[0]
+        return client
 
     async def run_phase(self, index: int, concurrency: int, rate: float | None) -> Any:
         await spawn(self._report(concurrency))
@@ -329,9 +346,9 @@ class TickRunner(LoadRunner):
         stats.started += 1
         sent = perf_counter()
         try:
-            response = await phase.client.stream_request(
-                spec.method, spec.url, headers=phase.headers[spec.name]
-            )
+            client = self.clients[self._opened % len(self.clients)] if self.clients else phase.client
+            self._opened += 1
+            response = await client.stream_request(spec.method, spec.url, headers=phase.headers[spec.name])
         except Exception as exc:
             stats.record_failure(perf_counter() - phase.start, _error_kind(exc), str(exc))
             return
@@ -400,7 +417,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True, help="http://127.0.0.1:PORT/ticks")
     parser.add_argument("--streams", type=int, required=True)
-    parser.add_argument("--source", help="source address of the connections (e.g. 127.0.0.2)")
+    parser.add_argument(
+        "--source", help="source addresses of the connections, comma-separated (e.g. 127.0.0.2,127.0.1.2)"
+    )
     parser.add_argument("--open-timeout", type=float, default=120.0)
     parser.add_argument(
         "--open-rate", type=float, default=None, help="streams opened per second (default: all at once)"
