@@ -14,8 +14,14 @@ Two ways to read the events (``--reader``):
 * ``shared`` (default) — the orchestrator's users open the streams (pacing, source address,
   ``HttpClient.stream_request``, status check) and then hold them while one task of the
   process reads every stream's socket from one ``epoll`` and finds the ticks in the raw bytes: a
-  tick costs one ``recv`` and a regex match, so the latency measured is the server's fan-out and
-  the kernel's, not the generator's backlog.
+  tick costs one ``recv`` and an append (the bytes are searched after the window), so the
+  latency measured is the server's fan-out and the kernel's, not the generator's backlog. While
+  a fan-out's ticks arrive the reader polls every 2 ms instead of waiting (``POLL_EVERY``): a
+  waiting reader is woken by the first tick of each poll and, on a loaded machine, preempts the
+  server in the middle of its fan-out.
+
+Opens are paced (``--open-rate``) and at most ``MAX_OPENING`` are under way at once, so that a
+saturated machine opens more slowly instead of failing opens.
 
 Protocol with ``bench/ceiling.py`` (one JSON object per stdout line): ``{"open": n, "failed": f,
 "base_rss_kib": r}`` once every stream has its response head (or ``--open-timeout`` has passed);
@@ -26,6 +32,7 @@ the harness then writes ``stop <wall-clock time>`` on stdin, and at that time th
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import re
@@ -33,6 +40,7 @@ import select
 import socket
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -42,8 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "apps"))
 from _ceiling_payloads import raise_fd_limit
 from flowno import spawn
 
-from flowno_io import EventLoop, sleep, streaming_response_is_ok
-from flowno_io.io.poller import HANGUP, READABLE, Poller
+from flowno_io import EventLoop, HttpClient, sleep, streaming_response_is_ok
+from flowno_io.io.poller import HANGUP, MAX_EVENTS, READABLE, Poller
+from flowno_io.io.wakeup import Wakeup
 from loadtest.histogram import LogLinearHistogram
 from loadtest.runner import LoadRunner, _error_kind, _Phase
 from loadtest.scenario import RequestPicker, RequestSpec, Scenario
@@ -55,6 +64,21 @@ SPARE_FDS = 64
 _TICK = re.compile(rb'id: (\d+)\ndata: \{"t": ([0-9.]+)\}')
 #: Bytes of a read kept for the next one, where a tick cut by the read boundary is completed.
 _TAIL = 128
+#: Streams one generator process opens at once at most (connect, request, response head). At the
+#: paced rate only a few are under way; when the machine is saturated (several server and
+#: generator processes on 2 cores) the opens queued beyond this wait here rather than in the
+#: server's accept queue, where they overflowed it (SYN retries, connect timeouts) or waited past
+#: the server's 10 s header timeout (closed unread: ReadError, RemoteProtocolError) at 100,000.
+MAX_OPENING = 128
+#: Seconds between two polls of the shared reader while ticks arrive, and polls in a row that find
+#: nothing before it waits again. Waiting costs: each wait registers the reader's epoll with the
+#: loop's selector, where the kernel walks every socket inside it (~1.4 ms at 9,500 sockets), and
+#: every socket that turns readable then wakes the process, which preempts the server in the
+#: middle of its fan-out on a loaded machine. Polling every 2 ms during a fan-out (as a network
+#: card coalesces interrupts) reads ~100 ticks per poll instead of a few per wake-up, for at most
+#: 2 ms more latency.
+POLL_EVERY = 0.002
+QUIET_POLLS = 5
 
 
 def tick_time(data: str) -> float | None:
@@ -85,9 +109,26 @@ class SharedTickReader:
         #: Latency samples (seconds) by tick id, put in histograms at the end (``fold``): a list
         #: append is ~20x cheaper than a histogram record in the middle of a fan-out.
         self.samples: dict[int, list[float]] = {}
+        #: Reads that ended on an event's end, with their time, searched for ticks later
+        #: (``parse``): a fan-out's reads cost a ``recv`` and an append each.
+        self.reads: list[tuple[float, bytes]] = []
+
+    def parse(self) -> None:
+        """Find the ticks of the reads kept by :meth:`read`; their latencies go to ``samples``."""
+        samples = self.samples
+        search = _TICK.finditer
+        for now, data in self.reads:
+            for match in search(data):
+                seq = int(match.group(1))
+                values = samples.get(seq)
+                if values is None:
+                    values = samples[seq] = []
+                values.append(now - float(match.group(2)))
+        self.reads = []
 
     def fold(self) -> None:
         """Move the samples into the runner's histograms and receipt counts."""
+        self.parse()
         for seq, values in self.samples.items():
             histogram = self.runner.latency.get(seq)
             if histogram is None:
@@ -109,40 +150,84 @@ class SharedTickReader:
             self.poller.unregister(fd)
 
     async def run(self) -> None:
+        """Wait for a first ready socket, then poll without waiting every ``POLL_EVERY`` s until
+        ``QUIET_POLLS`` polls in a row find nothing (the tick's fan-out is over), then wait again."""
+        poller = self.poller
+        while True:
+            await poller.wait()
+            quiet = 0
+            while quiet < QUIET_POLLS:
+                events = poller.ready()
+                if events:
+                    quiet = 0
+                    self.read(events)
+                    if len(events) >= MAX_EVENTS:
+                        continue  # more are ready now
+                else:
+                    quiet += 1
+                await sleep(POLL_EVERY)
+
+    def read(self, events: list[tuple[int, int]]) -> None:
+        """Read the ready sockets; record each tick found (its latency, by id)."""
         samples = self.samples
         sockets = self.sockets
         tails = self.tails
+        reads = self.reads
         search = _TICK.finditer
-        while True:
-            await self.poller.wait()
-            for fd, _mask in self.poller.ready():
-                sock = sockets.get(fd)
-                if sock is None:
-                    continue
-                try:
-                    data = sock.recv(65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    self.poller.unregister(fd)  # the server closed it: the user sees it at the end
-                    del sockets[fd]
-                    continue
-                now = time.time()
-                tail = tails.pop(fd, None)
-                if tail:
-                    data = tail + data
-                end = 0
-                for match in search(data):
-                    seq = int(match.group(1))
-                    values = samples.get(seq)
-                    if values is None:
-                        values = samples[seq] = []
-                    values.append(now - float(match.group(2)))
-                    end = match.end()
-                if len(data) - end > 2:  # a tick may continue in the next read
-                    tails[fd] = data[max(end, len(data) - _TAIL) :]
+        for fd, _mask in events:
+            sock = sockets.get(fd)
+            if sock is None:
+                continue
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self.poller.unregister(fd)  # the server closed it: the user sees it at the end
+                del sockets[fd]
+                continue
+            now = time.time()
+            tail = tails.pop(fd, None)
+            if tail:
+                data = tail + data
+            if data[-4:] == b"\n\n\r\n" or data[-2:] == b"\n\n":  # whole events (chunked or not)
+                reads.append((now, data))
+                continue
+            end = 0
+            for match in search(data):
+                seq = int(match.group(1))
+                values = samples.get(seq)
+                if values is None:
+                    values = samples[seq] = []
+                values.append(now - float(match.group(2)))
+                end = match.end()
+            if len(data) - end > 2:  # a tick may continue in the next read
+                tails[fd] = data[max(end, len(data) - _TAIL) :]
+
+
+class OpeningWindow:
+    """At most ``size`` streams opening at once (connect, request, response head), first come
+    first served: when the server falls behind, opening slows down instead of timing out."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self.waiting: deque[Wakeup] = deque()
+
+    async def acquire(self) -> None:
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return
+        wakeup = Wakeup()
+        self.waiting.append(wakeup)
+        await wakeup.wait()  # the slot is handed over by release()
+
+    def release(self) -> None:
+        if self.waiting:
+            self.waiting.popleft().set()
+        else:
+            self.free += 1
 
 
 class TickRunner(LoadRunner):
@@ -156,8 +241,12 @@ class TickRunner(LoadRunner):
         open_rate: float | None = None,
         reader: str = "shared",
     ) -> None:
-        options = {"local_address": local_address} if local_address else {}
+        #: Source addresses, one client each, taken in turn by the streams opened.
+        self.sources = local_address.split(",") if local_address else []
+        options = {"local_address": self.sources[0]} if self.sources else {}
         super().__init__(scenario, None, options)
+        self.clients: list[HttpClient] = []
+        self._opened = 0
         self.open_timeout = open_timeout
         self.open_rate = open_rate
         self.base_rss_kib = _rss_kib()
@@ -165,7 +254,21 @@ class TickRunner(LoadRunner):
         self.received: dict[int, int] = {}
         self.opened_at: float | None = None
         self.shared = SharedTickReader(self) if reader == "shared" else None
+        self.opening = OpeningWindow(MAX_OPENING)
         self._shared_picker: RequestPicker | None = None
+
+    def _new_client(self, concurrency: int) -> HttpClient:
+        """The phase's client (the first source address) and one more per further address: with
+        one address, ``connect()`` looks for a free port for the one destination among every
+        port already taken (25 % of a generator's CPU while opening 15,000 streams)."""
+        client = super()._new_client(concurrency)
+        self.clients = [client]
+        for source in self.sources[1:]:
+            self.client_options["local_address"] = source
+            self.clients.append(super()._new_client(concurrency))
+        if self.sources:
+            self.client_options["local_address"] = self.sources[0]
+        return client
 
     async def run_phase(self, index: int, concurrency: int, rate: float | None) -> Any:
         await spawn(self._report(concurrency))
@@ -184,6 +287,10 @@ class TickRunner(LoadRunner):
                     self.opened_at = time.time()
                     _emit({"open": stats.opened, "failed": stats.failed, "base_rss_kib": self.base_rss_kib})
                     break
+            # What the streams opened so far hold lives until the end: out of the cyclic GC's
+            # way, whose full collections otherwise walk every held stream again (13 % of the
+            # CPU of opening 15,000 streams).
+            gc.freeze()
             await sleep(0.1)
         stop_at: float | None = None
         while stop_at is None:
@@ -235,15 +342,18 @@ class TickRunner(LoadRunner):
 
     async def _one_stream(self, phase: _Phase, stats: StreamStats, spec: RequestSpec) -> None:
         """Open one stream and read it until the phase ends, recording every tick."""
+        await self.opening.acquire()
         stats.started += 1
         sent = perf_counter()
         try:
-            response = await phase.client.stream_request(
-                spec.method, spec.url, headers=phase.headers[spec.name]
-            )
+            client = self.clients[self._opened % len(self.clients)] if self.clients else phase.client
+            self._opened += 1
+            response = await client.stream_request(spec.method, spec.url, headers=phase.headers[spec.name])
         except Exception as exc:
             stats.record_failure(perf_counter() - phase.start, _error_kind(exc), str(exc))
             return
+        finally:
+            self.opening.release()
         stats.record_open(response.status_code)
         if not streaming_response_is_ok(response):
             await response.aclose()
@@ -307,7 +417,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", required=True, help="http://127.0.0.1:PORT/ticks")
     parser.add_argument("--streams", type=int, required=True)
-    parser.add_argument("--source", help="source address of the connections (e.g. 127.0.0.2)")
+    parser.add_argument(
+        "--source", help="source addresses of the connections, comma-separated (e.g. 127.0.0.2,127.0.1.2)"
+    )
     parser.add_argument("--open-timeout", type=float, default=120.0)
     parser.add_argument(
         "--open-rate", type=float, default=None, help="streams opened per second (default: all at once)"

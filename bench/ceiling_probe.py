@@ -42,6 +42,10 @@ APPS = {
 }
 #: Connections started before waiting for their response heads (under the listen backlog).
 WAVE = 500
+#: Linux's socket option (no name in Python 3.11): the source address's port is chosen at connect.
+IP_BIND_ADDRESS_NO_PORT = 24
+#: Seconds between polls when nothing is ready (``ceiling_client.POLL_EVERY``).
+POLL_EVERY = 0.002
 _TICK = re.compile(rb'id: (\d+)\ndata: \{"t": ([0-9.]+)\}')
 
 
@@ -50,9 +54,11 @@ def _health(port: int) -> dict[str, Any]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def open_streams(port: int, count: int, sources: list[str]) -> tuple[list[socket.socket], int]:
-    """Open ``count`` ``/ticks`` streams a wave at a time; returns (sockets past their head, failures)."""
-    request = f"GET /ticks HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+def open_streams(
+    port: int, count: int, sources: list[str], path: str = "/ticks"
+) -> tuple[list[socket.socket], int]:
+    """Open ``count`` ``path`` streams a wave at a time; returns (sockets past their head, failures)."""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
     streams: list[socket.socket] = []
     failed = 0
     poller = select.epoll()
@@ -61,6 +67,7 @@ def open_streams(port: int, count: int, sources: list[str]) -> tuple[list[socket
         for _ in range(min(WAVE, count - len(streams) - failed)):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)  # port chosen at connect
                 sock.bind((sources[(len(streams) + len(wave)) % len(sources)], 0))
                 sock.connect(("127.0.0.1", port))
                 sock.sendall(request)
@@ -110,7 +117,10 @@ def read_ticks(streams: list[socket.socket], ticks: int) -> dict[str, Any]:
     latency: dict[int, list[float]] = {seq: [] for seq in wanted}
     closed = 0
     while time.time() < stop_at:
-        for fd, _ in poller.poll(0.5):
+        events = poller.poll(0)
+        if not events:  # as the generators' shared reader: no wake-up per tick delivered
+            time.sleep(POLL_EVERY)
+        for fd, _ in events:
             try:
                 data = by_fd[fd].recv(65536)
             except BlockingIOError:
@@ -153,6 +163,14 @@ def main() -> int:
         "--sources", default="127.0.0.21,127.0.0.22", help="source addresses, comma-separated"
     )
     parser.add_argument("--port", type=int, default=0, help="probe a server already running on this port")
+    parser.add_argument(
+        "--server-pid", type=int, default=0, help="with --port: that server's pid (for its RSS and CPU)"
+    )
+    parser.add_argument(
+        "--path",
+        default="/ticks",
+        help="the stream's path (e.g. /ticker of the stream service, with --ticks 0: memory only)",
+    )
     args = parser.parse_args()
     raise_fd_limit(args.streams + 64)
     server = None
@@ -171,11 +189,13 @@ def main() -> int:
                     raise
                 time.sleep(0.2)
         time.sleep(0.5)
-        pid = server.pid if server is not None else None
+        pid = server.pid if server is not None else (args.server_pid or None)
         base = rss_kib(pid) if pid else 0
+        open_cpu = cpu_seconds(pid) if pid else 0.0
         started = time.monotonic()
-        streams, failed = open_streams(port, args.streams, args.sources.split(","))
+        streams, failed = open_streams(port, args.streams, args.sources.split(","), args.path)
         opened_in = time.monotonic() - started
+        open_cpu = (cpu_seconds(pid) - open_cpu) if pid else 0.0
         time.sleep(1.0)
         after = rss_kib(pid) if pid else 0
         result: dict[str, Any] = {
@@ -183,6 +203,7 @@ def main() -> int:
             "streams": len(streams),
             "failed": failed,
             "open_s": round(opened_in, 1),
+            "server_cpu_us_per_open": round(open_cpu * 1e6 / max(len(streams), 1), 1) if pid else None,
             "server_rss_mib": round(after / 1024, 1),
             "server_kib_per_stream": round((after - base) / max(len(streams), 1), 2) if pid else None,
             "probe_rss_mib": round(rss_kib(os.getpid()) / 1024, 1),
@@ -193,7 +214,9 @@ def main() -> int:
         if pid:  # the server's CPU while it holds the streams and fans the ticks out
             result["server_cpu_s_per_s"] = round((cpu_seconds(pid) - cpu) / (time.monotonic() - window), 3)
         try:
-            result["publish_ms"] = _health(port).get("publish_ms")
+            health = _health(port)
+            result["publish_ms"] = health.get("publish_ms")
+            result["publish_cpu_ms"] = health.get("publish_cpu_ms")
         except OSError:
             pass
         print(json.dumps(result), flush=True)

@@ -9,13 +9,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flowno import EventLoop
+from flowno import EventLoop, spawn
 from helpers import read_head, wait_for
 from streaming_helpers import Start, connect, server_threads
 
@@ -162,6 +163,29 @@ def test_http_client_binds_the_local_address(peer_recorder: tuple[str, list[str]
     assert peers == ["127.0.0.9"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_BIND_ADDRESS_NO_PORT is Linux's")
+def test_a_source_bound_connection_takes_its_port_at_connect() -> None:
+    """With ``local_address`` the port is left to ``connect()`` (``IP_BIND_ADDRESS_NO_PORT``):
+    ``bind()`` with port 0 searched for a port free for any destination, which slowed a
+    generator reopening 15,000 streams from one address while the last run's sockets were in
+    TIME_WAIT (13.3 s of CPU instead of 7.9 s)."""
+    from flowno_io.io.socket_stream import open_tcp_stream
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    async def connect() -> tuple[int, str]:
+        stream = await open_tcp_stream("127.0.0.1", listener.getsockname()[1], local_address="127.0.0.10")
+        try:
+            return stream.sock.getsockopt(socket.IPPROTO_IP, 24), stream.sock.getsockname()[0]
+        finally:
+            stream.close()
+
+    try:
+        assert EventLoop().run_until_complete(connect(), join=True) == (1, "127.0.0.10")
+    finally:
+        listener.close()
+
+
 def test_the_ceiling_harness_runs_a_tiny_ramp(tmp_path: Path) -> None:
     sys.path[:0] = [str(BENCH), str(BENCH / "apps")]
     try:
@@ -193,3 +217,86 @@ def test_the_ceiling_harness_runs_a_tiny_ramp(tmp_path: Path) -> None:
         assert step["latency_ms"]["p99"] > 0
         assert step["server_kib_per_stream"] > 0
     assert (tmp_path / json_path.name.replace(".json", ".md")).read_text().startswith("# Concurrency ceiling")
+
+
+def test_the_generators_shared_reader_records_ticks_in_bursts_and_after_quiet_periods() -> None:
+    """The shared reader polls during a burst and waits again after it: ticks cut across reads,
+    several sockets, and a second burst after the reader went back to waiting are all recorded."""
+    sys.path[:0] = [str(BENCH), str(BENCH / "apps")]
+    try:
+        import ceiling_client
+    finally:
+        del sys.path[:2]
+    pairs = [socket.socketpair() for _ in range(3)]
+    for mine, _ in pairs:
+        mine.setblocking(False)
+    runner: Any = type("Runner", (), {"latency": {}, "received": {}})()
+    reader = ceiling_client.SharedTickReader(runner)
+
+    def tick(seq: int) -> bytes:
+        return b'id: %d\ndata: {"t": %.6f}\n\n' % (seq, time.time())
+
+    async def until_recorded(count: int) -> None:
+        deadline = time.monotonic() + 30  # a hang bound only
+        while reader.parse() or sum(map(len, reader.samples.values())) < count:
+            assert time.monotonic() < deadline, reader.samples
+            await ceiling_client.sleep(0.005)
+
+    async def main() -> None:
+        for mine, _ in pairs:
+            reader.add(mine)
+        await spawn(reader.run())
+        first = tick(1)
+        pairs[0][1].send(first[:9])  # cut inside the tick
+        await ceiling_client.sleep(0.01)
+        pairs[0][1].send(first[9:])
+        pairs[1][1].send(tick(1))
+        pairs[2][1].send(tick(1))
+        await until_recorded(3)
+        # Quiet for longer than the reader polls: it waits on the poller again.
+        await ceiling_client.sleep(ceiling_client.POLL_EVERY * (ceiling_client.QUIET_POLLS + 5))
+        for _, theirs in pairs:
+            theirs.send(tick(2))
+        await until_recorded(6)
+
+    try:
+        EventLoop().run_until_complete(main(), join=True, wait_for_spawned_tasks=False)
+    finally:
+        for mine, theirs in pairs:
+            mine.close()
+            theirs.close()
+    reader.fold()
+    assert runner.received == {1: 3, 2: 3}
+    assert all(0 <= histogram.max < 10_000_000 for histogram in runner.latency.values())
+
+
+def test_the_generators_opening_window_hands_slots_over_in_order() -> None:
+    sys.path[:0] = [str(BENCH), str(BENCH / "apps")]
+    try:
+        import ceiling_client
+    finally:
+        del sys.path[:2]
+    window = ceiling_client.OpeningWindow(2)
+    order: list[str] = []
+
+    async def opener(name: str) -> None:
+        await window.acquire()
+        order.append(f"+{name}")
+        await ceiling_client.sleep(0.01)
+        order.append(f"-{name}")
+        window.release()
+
+    async def main() -> None:
+        tasks = [await spawn(opener(name)) for name in "abcd"]
+        for task in tasks:
+            await task.join()
+
+    EventLoop().run_until_complete(main(), join=True)
+    # Never more than two open at once; c and d start in arrival order as slots free up.
+    in_flight = peak = 0
+    for step in order:
+        in_flight += 1 if step[0] == "+" else -1
+        peak = max(peak, in_flight)
+    assert peak == 2
+    assert [step for step in order if step[0] == "+"] == ["+a", "+b", "+c", "+d"]
+    assert window.free == 2 and not window.waiting

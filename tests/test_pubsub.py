@@ -94,6 +94,26 @@ def test_disconnect_policy_ends_a_slow_subscriber_only() -> None:
     assert reached == [2, 2, 1, 1, 1]
 
 
+def test_push_gives_one_subscriber_an_item_before_the_topics_and_ignores_a_closed_one() -> None:
+    async def main() -> tuple[list[str], list[str], list[str], int]:
+        topic: Topic[str] = Topic()
+        greeted = topic.subscribe(max_buffer=2)
+        greeted.push("hello")  # buffered before anything is published
+        waiting = topic.subscribe()
+        reader = await spawn(collect(waiting))
+        await sleep(0)  # the reader waits: the push wakes it
+        waiting.push("hi")
+        other = topic.subscribe()
+        topic.publish("a")
+        topic.publish("b")
+        greeted.push("late")  # a full buffer: the drop_oldest policy applies
+        topic.close()
+        greeted.push("after close")
+        return await collect(greeted), await reader.join(), await collect(other), greeted.dropped
+
+    assert run(main) == (["b", "late"], ["hi", "a", "b"], ["a", "b"], 2)
+
+
 def test_per_subscriber_overrides() -> None:
     async def main() -> tuple[list[int], bool]:
         topic: Topic[int] = Topic(max_buffer=100)

@@ -20,16 +20,19 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h11
 import httpx
 import openai
 import pytest
-from helpers import HANG_TIMEOUT, wait_for
+from helpers import HANG_TIMEOUT, read_head, read_until, wait_for
 from httpx_sse import connect_sse
 from service_process import STARTUP_TIMEOUT, ServiceProcess, start_service, wait_exit
 
 from flowno_io import SSEDecoder
+from flowno_io.testing import ServerThread
+from stream_service.app import build_server
 
 TICKER_INTERVAL_MS = 200
 SERVICE_TOKENS_PER_SECOND = 200.0
@@ -155,6 +158,41 @@ def test_ticker_count_ends_the_stream(client: httpx.Client) -> None:
     assert [tick.id for tick in ticks] == [str(seq) for seq in seqs]
     assert time.monotonic() - start >= 2 * TICKER_INTERVAL_MS / 1000 - 0.05
     assert client.get("/ticker", params={"count": "many"}).status_code == 400
+
+
+def _detached_streams(thread: ServerThread) -> list[Any]:
+    from flowno_io.server.stream_monitor import _monitors
+
+    monitor = _monitors.get(thread.server)
+    return [] if monitor is None else [s for s in list(monitor.streams.values()) if s.detached]
+
+
+def test_a_ticker_stream_waits_without_a_task_between_ticks() -> None:
+    """Without an access log, ``/ticker`` hands its subscription to the response as it is: the
+    stream detaches between ticks (no task, no parser), ticks come from the fan-out, /health
+    counts it, and a client leaving releases the subscription (issue 20)."""
+    thread = ServerThread(build_server("127.0.0.1", 0, ticker_interval=0.05))
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", thread.server.port), timeout=HANG_TIMEOUT) as sock:
+            sock.sendall(b"GET /ticker HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n")
+            head, rest = read_head(sock)
+            assert head.startswith(b"HTTP/1.1 200")
+            wait_for(lambda: len(_detached_streams(thread)) == 1, HANG_TIMEOUT, "the stream did not detach")
+            (stream,) = _detached_streams(thread)
+            assert stream.task is None
+            body = read_until(sock, b"event: tick", rest)
+            assert b": ticker every 50 ms" in body.split(b"event: tick")[0]  # the greeting first
+            health = httpx.get(thread.url + "/health", timeout=HANG_TIMEOUT).json()
+            assert health["ticker_subscribers"] == 1 and health["active_streams"] == 1
+        wait_for(
+            lambda: httpx.get(thread.url + "/health", timeout=HANG_TIMEOUT).json()["ticker_subscribers"] == 0,
+            HANG_TIMEOUT,
+            "the subscription was not released after the client left",
+        )
+        assert _detached_streams(thread) == []
+    finally:
+        thread.stop()
 
 
 @dataclass

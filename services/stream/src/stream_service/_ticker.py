@@ -22,7 +22,7 @@ from time import monotonic, time
 
 from flowno import spawn
 
-from flowno_io import ServerSentEvent, Topic, sleep
+from flowno_io import ServerSentEvent, Subscription, Topic, sleep
 
 __all__ = ["TICKER_BUFFER", "Ticker"]
 
@@ -56,13 +56,22 @@ class Ticker:
         """Streams subscribed right now."""
         return self.topic.subscribers
 
+    async def subscribe(self) -> Subscription[bytes]:
+        """A subscription to the encoded ticks from the next one on (the clock starts if stopped).
+
+        Given as it is to an :class:`~flowno_io.EventSourceResponse`, the stream waits between
+        ticks without a task and each tick is sent straight from the fan-out; close it to leave.
+        """
+        subscription = self.topic.subscribe()
+        if not self._running:
+            self._running = True
+            await spawn(self._run())
+        return subscription
+
     async def ticks(self, max_ticks: int | None = None) -> AsyncGenerator[bytes, None]:
         """The encoded ticks from the next one on: ``max_ticks`` of them, or until closed."""
-        subscription = self.topic.subscribe()
+        subscription = await self.subscribe()
         try:
-            if not self._running:
-                self._running = True
-                await spawn(self._run())
             sent = 0
             async for tick in subscription:
                 yield tick

@@ -126,7 +126,7 @@ def _int_value(value: str | None, name: str, default: int, low: int, high: int) 
 
 
 class _Counters:
-    """Streams open right now (for ``/health``)."""
+    """``/events`` and chat streams open right now (for ``/health``, with the ticker's subscribers)."""
 
     def __init__(self) -> None:
         self.active_streams = 0
@@ -172,7 +172,7 @@ def build_server(
             "open_connections": server.open_connections,
             "requests_served": server.stats["requests_served"],
             "connections_accepted": server.stats["connections_accepted"],
-            "active_streams": counters.active_streams,
+            "active_streams": counters.active_streams + ticker.subscribers,
             "ticker_subscribers": ticker.subscribers,
             "ticker_seq": ticker.seq,
             "ticker_interval_ms": round(ticker.interval * 1000, 3),
@@ -211,27 +211,32 @@ def build_server(
 
     # -- /ticker ----------------------------------------------------------------------------
 
-    async def ticks(max_ticks: int | None) -> AsyncIterator[bytes]:
-        counters.active_streams += 1
+    # A comment only: clients ignore it (a retry field here would make httpx-sse dispatch it).
+    greeting = ServerSentEvent(comment=f"ticker every {round(ticker.interval * 1000)} ms").encode()
+
+    async def counted_ticks(max_ticks: int) -> AsyncIterator[bytes]:
         subscription = ticker.ticks(max_ticks)
         try:
-            interval_ms = round(ticker.interval * 1000)
-            # A comment only: clients ignore it (a retry field here would make httpx-sse dispatch it).
-            yield ServerSentEvent(comment=f"ticker every {interval_ms} ms").encode()
+            yield greeting
             async for tick in subscription:
                 yield tick
         finally:
             await subscription.aclose()
-            counters.active_streams -= 1
 
     @table.route("/ticker", methods=["GET"], summary="one shared clock for every subscriber (?count=N)")
-    def ticker_stream(request: Request) -> Response | EventSourceResponse:
+    async def ticker_stream(request: Request) -> Response | EventSourceResponse:
         text = request.query_params.get("count")
         try:
             count = _int_value(text, "count", 0, 1, MAX_TICKS) if text else None
         except _BadParameter as exc:
             return exc.response
-        return EventSourceResponse(ticks(count))
+        if count is not None:
+            return EventSourceResponse(counted_ticks(count))
+        # The subscription itself as the body: the stream waits between ticks without a task and
+        # each tick is sent from the fan-out (issue 20). /health counts it among the subscribers.
+        subscription = await ticker.subscribe()
+        subscription.push(greeting)
+        return EventSourceResponse(subscription)
 
     # -- OpenAI-compatible ------------------------------------------------------------------
 

@@ -124,6 +124,17 @@ class Subscription(Generic[T]):
         buffer.append(item)
         self._wakeup.set()
 
+    def push(self, item: T) -> None:
+        """Give ``item`` to this subscriber alone, as if published to it (a greeting before the
+        topic's items, a replay of what a reconnecting client missed); the overflow policy
+        applies. Nothing happens once the subscription is closed.
+
+        The subscription stays a bare :class:`Subscription`, so an
+        :class:`~flowno_io.EventSourceResponse` over it still waits without a task.
+        """
+        if not self._closed:
+            self._offer(item)
+
     @property
     def closed(self) -> bool:
         """True once closed (by :meth:`close`, the topic's close, or the overflow policy)."""

@@ -153,6 +153,8 @@ class RouteTable:
                 if self.access_log:
                     self.log_access(request, response.status_code, len(response.body), start)
                 return response
+            if not self.access_log:
+                return response  # unwrapped: a subscription stream may then wait without a task
             return _LoggedStream(self, request, response, start)
 
         logged.__name__ = getattr(handler, "__name__", "handler")
