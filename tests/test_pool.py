@@ -8,7 +8,9 @@ touches the pool's private state.
 
 from __future__ import annotations
 
+import select
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from time import monotonic
@@ -74,6 +76,13 @@ class KeepAliveServer:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def reset_all(self) -> None:
+        """Abort every connection with a reset (RST), as a crashed server's kernel does."""
+        with self.lock:
+            for conn in self.connections:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.shutdown(socket.SHUT_RD)  # wakes its thread, whose close then resets
 
     def send_to_all(self, data: bytes) -> None:
         """Write ``data`` on every connection, unasked."""
@@ -340,6 +349,26 @@ def test_an_idle_connection_the_server_closed_is_not_picked(server: KeepAliveSer
         assert first.stream.closed
         assert await exchange(second) == b"ok"
         assert pool.connections_opened == 2
+        pool.close()
+
+    run(main())
+
+
+def test_an_idle_connection_the_server_reset_is_not_picked(server: KeepAliveServer) -> None:
+    async def main() -> None:
+        pool = ConnectionPool()
+        first = await pool.acquire(server.origin)
+        assert await exchange(first) == b"ok"
+        server.reset_all()
+        sock = first.stream.sock  # type: ignore[union-attr]
+        await until(
+            lambda: bool(select.select([sock], [], [], 0)[0]),  # (not consuming the error)
+            message="the reset never reached the client",
+        )
+        second = await pool.acquire(server.origin)
+        assert second is not first
+        assert first.stream.closed
+        assert await exchange(second) == b"ok"
         pool.close()
 
     run(main())
