@@ -14,8 +14,10 @@ Timing uses ``time.perf_counter`` (the clock flowno's ``sleep`` uses too).
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from random import getrandbits
 from time import perf_counter, thread_time
@@ -54,6 +56,12 @@ PROGRESS_INTERVAL = 0.5
 KEEPALIVE_EXPIRY = 30.0
 #: Seconds between the generator self-check's samples of its own event-loop lag.
 GENERATOR_SAMPLE_INTERVAL = 0.05
+#: Container objects allocated between two runs of the cyclic GC while a scenario runs
+#: (CPython's default is 700). A request allocates dozens (coroutines, dicts, tuples), so by
+#: default the collector ran every ~20 requests and walked the users' suspended coroutines each
+#: time: ~14,000 instructions per request with the objects of the start-up also frozen
+#: (callgrind, ``bench/experiments/NOTES.md``, round four). Garbage cycles are still collected.
+RUN_GC_THRESHOLD = 10_000
 
 
 def _now_iso() -> str:
@@ -509,10 +517,26 @@ def run_scenario(
     runner = LoadRunner(scenario, progress, client_options)
     runner.before_phase = before_phase
     try:
-        EventLoop().run_until_complete(runner.run(), join=True)
+        with _lean_gc():
+            EventLoop().run_until_complete(runner.run(), join=True)
     except KeyboardInterrupt:
         runner.abort()
     finally:
         if progress is not None:
             progress(None)
     return runner.result
+
+
+@contextmanager
+def _lean_gc() -> Iterator[None]:
+    """Run with the objects made so far frozen (never traversed again) and a less eager cyclic
+    GC (:data:`RUN_GC_THRESHOLD`); both as they were afterwards."""
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(RUN_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
