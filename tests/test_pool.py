@@ -331,6 +331,29 @@ def test_idle_connections_are_used_newest_first(server: KeepAliveServer) -> None
     run(main())
 
 
+def test_acquire_idle_hands_out_only_an_idle_connection_fit_for_reuse(server: KeepAliveServer) -> None:
+    async def main() -> None:
+        pool = ConnectionPool()
+        assert pool.acquire_idle(server.origin) is None  # none yet: it never opens one
+        first = await pool.acquire(server.origin)
+        assert pool.acquire_idle(server.origin) is None  # in use
+        assert await exchange(first) == b"ok"
+        assert pool.acquire_idle(server.origin) is first
+        assert await exchange(first) == b"ok"
+        server.drop_all()
+        await until(
+            lambda: connection_closed_by_peer(first.stream.sock),  # type: ignore[union-attr]
+            message="the server's close never reached the client",
+        )
+        assert pool.acquire_idle(server.origin) is None
+        assert first.stream.closed and pool.idle_connections() == 0
+        pool.close()
+        with pytest.raises(ClosedResourceError):
+            pool.acquire_idle(server.origin)
+
+    run(main())
+
+
 # -- stale connections --------------------------------------------------------------------------
 
 

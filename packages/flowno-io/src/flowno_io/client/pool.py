@@ -59,6 +59,7 @@ __all__ = [
     "Origin",
     "RequestBody",
     "Transport",
+    "ssl_context_for",
 ]
 
 #: Connections per (scheme, host, port); httpx and aiohttp default to 100 (in total).
@@ -170,6 +171,18 @@ class Connection:
         self.in_use = True
 
     # -- one exchange -----------------------------------------------------------------------
+
+    def send_nowait(self, head: bytes, deadline: float | None) -> int:
+        """Send what the kernel takes of a bodiless request's ``head`` now; how many bytes it took.
+
+        For plain TCP only (0 otherwise): the caller passes the rest to :meth:`send_request`.
+        """
+        if self._waiter is None:
+            return 0
+        try:
+            return self.stream.send_nowait(head)  # type: ignore[union-attr]
+        except BaseException as exc:
+            self._fail(exc, deadline)
 
     async def send_request(
         self, head: bytes, body: RequestBody, *, write_timeout: float | None, deadline: float | None
@@ -326,18 +339,16 @@ class Connection:
         parser = self.parser
         if parser is None:
             raise RuntimeError("start_response() first")
-        stream = self.stream
-        poll = self._poll
-        if poll is not None and not stream.closed and isinstance(stream, SocketStream) and poll.poll(0):
-            # The answer is already there: read it without the coroutines below.
-            try:
-                data = stream.sock.recv(RECEIVE_SIZE)
-            except OSError:  # (BlockingIOError: nothing after all; else it fails the same way below)
-                pass
-            else:
-                self._feed(parser, data, deadline)
+        waiter = self._waiter
         while not parser.headers_complete:
-            await self._receive(parser, read_timeout, deadline)
+            if waiter is None:
+                await self._receive(parser, read_timeout, deadline)
+                continue
+            try:  # (_receive, one coroutine less: this is where most requests wait)
+                data = await self._receive_plain(waiter, read_timeout, deadline)
+            except BaseException as exc:
+                self._fail(exc, deadline)
+            self._feed(parser, data, deadline)
         if parser.message_complete and not parser.has_body_data:
             self.release()
         return parser
@@ -362,6 +373,17 @@ class Connection:
                     self.release()
                 return b""
             await self._receive(parser, read_timeout, deadline)
+
+    def take_complete_body(self, parser: ResponseParser) -> bytes:
+        """All the body of ``parser``'s complete response (still content-encoded); the
+        connection goes back to the pool (or closes). What :meth:`receive_body` returns until
+        ``b""``, joined."""
+        if not parser.message_complete:
+            raise RuntimeError("the response is not complete")
+        body = parser.take_body()
+        if self.in_use and self.parser is parser:
+            self.release()
+        return body
 
     def finish_nowait(self, parser: ResponseParser) -> None:
         """Stop reading ``parser``'s response: reuse the connection if the rest already arrived.
@@ -524,15 +546,31 @@ class ConnectionPool:
             ConnectError, ConnectTimeout: opening a new connection failed.
             ClosedResourceError: the pool is closed.
         """
+        connection = self.acquire_idle(origin, proxy)
+        if connection is not None:
+            return connection
+        host = self._host(origin, proxy)
+        limit = self.max_connections_per_host
+        if limit is None or host.active < limit:
+            if self.max_connections is not None and not self._take_slot(host, self.max_connections):
+                return await self._wait(
+                    origin, host, connect_timeout, pool_timeout, deadline, self._slot_waiters
+                )
+            host.active += 1
+            return await self._open(origin, host, connect_timeout, deadline)
+        return await self._wait(origin, host, connect_timeout, pool_timeout, deadline, host.waiters)
+
+    def acquire_idle(self, origin: Origin, proxy: Proxy | None = None) -> Connection | None:
+        """An idle connection to ``origin`` still fit for reuse, or ``None`` (never waits).
+
+        What :meth:`acquire` does first; callers try it to skip a coroutine on the common path.
+
+        Raises:
+            ClosedResourceError: the pool is closed.
+        """
         if self.closed:
             raise ClosedResourceError("the client was closed")
-        key: object = origin
-        if proxy is not None:
-            key = (origin if origin[0] == "https" else "proxy", proxy)
-        host = self._hosts.get(key)
-        if host is None:
-            host = self._hosts[key] = _HostPool()
-            host.proxy = proxy
+        host = self._host(origin, proxy)
         idle = host.idle
         while idle:
             connection = idle.pop()
@@ -544,15 +582,17 @@ class ConnectionPool:
             host.active += 1
             self._in_use.add(connection)
             return connection
-        limit = self.max_connections_per_host
-        if limit is None or host.active < limit:
-            if self.max_connections is not None and not self._take_slot(host, self.max_connections):
-                return await self._wait(
-                    origin, host, connect_timeout, pool_timeout, deadline, self._slot_waiters
-                )
-            host.active += 1
-            return await self._open(origin, host, connect_timeout, deadline)
-        return await self._wait(origin, host, connect_timeout, pool_timeout, deadline, host.waiters)
+        return None
+
+    def _host(self, origin: Origin, proxy: Proxy | None) -> _HostPool:
+        key: object = origin
+        if proxy is not None:
+            key = (origin if origin[0] == "https" else "proxy", proxy)
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _HostPool()
+            host.proxy = proxy
+        return host
 
     def _take_slot(self, host: _HostPool, max_connections: int) -> bool:
         """Count one more connection against ``max_connections``, closing the oldest idle
@@ -805,3 +845,17 @@ class ConnectionPool:
             connection.stream.shutdown()
         if self._reactor_instance is not None:
             self._reactor_instance.close()
+
+
+def ssl_context_for(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | None:
+    """The pool's ``ssl_context`` for ``HttpClient(verify=...)`` (``None``: made on first use)."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is True:
+        return None  # the pool creates the default context on first https use
+    if verify is False:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    return ssl.create_default_context(cafile=verify)
