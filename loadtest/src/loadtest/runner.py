@@ -64,6 +64,10 @@ GENERATOR_SAMPLE_INTERVAL = 0.05
 RUN_GC_THRESHOLD = 10_000
 
 
+#: Sets the lowest bit of both ids drawn at once for a traceparent (W3C: neither may be all zeros).
+_NONZERO_IDS = (1 << 64) | 1
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -271,7 +275,8 @@ class LoadRunner:
         stats = phase.result.stats
         assert isinstance(stats, RequestStats)
         # Each request its own W3C trace, so the server's logs and traces can be matched to it.
-        traceparent = f"00-{getrandbits(128) | 1:032x}-{getrandbits(64) | 1:016x}-01"
+        ids = f"{getrandbits(192) | _NONZERO_IDS:048x}"  # trace id (128 bits), parent id (64 bits)
+        traceparent = f"00-{ids[:32]}-{ids[32:]}-01"
         fields = phase.fields[spec.name]
         headers: Headers | dict[str, str]
         if fields is not None:  # checked when the phase began; the traceparent is ours (hex)
