@@ -316,10 +316,12 @@ class LoadRunner:
         picker = self._picker(number)
         await phase.user_started()
         try:
+            thinks = self.scenario.think_time > 0  # (else no coroutine per request for it)
             while phase.may_start():
                 sent = perf_counter()
                 await self._exchange(phase, picker.pick(), sent, sent)
-                await self._think(phase)
+                if thinks:
+                    await self._think(phase)
         finally:
             phase.active_users -= 1
 

@@ -806,8 +806,8 @@ class HttpClient:
                     await reader.discard(_MAX_DRAIN_BYTES)
                     continue
             challenged = None
-            location = parser.headers.get("location")
-            if not follow or status not in _REDIRECT_STATUSES or not location:
+            location = parser.headers.get("location") if follow and status in _REDIRECT_STATUSES else None
+            if not location:
                 if query is None and (self.base_url is None or "://" in url):
                     return reader, url, history
                 return reader, self._full_url(url, query), history
