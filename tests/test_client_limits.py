@@ -102,6 +102,18 @@ def test_read_timeout_waiting_for_the_head(raw_server: StartRaw) -> None:
     assert 0.2 <= timed(main, ReadTimeout) < HANG_TIMEOUT
 
 
+def test_a_read_timeout_that_expires_as_the_clock_starts_is_a_read_timeout(raw_server: StartRaw) -> None:
+    # The loop's first timed wait starts the clock task, which fires a zero timeout at once (it
+    # shuts the socket down): the read must report the timeout, not a connection the server closed.
+    raw = raw_server(silent_after_request)
+
+    async def main() -> None:
+        async with HttpClient(timeout=Timeout(connect=None, read=0, write=None, pool=None)) as client:
+            await client.get(raw.url)
+
+    assert timed(main, ReadTimeout) < HANG_TIMEOUT
+
+
 def test_read_timeout_inside_a_body(raw_server: StartRaw) -> None:
     def script(conn: socket.socket, index: int) -> None:
         read_request(conn)

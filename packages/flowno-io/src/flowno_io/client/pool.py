@@ -316,6 +316,8 @@ class Connection:
             reactor = self._pool._reactor
             while True:
                 if look:
+                    if self._timed_out:  # (its timer shut the socket down: a recv would say "closed")
+                        raise ReadTimeout("timed out waiting for data")
                     try:
                         return sock.recv(RECEIVE_SIZE)
                     except BlockingIOError:
@@ -323,8 +325,6 @@ class Connection:
                     except OSError as exc:
                         raise ReadError(f"receive failed: {exc}") from exc
                 await reactor.wait_readable(waiter)
-                if self._timed_out:
-                    raise ReadTimeout("timed out waiting for data")
                 look = True
         finally:
             if timer is not None:
