@@ -138,7 +138,7 @@ class BodyReader:
             TooLargeError: the body (raw or decoded) exceeds the limit.
         """
         parser = self.parser
-        if self.done or not parser.message_complete or not self._connection.owns(parser):
+        if self.done or not parser.message_complete:
             return None
         try:
             body = self._connection.take_complete_body(parser)
