@@ -305,8 +305,8 @@ def test_connection_closed_by_server_is_detected_before_reuse(raw_server: StartR
 
 
 def test_a_post_is_not_sent_on_a_connection_the_server_just_closed(raw_server: StartRaw) -> None:
-    # Moments after its release the idle connection is reused without a peek only by requests
-    # that may be sent twice; a POST still checks it, so it goes once, on a new connection.
+    # Every reuse is checked first (a zero-timeout poll sees the server's close): the POST, which
+    # is never sent twice, goes once, on a new connection.
     def script(conn: socket.socket, index: int) -> None:
         read_request(conn)
         conn.sendall(response_bytes(b"conn %d" % index))  # keep-alive promised, then closed

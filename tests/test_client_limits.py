@@ -102,6 +102,18 @@ def test_read_timeout_waiting_for_the_head(raw_server: StartRaw) -> None:
     assert 0.2 <= timed(main, ReadTimeout) < HANG_TIMEOUT
 
 
+def test_a_read_timeout_that_expires_as_the_clock_starts_is_a_read_timeout(raw_server: StartRaw) -> None:
+    # The loop's first timed wait starts the clock task, which fires a zero timeout at once (it
+    # shuts the socket down): the read must report the timeout, not a connection the server closed.
+    raw = raw_server(silent_after_request)
+
+    async def main() -> None:
+        async with HttpClient(timeout=Timeout(connect=None, read=0, write=None, pool=None)) as client:
+            await client.get(raw.url)
+
+    assert timed(main, ReadTimeout) < HANG_TIMEOUT
+
+
 def test_read_timeout_inside_a_body(raw_server: StartRaw) -> None:
     def script(conn: socket.socket, index: int) -> None:
         read_request(conn)
@@ -319,3 +331,33 @@ def test_body_limit_ignores_the_length_of_bodiless_responses(raw_server: StartRa
 
     assert run(main()) == (304, 304)
     assert raw.connections == 1
+
+
+def test_body_limit_and_decoding_hold_for_a_body_that_came_with_its_head(raw_server: StartRaw) -> None:
+    # Head and body in one write: the client takes the body without waiting (read_all_nowait),
+    # and the limit and the content decoding still apply, the limit to the decoded size too.
+    packed = gzip.compress(b"a" * 1000)
+    replies = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello world!",
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(packed), packed),
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(packed), packed),
+    ]
+
+    def script(conn: socket.socket, index: int) -> None:
+        while read_request(conn) and replies:
+            conn.sendall(replies.pop(0))
+
+    raw = raw_server(script)
+
+    async def main() -> tuple[int, int, str, str]:
+        async with HttpClient(max_body_bytes=500) as client:
+            with pytest.raises(TooLargeError) as raw_limit:
+                await client.get(raw.url, max_body_bytes=5)
+            decoded = await client.get(raw.url, max_body_bytes=None)
+            with pytest.raises(TooLargeError) as decoded_limit:
+                await client.get(raw.url)  # 1000 decoded bytes, fewer sent
+            return len(decoded.body), decoded.body.count(b"a"), str(raw_limit.value), str(decoded_limit.value)
+
+    size, count, raw_message, decoded_message = run(main())
+    assert (size, count) == (1000, 1000)
+    assert "5 bytes" in raw_message and "500" in decoded_message

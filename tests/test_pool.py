@@ -8,7 +8,9 @@ touches the pool's private state.
 
 from __future__ import annotations
 
+import select
 import socket
+import struct
 import threading
 from collections.abc import Iterator
 from time import monotonic
@@ -22,6 +24,7 @@ from flowno_io import cancel, sleep
 from flowno_io._errors import ClosedResourceError, PoolTimeout
 from flowno_io.client.pool import Connection, ConnectionPool, Origin
 from flowno_io.io.flowno_compat import TaskCancelled
+from flowno_io.io.wakeup import Wakeup
 from flowno_io.testing import run
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -74,6 +77,13 @@ class KeepAliveServer:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def reset_all(self) -> None:
+        """Abort every connection with a reset (RST), as a crashed server's kernel does."""
+        with self.lock:
+            for conn in self.connections:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.shutdown(socket.SHUT_RD)  # wakes its thread, whose close then resets
 
     def send_to_all(self, data: bytes) -> None:
         """Write ``data`` on every connection, unasked."""
@@ -322,6 +332,29 @@ def test_idle_connections_are_used_newest_first(server: KeepAliveServer) -> None
     run(main())
 
 
+def test_acquire_idle_hands_out_only_an_idle_connection_fit_for_reuse(server: KeepAliveServer) -> None:
+    async def main() -> None:
+        pool = ConnectionPool()
+        assert pool.acquire_idle(server.origin) is None  # none yet: it never opens one
+        first = await pool.acquire(server.origin)
+        assert pool.acquire_idle(server.origin) is None  # in use
+        assert await exchange(first) == b"ok"
+        assert pool.acquire_idle(server.origin) is first
+        assert await exchange(first) == b"ok"
+        server.drop_all()
+        await until(
+            lambda: connection_closed_by_peer(first.stream.sock),  # type: ignore[union-attr]
+            message="the server's close never reached the client",
+        )
+        assert pool.acquire_idle(server.origin) is None
+        assert first.stream.closed and pool.idle_connections() == 0
+        pool.close()
+        with pytest.raises(ClosedResourceError):
+            pool.acquire_idle(server.origin)
+
+    run(main())
+
+
 # -- stale connections --------------------------------------------------------------------------
 
 
@@ -340,6 +373,26 @@ def test_an_idle_connection_the_server_closed_is_not_picked(server: KeepAliveSer
         assert first.stream.closed
         assert await exchange(second) == b"ok"
         assert pool.connections_opened == 2
+        pool.close()
+
+    run(main())
+
+
+def test_an_idle_connection_the_server_reset_is_not_picked(server: KeepAliveServer) -> None:
+    async def main() -> None:
+        pool = ConnectionPool()
+        first = await pool.acquire(server.origin)
+        assert await exchange(first) == b"ok"
+        server.reset_all()
+        sock = first.stream.sock  # type: ignore[union-attr]
+        await until(
+            lambda: bool(select.select([sock], [], [], 0)[0]),  # (not consuming the error)
+            message="the reset never reached the client",
+        )
+        second = await pool.acquire(server.origin)
+        assert second is not first
+        assert first.stream.closed
+        assert await exchange(second) == b"ok"
         pool.close()
 
     run(main())
@@ -402,3 +455,59 @@ def test_closing_the_pool_fails_waiters_and_later_acquires(server: KeepAliveServ
         assert pool.active_connections() == 0
 
     run(main())
+
+
+# -- waiting for the response -------------------------------------------------------------------
+
+
+def test_a_response_arriving_while_the_clock_task_starts_is_not_lost() -> None:
+    """The first timed read of a loop starts the clock task, a spawn that lets other tasks run
+    between the read's look at the socket and its wait. Here the response arrives then, and the
+    reactor's leader (another connection's reader) polls the edge-triggered epoll before the read
+    waits: the edge goes to nobody. The read must look again, not wait for an edge that has passed
+    (which ended in a ReadTimeout). The order is forced through the loop's FIFO of ready tasks.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    origin: Origin = ("http", "127.0.0.1", listener.getsockname()[1])
+    peers: list[socket.socket] = []
+
+    async def main() -> tuple[bytes, bytes]:
+        pool = ConnectionPool()
+        first = await pool.acquire(origin)
+        second = await pool.acquire(origin)
+        peers.extend(listener.accept()[0] for _ in range(2))  # (in connect order)
+        go_read, go_answer = Wakeup(), Wakeup()
+
+        async def lead() -> bytes:  # reads the second connection, untimed: it leads the reactor
+            await second.send_request(REQUEST, None, write_timeout=None, deadline=None)
+            parser = second.start_response(head_request=False, max_header_bytes=65536)
+            await second.receive_head(read_timeout=None, deadline=None)
+            return parser.take_body()
+
+        async def read() -> bytes:  # the timed read that starts the clock
+            await go_read.wait()
+            await first.send_request(REQUEST, None, write_timeout=None, deadline=None)
+            parser = first.start_response(head_request=False, max_header_bytes=65536)
+            await first.receive_head(read_timeout=HANG_TIMEOUT / 4, deadline=None)
+            return parser.take_body()
+
+        async def answer() -> None:  # runs after read's look, before the leader's poll
+            await go_answer.wait()
+            peers[0].sendall(response_bytes(b"first"))
+
+        leader = await spawn(lead())
+        await until_parked(leader)
+        reader, answerer = await spawn(read()), await spawn(answer())
+        await until_parked(reader)
+        await until_parked(answerer)
+        peers[1].sendall(response_bytes(b"second"))  # the leader's epoll is ready: it is queued next
+        go_read.set()  # queued before it: read, then answer
+        go_answer.set()
+        return await reader.join(), await leader.join()
+
+    try:
+        assert run(main()) == (b"first", b"second")
+    finally:
+        listener.close()
+        for peer in peers:
+            peer.close()

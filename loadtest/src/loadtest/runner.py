@@ -14,8 +14,10 @@ Timing uses ``time.perf_counter`` (the clock flowno's ``sleep`` uses too).
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from random import getrandbits
 from time import perf_counter, thread_time
@@ -54,6 +56,16 @@ PROGRESS_INTERVAL = 0.5
 KEEPALIVE_EXPIRY = 30.0
 #: Seconds between the generator self-check's samples of its own event-loop lag.
 GENERATOR_SAMPLE_INTERVAL = 0.05
+#: Container objects allocated between two runs of the cyclic GC while a scenario runs
+#: (CPython's default is 700). A request allocates dozens (coroutines, dicts, tuples), so by
+#: default the collector ran every ~20 requests and walked the users' suspended coroutines each
+#: time: ~14,000 instructions per request with the objects of the start-up also frozen
+#: (callgrind, ``bench/experiments/NOTES.md``, round four). Garbage cycles are still collected.
+RUN_GC_THRESHOLD = 10_000
+
+
+#: Sets the lowest bit of both ids drawn at once for a traceparent (W3C: neither may be all zeros).
+_NONZERO_IDS = (1 << 64) | 1
 
 
 def _now_iso() -> str:
@@ -263,7 +275,8 @@ class LoadRunner:
         stats = phase.result.stats
         assert isinstance(stats, RequestStats)
         # Each request its own W3C trace, so the server's logs and traces can be matched to it.
-        traceparent = f"00-{getrandbits(128) | 1:032x}-{getrandbits(64) | 1:016x}-01"
+        ids = f"{getrandbits(192) | _NONZERO_IDS:048x}"  # trace id (128 bits), parent id (64 bits)
+        traceparent = f"00-{ids[:32]}-{ids[32:]}-01"
         fields = phase.fields[spec.name]
         headers: Headers | dict[str, str]
         if fields is not None:  # checked when the phase began; the traceparent is ours (hex)
@@ -303,10 +316,12 @@ class LoadRunner:
         picker = self._picker(number)
         await phase.user_started()
         try:
+            thinks = self.scenario.think_time > 0  # (else no coroutine per request for it)
             while phase.may_start():
                 sent = perf_counter()
                 await self._exchange(phase, picker.pick(), sent, sent)
-                await self._think(phase)
+                if thinks:
+                    await self._think(phase)
         finally:
             phase.active_users -= 1
 
@@ -509,10 +524,26 @@ def run_scenario(
     runner = LoadRunner(scenario, progress, client_options)
     runner.before_phase = before_phase
     try:
-        EventLoop().run_until_complete(runner.run(), join=True)
+        with _lean_gc():
+            EventLoop().run_until_complete(runner.run(), join=True)
     except KeyboardInterrupt:
         runner.abort()
     finally:
         if progress is not None:
             progress(None)
     return runner.result
+
+
+@contextmanager
+def _lean_gc() -> Iterator[None]:
+    """Run with the objects made so far frozen (never traversed again) and a less eager cyclic
+    GC (:data:`RUN_GC_THRESHOLD`); both as they were afterwards."""
+    thresholds = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(RUN_GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()

@@ -56,6 +56,7 @@ from .pool import (
     Origin,
     RequestBody,
     Transport,
+    ssl_context_for,
 )
 from .proxy import ProxyRoutes
 from .response_stream import (
@@ -407,7 +408,7 @@ class HttpClient:
             "accept-encoding": ["gzip, deflate"],
         }
         self._pool = ConnectionPool(
-            ssl_context=_ssl_context(verify),
+            ssl_context=ssl_context_for(verify),
             max_connections_per_host=max_connections_per_host,
             keepalive_expiry=keepalive_expiry,
             transport=transport,
@@ -531,7 +532,9 @@ class HttpClient:
             auth,
             files,
         )
-        body = await reader.read_all()
+        body = reader.read_all_nowait()  # (the whole body usually came with the head)
+        if body is None:
+            body = await reader.read_all()
         return ClientResponse._of(reader.parser, body, final_url, history, monotonic() - start)
 
     async def stream_get(self, url: str, **options: Any) -> OkStreamingResponse[Any] | ErrStreamingResponse:
@@ -803,8 +806,8 @@ class HttpClient:
                     await reader.discard(_MAX_DRAIN_BYTES)
                     continue
             challenged = None
-            location = parser.headers.get("location")
-            if not follow or status not in _REDIRECT_STATUSES or not location:
+            location = parser.headers.get("location") if follow and status in _REDIRECT_STATUSES else None
+            if not location:
                 if query is None and (self.base_url is None or "://" in url):
                     return reader, url, history
                 return reader, self._full_url(url, query), history
@@ -850,17 +853,24 @@ class HttpClient:
         try:
             retried = False
             while True:
-                connection = await self._pool.acquire(
+                proxy = None if self._proxies is None else self._proxies.for_origin(origin)
+                connection = self._pool.acquire_idle(
+                    origin, proxy
+                ) or await self._pool.acquire(  # (no coroutine)
                     origin,
                     connect_timeout=limits.connect,
                     pool_timeout=limits.pool,
                     deadline=deadline,
-                    proxy=None if self._proxies is None else self._proxies.for_origin(origin),
+                    proxy=proxy,
                 )
                 reused = connection.requests > 0
                 parser: ResponseParser | None = None
                 try:
-                    await connection.send_request(head, body, write_timeout=limits.write, deadline=deadline)
+                    sent = connection.send_nowait(head, deadline) if body is None else 0  # (no coroutine)
+                    if body is not None or sent < len(head):
+                        await connection.send_request(
+                            head[sent:], body, write_timeout=limits.write, deadline=deadline
+                        )
                     parser = connection.start_response(
                         head_request=method == "HEAD", max_header_bytes=self.max_header_bytes
                     )
@@ -878,16 +888,3 @@ class HttpClient:
             errors = self.errors_by_origin
             errors[origin] = errors.get(origin, 0) + 1
             raise
-
-
-def _ssl_context(verify: bool | str | ssl.SSLContext) -> ssl.SSLContext | None:
-    if isinstance(verify, ssl.SSLContext):
-        return verify
-    if verify is True:
-        return None  # the pool creates the default context on first https use
-    if verify is False:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    return ssl.create_default_context(cafile=verify)

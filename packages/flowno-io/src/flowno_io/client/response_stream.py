@@ -128,6 +128,25 @@ class BodyReader:
             self.close()
             raise
 
+    def read_all_nowait(self) -> bytes | None:
+        """The whole decoded body if all of it has arrived already, else ``None`` (never waits).
+
+        What :meth:`read_all` returns then, without its coroutines (a small response usually
+        comes with its head). The connection is back in the pool afterwards.
+
+        Raises:
+            TooLargeError: the body (raw or decoded) exceeds the limit.
+        """
+        parser = self.parser
+        if self.done or not parser.message_complete:
+            return None
+        try:
+            body = self._connection.take_complete_body(parser)
+            return self._finish(body)
+        except BaseException:
+            self.close()
+            raise
+
     async def read_all(self) -> bytes:
         """The whole decoded body (for buffered responses).
 
@@ -154,14 +173,20 @@ class BodyReader:
                 if limit is not None and size > limit:
                     raise TooLargeError(f"response body larger than {limit} bytes", 413)
                 chunks.append(data)
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            encoding = parser.headers.get("content-encoding")
-            if encoding:
-                decoder = make_decoder(encoding, max_output_bytes=limit)
-                body = decoder.decode(body) + decoder.flush()
+            return self._finish(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         except BaseException:
             self.close()
             raise
+
+    def _finish(self, body: bytes) -> bytes:
+        """``body`` (all of it, still content-encoded) checked and decoded; the reader is done."""
+        limit = self.max_body_bytes
+        if limit is not None and len(body) > limit:
+            raise TooLargeError(f"response body larger than {limit} bytes", 413)
+        encoding = self.parser.headers.get("content-encoding")
+        if encoding:
+            decoder = make_decoder(encoding, max_output_bytes=limit)
+            body = decoder.decode(body) + decoder.flush()
         self.done = True
         return body
 

@@ -45,6 +45,12 @@ DEFAULT_MAX_RESPONSE_HEADER_BYTES = 64 * 1024
 #: The last chunk and empty trailer section that end a chunked request body.
 CHUNKED_END = b"0\r\n\r\n"
 
+#: Field names as received -> their lower-cased ``str`` (servers send the same few names in
+#: the same case on every response: one lookup instead of a decode and a ``lower``), up to
+#: ``_FIELD_NAMES_KEPT`` of them so a server inventing names cannot grow it.
+_FIELD_NAMES: dict[bytes, str] = {}
+_FIELD_NAMES_KEPT = 512
+
 # RFC 9110 §5.6.2 token, for methods.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # A request target: visible ASCII only (no spaces, controls or non-ASCII; callers percent-encode).
@@ -242,9 +248,14 @@ class ResponseParser:
         self._raw = []
         size = self._head_bytes
         fields = self._fields
+        names = _FIELD_NAMES
         for name, value in raw:
             size += len(name) + len(value) + 4
-            key = name.decode("latin-1").lower()
+            key = names.get(name)
+            if key is None:
+                key = name.decode("latin-1").lower()
+                if len(names) < _FIELD_NAMES_KEPT:
+                    names[name] = key
             values = fields.get(key)
             if values is None:
                 fields[key] = [value.decode("latin-1")]
