@@ -75,3 +75,31 @@ def test_park_wake_sleep_and_socket_waits_leave_nothing_behind(kind: str) -> Non
     finally:
         left.close()
         right.close()
+
+
+@pytest.mark.parametrize("kind", sorted(LOOPS))
+def test_an_installed_instrument_sees_every_step(kind: str) -> None:
+    """flowno_io.EventLoop skips the per-step instrument hooks only when no instrument is
+    installed: with one, it sees each send before and after, as on flowno's own loop."""
+    from flowno.core.event_loop.instrumentation import EventLoopInstrument
+
+    class Counting(EventLoopInstrument):
+        def __init__(self) -> None:
+            self.before = 0
+            self.after = 0
+
+        def on_task_before_send(self, metadata: Any) -> None:
+            self.before += 1
+
+        def on_task_after_send(self, metadata: Any, command: Any) -> None:
+            self.after += 1
+
+    async def main() -> str:
+        for _ in range(5):
+            await sleep(0)
+        return "done"
+
+    counting = Counting()
+    with counting:
+        assert LOOPS[kind]().run_until_complete(main(), join=True) == "done"
+    assert counting.before >= 6 and counting.after >= 5
