@@ -60,9 +60,12 @@ def _pid_of_new_connection(port: int) -> int:
     return pid
 
 
-def _pids_until(port: int, done: Any, tries: int = 200) -> set[int]:
+def _pids_until(port: int, done: Any) -> set[int]:
+    """The pids answering new connections, asked until ``done(pids)``; bounded by time, not by a
+    count of tries: on a busy machine a restarted worker may take seconds to listen."""
     pids: set[int] = set()
-    for _ in range(tries):
+    deadline = time.monotonic() + HANG_TIMEOUT
+    while time.monotonic() < deadline:
         pids.add(_pid_of_new_connection(port))
         if done(pids):
             return pids
