@@ -115,16 +115,22 @@ class SharedTickReader:
 
     def parse(self) -> None:
         """Find the ticks of the reads kept by :meth:`read`; their latencies go to ``samples``."""
-        samples = self.samples
-        search = _TICK.finditer
         for now, data in self.reads:
-            for match in search(data):
-                seq = int(match.group(1))
-                values = samples.get(seq)
-                if values is None:
-                    values = samples[seq] = []
-                values.append(now - float(match.group(2)))
+            self.record(now, data)
         self.reads = []
+
+    def record(self, now: float, data: bytes) -> int:
+        """Record the ticks in ``data``, read at ``now``; the offset after the last one."""
+        samples = self.samples
+        end = 0
+        for match in _TICK.finditer(data):
+            seq = int(match.group(1))
+            values = samples.get(seq)
+            if values is None:
+                values = samples[seq] = []
+            values.append(now - float(match.group(2)))
+            end = match.end()
+        return end
 
     def fold(self) -> None:
         """Move the samples into the runner's histograms and receipt counts."""
@@ -169,11 +175,9 @@ class SharedTickReader:
 
     def read(self, events: list[tuple[int, int]]) -> None:
         """Read the ready sockets; record each tick found (its latency, by id)."""
-        samples = self.samples
         sockets = self.sockets
         tails = self.tails
         reads = self.reads
-        search = _TICK.finditer
         for fd, _mask in events:
             sock = sockets.get(fd)
             if sock is None:
@@ -195,14 +199,7 @@ class SharedTickReader:
             if data[-4:] == b"\n\n\r\n" or data[-2:] == b"\n\n":  # whole events (chunked or not)
                 reads.append((now, data))
                 continue
-            end = 0
-            for match in search(data):
-                seq = int(match.group(1))
-                values = samples.get(seq)
-                if values is None:
-                    values = samples[seq] = []
-                values.append(now - float(match.group(2)))
-                end = match.end()
+            end = self.record(now, data)
             if len(data) - end > 2:  # a tick may continue in the next read
                 tails[fd] = data[max(end, len(data) - _TAIL) :]
 
