@@ -29,7 +29,7 @@ import logging
 import resource
 import socket as _socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from time import monotonic
 from typing import Any, TypeAlias
 
@@ -368,7 +368,9 @@ class HttpServer(Exchanges):
                     else:
                         connection = parked.get(fd)
                         if connection is not None:
-                            await self._on_readable(connection)
+                            pending = self._serve_readable(connection)
+                            if pending is not None:
+                                await pending
                 if self._tls_ready:
                     ready, self._tls_ready = self._tls_ready, []
                     for connection in ready:
@@ -523,31 +525,54 @@ class HttpServer(Exchanges):
             self._resume_accepting()
 
     async def _on_readable(self, connection: Connection) -> None:
+        pending = self._serve_readable(connection)
+        if pending is not None:
+            await pending
+
+    def _serve_readable(self, connection: Connection) -> Coroutine[Any, Any, None] | None:
+        """Read what a connection sent and answer it inline as far as nothing has to wait.
+
+        Returns None when done (the connection parked again, or closed), or a coroutine to await
+        that goes on from where something had to wait (a worker takes it over if it waits more).
+        """
         try:
             data = connection.stream.sock.recv(65536)
         except BlockingIOError:
             if not connection.parked and not self._park_nowait(connection):
-                await get_clock()._start()
-            return
+                return get_clock()._start()
+            return None
         except OSError:
             self._drop(connection)
-            return
+            return None
         if not data:
             self._drop(connection)
-            return
+            return None
         if connection.preface is not None:
             data = connection.preface + data
             http2 = detect_preface(data)
             if http2 is None:  # part of the preface: wait for the rest (the deadline stays)
                 connection.preface = data
                 if not connection.parked and not self._park_nowait(connection):
-                    await get_clock()._start()
-                return
+                    return get_clock()._start()
+                return None
             connection.preface = None
             if http2:
-                await self._start(connection, serve_http2(self, connection, data))
-                return
-        await self._start(connection, self._exchange(connection, data))
+                return self._start(connection, serve_http2(self, connection, data))
+        self._feed(connection, data)
+        try:
+            step = self._serve_events(connection)
+        except Exception:
+            logger.exception("unexpected error on a connection")
+            self._drop(connection)
+            return None
+        if type(step) is bool:
+            if step and not self._closing:
+                if not self._park_nowait(connection):
+                    return get_clock()._start()
+            else:
+                self._drop(connection)
+            return None
+        return self._start(connection, self._serve_rest(connection, step))
 
     async def _dispatch(self, job: tuple[Connection, Exchange, Any]) -> None:
         """Hand a suspended exchange to an idle worker, or to a new one."""
