@@ -411,6 +411,15 @@ class RequestParser:
         events = self._events
         return events.pop(0) if events else None
 
+    def take_end_of_message(self) -> bool:
+        """Take :data:`END_OF_MESSAGE` if it is the next event (a request without a body, just
+        after its head); True when taken."""
+        events = self._events
+        if events and events[0] is END_OF_MESSAGE:
+            del events[0]
+            return True
+        return False
+
     @property
     def error(self) -> RemoteProtocolError | None:
         """The error that stopped the parser, if one did (every later ``feed`` raises it)."""

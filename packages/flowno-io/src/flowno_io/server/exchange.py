@@ -212,6 +212,8 @@ class Exchanges:
         """Answer one request inline while nothing has to wait: True when the connection may serve
         another, False to close, or the coroutine finishing the request (it returns the same)."""
         request = Request(head, connection)
+        if not head.expect_continue and connection.parser.take_end_of_message():
+            request._reading_done = True  # no body (an answer to Expect stays as it was)
         if self._chain is not None:
             return self._handle_chained(connection, request)
         observer = self._observer

@@ -493,10 +493,13 @@ class HttpServer(Exchanges):
             connection.head_deadline = None
             idle = self.keepalive_timeout if connection.requests_served else self.header_timeout
             deadline = monotonic() + idle
+        connection.deadline = deadline
         timer = connection.timer
         if timer is None:
             timer = connection.timer = get_clock().timer(connection.expire)
-        running = timer.set_deadline(deadline)
+        armed = timer.deadline
+        # An armed timer fires first at ``armed``, then re-arms (``Connection.expire``); its clock runs.
+        running = timer.set_deadline(deadline) if armed is None or deadline < armed else True
         if not connection.parked:
             self._poller.register(connection.fd, READABLE)
             self._parked[connection.fd] = connection
