@@ -657,7 +657,7 @@ def encode_response_head(status_code: int, headers: Headers, extra: bytes = b"")
         >>> encode_response_head(204, Headers({"X-A": "1"}), b"Server: t\\r\\n")
         b'HTTP/1.1 204 No Content\\r\\nx-a: 1\\r\\nServer: t\\r\\n\\r\\n'
     """
-    lines = [_status_line(status_code)]
+    lines = [_STATUS_LINES.get(status_code) or _status_line(status_code)]
     for name, values in headers._fields.items():
         for value in values:
             lines.append(f"{name}: {value}\r\n".encode())
