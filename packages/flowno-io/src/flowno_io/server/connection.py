@@ -52,10 +52,12 @@ class Connection:
         "unfed",
     )
 
-    def __init__(self, server: HttpServer, sock: _socket.socket, client: Any) -> None:
+    def __init__(
+        self, server: HttpServer, sock: _socket.socket, client: Any, *, nodelay: bool = True
+    ) -> None:
         self.server = server
         #: A TLS connection's stream becomes a ``ServerTlsStream`` once its handshake starts.
-        self.stream: SocketStream | ServerTlsStream = SocketStream(sock)
+        self.stream: SocketStream | ServerTlsStream = SocketStream(sock, nodelay=nodelay)
         self.fd = sock.fileno()
         self.client: tuple[str, int] = (client[0], client[1]) if isinstance(client, tuple) else ("", 0)
         self.parser = RequestParser(server.max_header_bytes, server.max_headers, server.max_body_bytes)

@@ -30,6 +30,7 @@ import resource
 import socket as _socket
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from sys import platform as _sys_platform
 from time import monotonic
 from typing import Any, TypeAlias
 
@@ -201,6 +202,8 @@ class HttpServer(Exchanges):
         self.router: Router[Handler] = Router()
         self._has_routes = False
         self._listener: _socket.socket | None = None
+        #: The listener has ``TCP_NODELAY``, which accepted sockets inherit (Linux): not set again.
+        self._listener_nodelay = False
         self._idle_workers: list[Worker] = []
         self._connections: set[Connection] = set()
         self._parked: dict[int, Connection] = {}
@@ -318,6 +321,7 @@ class HttpServer(Exchanges):
             sock.close()
             raise
         self._listener = sock
+        self._listener_nodelay = _set_nodelay(sock)
         self.port = sock.getsockname()[1]
         return sock
 
@@ -325,6 +329,7 @@ class HttpServer(Exchanges):
         """Serve on an already bound and listening socket (e.g. inherited from a parent process)."""
         sock.setblocking(False)
         self._listener = sock
+        self._listener_nodelay = _set_nodelay(sock)
         self.port = sock.getsockname()[1]
 
     @property
@@ -440,7 +445,7 @@ class HttpServer(Exchanges):
             except OSError as exc:
                 await self._accept_failed(exc)
                 return
-            connection = Connection(self, sock, client)
+            connection = Connection(self, sock, client, nodelay=not self._listener_nodelay)
             self._connections.add(connection)
             self.stats["connections_accepted"] += 1
             if self.ssl_context is not None:
@@ -670,3 +675,15 @@ def _check_seconds(name: str, value: object) -> None:
         raise TypeError(f"HttpServer {name} must be a number of seconds, not {value!r}")
     if not value >= 0:  # also NaN
         raise ValueError(f"HttpServer {name} must be >= 0 seconds, not {value}")
+
+
+def _set_nodelay(listener: _socket.socket) -> bool:
+    """Set ``TCP_NODELAY`` on a listener, for the sockets it accepts to inherit (Linux; checked on
+    the listener itself); True when they will have it."""
+    if _sys_platform != "linux":
+        return False
+    try:
+        listener.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        return bool(listener.getsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY))
+    except OSError:
+        return False  # not TCP (a Unix socket)
