@@ -464,3 +464,20 @@ def test_handle_client_serves_one_connection() -> None:
     EventLoop().run_until_complete(server.handle_client(right), join=True)
     assert read_until_closed(left).endswith(b"Hello")
     left.close()
+
+
+def test_accepted_connections_have_tcp_nodelay() -> None:
+    """The listener's TCP_NODELAY is inherited by the sockets it accepts (Linux), so the server
+    does not set it per connection: a canary for that assumption (a small answer must not wait
+    for Nagle's algorithm)."""
+    from flowno_io.testing import ServerThread
+
+    server = make_server()
+    with ServerThread(server) as url, socket.create_connection(("127.0.0.1", server.port)) as sock:
+        assert url
+        sock.sendall(b"GET /hello HTTP/1.1\r\n")  # accepted (TCP_DEFER_ACCEPT), parked in its head
+        wait_for(lambda: server.open_connections == 1)
+        for connection in list(server._connections):
+            assert connection.stream.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        sock.sendall(b"Host: t\r\n\r\n")
+        assert status_of(read_response(sock)) == 200

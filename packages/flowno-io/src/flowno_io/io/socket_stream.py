@@ -74,6 +74,7 @@ class SocketStream(StreamDeadline):
 
     Args:
         sock: a connected socket; it is switched to non-blocking mode and gets ``TCP_NODELAY``.
+        nodelay: set ``TCP_NODELAY`` (pass False when the socket has it already: one syscall less).
 
     Example:
         >>> from flowno_io import SocketStream
@@ -93,12 +94,13 @@ class SocketStream(StreamDeadline):
 
     __slots__ = ("_closed", "_handle", "sock")
 
-    def __init__(self, sock: _socket.socket) -> None:
+    def __init__(self, sock: _socket.socket, *, nodelay: bool = True) -> None:
         sock.setblocking(False)
-        try:
-            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
-        except OSError:
-            pass  # not TCP (a Unix socket pair, for instance)
+        if nodelay:  # (False: the socket has it already, e.g. inherited from its listener on Linux)
+            try:
+                sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # not TCP (a Unix socket pair, for instance)
         self.sock = sock
         self._handle: SocketHandle | None = None
         StreamDeadline.__init__(self)

@@ -85,7 +85,14 @@ END_OF_MESSAGE = _EndOfMessage()
 
 # RFC 3986 host (reg-name, IPv4, or an IP-literal in brackets) with an optional port; may be empty.
 _HOST = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?")
+_new_headers = Headers.__new__
 _NO_FIELDS: dict[str, list[str]] = {}  # never mutated: on_message_begin replaces it
+#: Host values that matched ``_HOST`` (a server sees the same few): checked once. Bounded.
+_VALID_HOSTS: set[str] = set()
+_MAX_VALID_HOSTS = 256
+#: Field names as received → their lower-case ``str`` (the usual few, decoded once). Bounded.
+_FIELD_NAMES: dict[bytes, str] = {}
+_MAX_FIELD_NAMES = 256
 
 
 def _trailing_crlf(data: bytes) -> int:
@@ -104,6 +111,43 @@ def _leading_crlf(data: bytes) -> int:
     if run == len(head):
         run = len(data) - len(data.lstrip(b"\r\n"))
     return run
+
+
+#: Request targets already split (target → target without its fragment, raw path, path, query):
+#: clients ask for the same few targets again and again. Bounded, in entries and in key length;
+#: a target beyond either bound is split every time.
+_TARGETS: dict[bytes, tuple[bytes, bytes, str, str]] = {}
+_MAX_TARGETS = 512
+_MAX_TARGET_BYTES = 256
+
+
+def _split_target(target: bytes) -> tuple[bytes, bytes, str, str]:
+    """The target without its fragment, its raw path, decoded path and query string.
+
+    Raises:
+        RemoteProtocolError: an absolute-form target that is not a URL.
+    """
+    fragment = target.find(b"#")
+    if fragment >= 0:
+        # RFC 9112 §3.2: a fragment is not part of a request-target; a client that sends one
+        # anyway means the resource without it (aiohttp and uvicorn drop it too).
+        target = target[:fragment]
+    raw_path, _, query = target.partition(b"?")
+    if raw_path[:1] not in (b"/", b"*"):
+        # absolute-form (RFC 9112 §3.2.2): keep only the path.
+        try:
+            parsed = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            raise RemoteProtocolError(f"invalid request target {target[:100]!r}") from None
+        raw_path = parsed.path or b"/"
+        query = parsed.query or b""
+    path = unquote(raw_path.decode("latin-1")) if b"%" in raw_path else raw_path.decode("latin-1")
+    return target, raw_path, path, query.decode("latin-1")
+
+
+def _joined(values: list[str]) -> str:
+    """A field's lines as one value (what ``Headers.get`` returns)."""
+    return values[0] if len(values) == 1 else ", ".join(values)
 
 
 class RequestHead:
@@ -133,32 +177,21 @@ class RequestHead:
         upgrade: bool,
     ) -> None:
         self.method = method
-        self.target = target
         self.http_version = http_version
         self.headers = headers
         self.keep_alive = keep_alive
         self.upgrade = upgrade
-        fragment = target.find(b"#")
-        if fragment >= 0:
-            # RFC 9112 §3.2: a fragment is not part of a request-target; a client that sends one
-            # anyway means the resource without it (aiohttp and uvicorn drop it too).
-            target = self.target = target[:fragment]
-        raw_path, _, query = target.partition(b"?")
-        if raw_path[:1] not in (b"/", b"*"):
-            # absolute-form (RFC 9112 §3.2.2): keep only the path.
-            try:
-                parsed = httptools.parse_url(target)
-            except httptools.HttpParserInvalidURLError:
-                raise RemoteProtocolError(f"invalid request target {target[:100]!r}") from None
-            raw_path = parsed.path or b"/"
-            query = parsed.query or b""
-        self.raw_path = raw_path
-        self.path = unquote(raw_path.decode("latin-1")) if b"%" in raw_path else raw_path.decode("latin-1")
-        self.query_string = query.decode("latin-1")
-        expect = headers.get("expect")
-        self.expect_continue = expect is not None and expect.lower() == "100-continue"
-        length = headers.get("content-length")
-        self.content_length = int(length) if length is not None else None
+        split = _TARGETS.get(target)
+        if split is None:
+            split = _split_target(target)
+            if len(_TARGETS) < _MAX_TARGETS and len(target) <= _MAX_TARGET_BYTES:
+                _TARGETS[target] = split
+        self.target, self.raw_path, self.path, self.query_string = split
+        fields = headers._fields
+        expect = fields.get("expect")
+        self.expect_continue = expect is not None and _joined(expect).lower() == "100-continue"
+        length = fields.get("content-length")
+        self.content_length = int(_joined(length)) if length is not None else None
 
     def __repr__(self) -> str:
         return f"<RequestHead {self.method} {self.target!r} HTTP/{self.http_version}>"
@@ -309,7 +342,7 @@ class RequestParser:
             self._error = RemoteProtocolError(f"malformed request: {message}", status)
             raise self._error from None
         if data[-1] in _CRLF_BYTES:
-            run = _trailing_crlf(data)
+            run = len(data) - len(data.rstrip(b"\r\n")) if len(data) <= 64 else _trailing_crlf(data)
             self._crlf_run = self._crlf_run + run if run == len(data) else run
         else:
             self._crlf_run = 0
@@ -378,6 +411,15 @@ class RequestParser:
         events = self._events
         return events.pop(0) if events else None
 
+    def take_end_of_message(self) -> bool:
+        """Take :data:`END_OF_MESSAGE` if it is the next event (a request without a body, just
+        after its head); True when taken."""
+        events = self._events
+        if events and events[0] is END_OF_MESSAGE:
+            del events[0]
+            return True
+        return False
+
     @property
     def error(self) -> RemoteProtocolError | None:
         """The error that stopped the parser, if one did (every later ``feed`` raises it)."""
@@ -442,10 +484,8 @@ class RequestParser:
         self._in_message_head = True
         self._line_bytes = None
         self._head_bytes = leading + _REQUEST_LINE_OVERHEAD
-        self._url = b""
         self._fields = {}
-        self._field_count = 0
-        self._body_bytes = 0
+        self._field_count = 0  # (``_url`` is empty again since the last head's end)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -463,7 +503,11 @@ class RequestParser:
             self._fail(TooLargeError(f"more than {self.max_headers} header fields", 431))
         if self._head_bytes > self.max_header_bytes:
             self._fail(TooLargeError("request headers too large", 431))
-        key = name.decode("latin-1").lower()
+        key = _FIELD_NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_FIELD_NAMES) < _MAX_FIELD_NAMES and len(name) <= 64:
+                _FIELD_NAMES[name] = key
         text = value.decode("latin-1").strip(" \t")  # RFC 9110 §5.5: OWS is not part of the value
         values = self._fields.get(key)
         if values is None:
@@ -495,8 +539,11 @@ class RequestParser:
                 self._fail(RemoteProtocolError("HTTP/1.1 request without Host header", 400))
         elif len(host) > 1:  # RFC 9112 §3.2: more than one Host is a 400
             self._fail(RemoteProtocolError("more than one Host header", 400))
-        elif _HOST.fullmatch(host[0]) is None:
-            self._fail(RemoteProtocolError(f"invalid Host header {host[0][:100]!r}", 400))
+        elif host[0] not in _VALID_HOSTS:
+            if _HOST.fullmatch(host[0]) is None:
+                self._fail(RemoteProtocolError(f"invalid Host header {host[0][:100]!r}", 400))
+            if len(_VALID_HOSTS) < _MAX_VALID_HOSTS and len(host[0]) <= _MAX_TARGET_BYTES:
+                _VALID_HOSTS.add(host[0])
         keep_alive = parser.should_keep_alive()
         if version == "1.0" and "transfer-encoding" in fields:
             # RFC 9112 §6.1: framing of an HTTP/1.0 message with Transfer-Encoding is faulty:
@@ -517,11 +564,14 @@ class RequestParser:
                 self._upgrade_framing = b"Transfer-Encoding: chunked"
             elif content_length:
                 self._upgrade_framing = b"Content-Length: %d" % content_length
-        head = RequestHead(method, self._url, version, Headers._from_trusted(fields), keep_alive, upgrade)
+        headers = _new_headers(Headers)  # Headers._from_trusted(fields), without the call
+        headers._fields = fields
+        head = RequestHead(method, self._url, version, headers, keep_alive, upgrade)
         self.messages_in_progress += 1
         self._events.append(head)
         self._fields = _NO_FIELDS  # the head owns them now; an idle connection keeps nothing
         self._url = b""
+        self._body_bytes = 0
         self._body_crlf = 4  # the head ends with CRLF CRLF
         self._trailer_count = self._trailer_bytes = 0
 
@@ -607,7 +657,7 @@ def encode_response_head(status_code: int, headers: Headers, extra: bytes = b"")
         >>> encode_response_head(204, Headers({"X-A": "1"}), b"Server: t\\r\\n")
         b'HTTP/1.1 204 No Content\\r\\nx-a: 1\\r\\nServer: t\\r\\n\\r\\n'
     """
-    lines = [_status_line(status_code)]
+    lines = [_STATUS_LINES.get(status_code) or _status_line(status_code)]
     for name, values in headers._fields.items():
         for value in values:
             lines.append(f"{name}: {value}\r\n".encode())

@@ -31,6 +31,7 @@ _KNOWN_TYPES = frozenset(
     {_TEXT_PLAIN, "text/plain", "application/json", "application/octet-stream", "text/event-stream"}
 )
 _REASONS: dict[int, str] = {status.value: status.phrase for status in HTTPStatus}
+_new_headers = Headers.__new__
 
 
 def reason_phrase(status_code: int) -> str:
@@ -73,17 +74,23 @@ class Response:
             if not 100 <= status <= 999:
                 raise ValueError(f"invalid status code {status}")
             self.status_code = status
-            self.reason = reason_phrase(status)
-        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+            self.reason = _REASONS.get(status, "")
+        if headers is None:  # Headers(), without the call
+            headers = _new_headers(Headers)
+            headers._fields = {}
+        elif not isinstance(headers, Headers):
+            headers = Headers(headers)
+        self.headers = headers
+        fields = headers._fields
         if isinstance(body, str):
             body = body.encode()
-            if content_type is None and "content-type" not in self.headers._fields:
-                self.headers._fields["content-type"] = [_TEXT_PLAIN]
+            if content_type is None and "content-type" not in fields:
+                fields["content-type"] = [_TEXT_PLAIN]
         if content_type is not None:
             if content_type in _KNOWN_TYPES:
-                self.headers._fields["content-type"] = [content_type]
+                fields["content-type"] = [content_type]
             else:
-                self.headers.set("Content-Type", content_type)
+                headers.set("Content-Type", content_type)
         self.body: bytes = body
 
     @classmethod

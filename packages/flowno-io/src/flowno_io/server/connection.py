@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket as _socket
 from collections.abc import Coroutine
+from time import monotonic
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .._errors import ProtocolError
@@ -38,6 +39,7 @@ class Connection:
 
     __slots__ = (
         "client",
+        "deadline",
         "fd",
         "head_deadline",
         "parked",
@@ -50,10 +52,12 @@ class Connection:
         "unfed",
     )
 
-    def __init__(self, server: HttpServer, sock: _socket.socket, client: Any) -> None:
+    def __init__(
+        self, server: HttpServer, sock: _socket.socket, client: Any, *, nodelay: bool = True
+    ) -> None:
         self.server = server
         #: A TLS connection's stream becomes a ``ServerTlsStream`` once its handshake starts.
-        self.stream: SocketStream | ServerTlsStream = SocketStream(sock)
+        self.stream: SocketStream | ServerTlsStream = SocketStream(sock, nodelay=nodelay)
         self.fd = sock.fileno()
         self.client: tuple[str, int] = (client[0], client[1]) if isinstance(client, tuple) else ("", 0)
         self.parser = RequestParser(server.max_header_bytes, server.max_headers, server.max_body_bytes)
@@ -61,6 +65,9 @@ class Connection:
         #: True while the driver watches it (between requests); False while a worker owns it.
         self.parked = False
         self.head_deadline: float | None = None
+        #: When the parked connection closes (keep-alive or header deadline); its timer may be
+        #: armed earlier (see :meth:`expire`).
+        self.deadline: float | None = None
         self.timer: Timer | None = None
         #: Bytes read from the socket but not yet given to the parser (see ``FEED_SLICE``).
         self.unfed: memoryview | bytes = b""
@@ -85,8 +92,16 @@ class Connection:
         return True
 
     def expire(self) -> None:
-        """The keep-alive or header deadline of a parked connection passed: close it."""
+        """The timer of a parked connection fired: close it if its deadline passed, else re-arm.
+
+        (Parking moves :attr:`deadline` later without touching an armed timer: one attribute
+        write per request instead of a re-arm.)
+        """
         if self.parked:
+            deadline = self.deadline
+            if deadline is not None and deadline > monotonic() and self.timer is not None:
+                self.timer.set_deadline(deadline)  # (its clock runs: it called us)
+                return
             self.server._drop(self)
 
 

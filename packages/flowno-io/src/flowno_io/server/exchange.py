@@ -15,11 +15,13 @@ import socket as _socket
 import types
 from collections.abc import Callable, Coroutine
 from time import monotonic
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
 from .._errors import HttpError, NetworkError, ProtocolError, TimeoutError
+from ..io.coroutines import resume as _resume
+from ..io.socket_stream import SocketStream
 from ..protocol.framing import frame_response
 from ..protocol.headers import Headers
 from ..protocol.http11_server import (
@@ -91,15 +93,31 @@ class Exchanges:
         a few parsed requests, not thousands. The requests parsed before a protocol error are
         answered, then the error.
         """
-        parser = connection.parser
+        self._feed(connection, data)
+        return await self._serve_rest(connection, self._serve_events(connection))
+
+    @staticmethod
+    def _feed(connection: Connection, data: bytes) -> None:
+        """Give the parser ``data`` (the first ``FEED_SLICE`` bytes of it; the rest waits in
+        ``connection.unfed``). A protocol error is kept in ``parser.error``, answered after the
+        requests parsed before it."""
         if len(data) <= FEED_SLICE:
             try:
-                parser.feed(data)
+                connection.parser.feed(data)
             except ProtocolError:
-                pass  # kept in parser.error, answered after the requests before it
+                pass
         else:
             connection.unfed = memoryview(data)
             connection.feed_unfed()
+
+    def _serve_events(self, connection: Connection) -> Step:
+        """Answer the requests parsed so far, inline while nothing has to wait.
+
+        Returns True (all answered: keep the connection), False (close it), or the coroutine that
+        finishes the request that had to wait: when it returns True, call this again for the
+        requests after it (:meth:`_serve_rest`).
+        """
+        parser = connection.parser
         while True:
             event = parser.next_event()
             if event is None:
@@ -109,15 +127,30 @@ class Exchanges:
             if type(event) is RequestHead:
                 if parser.error is not None and not parser.body_complete():
                     break  # this request's own bytes are bad: answer it with the error
-                if not await self._handle(connection, event):
-                    return False
-        error = parser.error
-        if error is not None:
-            # The error answers the request being parsed when it failed: no body for a HEAD.
-            head_only = parser.message_method == "HEAD"
-            await self._send_error(connection, error.status_hint, str(error), head_only=head_only)
-            return False
+                step = self._handle_nowait(connection, event)
+                if step is True:
+                    continue
+                return step
+        if parser.error is not None:
+            return self._answer_parse_error(connection)
         return True
+
+    async def _serve_rest(self, connection: Connection, step: Step) -> bool:
+        """Run a :meth:`_serve_events` result to its end (in a loop: no recursion per request)."""
+        while type(step) is not bool:
+            if not await step:
+                return False
+            step = self._serve_events(connection)
+        return step
+
+    async def _answer_parse_error(self, connection: Connection) -> bool:
+        parser = connection.parser
+        error = parser.error
+        assert error is not None
+        # The error answers the request being parsed when it failed: no body for a HEAD.
+        head_only = parser.message_method == "HEAD"
+        await self._send_error(connection, error.status_hint, str(error), head_only=head_only)
+        return False
 
     async def _serve_connection(self, connection: Connection) -> None:
         """Serve one connection in the calling task until it closes (``handle_client``)."""
@@ -170,42 +203,124 @@ class Exchanges:
 
     async def _handle(self, connection: Connection, head: RequestHead) -> bool:
         """Answer one request; True when the connection may serve another."""
+        step = self._handle_nowait(connection, head)
+        return step if type(step) is bool else await step
+
+    def _handle_nowait(self, connection: Connection, head: RequestHead) -> Step:
+        """Answer one request inline while nothing has to wait: True when the connection may serve
+        another, False to close, or the coroutine finishing the request (it returns the same)."""
         request = Request(head, connection)
-        head_only = head.method == "HEAD"
+        if not head.expect_continue and connection.parser.take_end_of_message():
+            request._reading_done = True  # no body (an answer to Expect stays as it was)
+        if self._chain is not None:
+            return self._handle_chained(connection, request)
+        observer = self._observer
+        start = 0.0
+        if observer is not None:  # metrics, tracing, Server-Timing: two plain calls (server/observer.py)
+            start = observer.begin(request)
+        extra = b""  # header lines the observer adds (Server-Timing)
+        try:
+            result = self._call_handler_nowait(request)
+            if type(result) is _Suspended:
+                return self._handle_suspended(connection, request, result, start)
+            if observer is not None:
+                result, extra = observer.end(request, result, start)
+        except Exception as exc:
+            return self._handler_failed(connection, request, exc)
+        return self._respond_nowait(connection, request, result, extra)
+
+    async def _handle_suspended(
+        self, connection: Connection, request: Request, suspended: _Suspended, start: float
+    ) -> bool:
+        """The rest of :meth:`_handle_nowait` for a handler that had to wait."""
+        extra = b""
+        observer = self._observer
+        try:
+            result = _to_response(await suspended.resume(), suspended.handler)
+            if observer is not None:
+                result, extra = observer.end(request, result, start)
+        except Exception as exc:
+            return await self._handler_failed(connection, request, exc)
+        return await self._respond(connection, request, result, extra)
+
+    async def _handle_chained(self, connection: Connection, request: Request) -> bool:
+        """:meth:`_handle_nowait` through the middleware chain."""
         chain = self._chain
         observer = self._observer
         extra = b""  # header lines the observer adds (Server-Timing)
         try:
             if observer is None:
-                result = await (self._call_handler(request) if chain is None else chain(request))
-            else:  # metrics, tracing, Server-Timing: two plain calls (server/observer.py)
+                result = await chain(request)
+            else:  # the middleware see the trace too
                 start = observer.begin(request)
-                if chain is None:
-                    result = await self._call_handler(request)
-                else:  # the middleware see the trace too
-                    trace = request.trace
-                    result = await (chain(request) if trace is None else run_in_trace(trace, chain(request)))
+                trace = request.trace
+                result = await (chain(request) if trace is None else run_in_trace(trace, chain(request)))
                 result, extra = observer.end(request, result, start)
-        except ProtocolError as exc:  # bad body framing, body too large, invalid JSON
+        except Exception as exc:
+            return await self._handler_failed(connection, request, exc)
+        return await self._respond(connection, request, result, extra)
+
+    async def _handler_failed(self, connection: Connection, request: Request, exc: Exception) -> bool:
+        """The error policy for a handler (or middleware) that raised ``exc``; False: close."""
+        head_only = request.method == "HEAD"
+        if isinstance(exc, ProtocolError):  # bad body framing, body too large, invalid JSON
             await self._send_error(
                 connection, exc.status_hint, str(exc), head_only=head_only, request=request
             )
-            return False
-        except (NetworkError, TimeoutError):
-            return False
-        except Exception:
-            logger.exception("handler for %s %s raised", request.method, request.path)
+        elif not isinstance(exc, (NetworkError, TimeoutError)):
+            logger.error("handler for %s %s raised", request.method, request.path, exc_info=exc)
             await self._send_error(
                 connection, 500, "internal server error", head_only=head_only, request=request
             )
+        return False
+
+    def _respond_nowait(self, connection: Connection, request: Request, result: Any, extra: bytes) -> Step:
+        """Send a plain response inline when the socket takes it whole; else as :meth:`_respond`."""
+        stream = connection.stream
+        if type(result) is not Response or type(stream) is not SocketStream:
+            return self._respond(connection, request, result, extra)
+        connection.requests_served += 1
+        self.stats["requests_served"] += 1
+        data, body, keep_alive = self._encode_response(request, result, extra)
+        try:
+            sent = stream.send_nowait(data)
+        except (NetworkError, TimeoutError):
             return False
+        if sent < len(data) or body is not None:
+            return self._send_rest(connection, request, memoryview(data)[sent:], body, keep_alive)
+        if not keep_alive:
+            return False
+        if request._reading_done:
+            return True
+        return self._finish_body(connection, request)
+
+    async def _send_rest(
+        self, connection: Connection, request: Request, data: memoryview, body: bytes | None, keep_alive: bool
+    ) -> bool:
+        """The end of :meth:`_respond_nowait` when the socket did not take everything at once."""
+        stream = connection.stream
+        try:
+            if data:
+                await stream.send_all(data, timeout=self.write_timeout)
+            if body is not None:
+                await stream.send_all(body, timeout=self.write_timeout)
+        except (NetworkError, TimeoutError):
+            return False
+        if not keep_alive:
+            return False
+        return await self._finish_body(connection, request)
+
+    async def _respond(self, connection: Connection, request: Request, result: Any, extra: bytes) -> bool:
+        """Send the handler's ``result`` (plain or streaming) and drain what is left of the body."""
         connection.requests_served += 1
         self.stats["requests_served"] += 1
         try:
             if isinstance(result, Response):
-                keep_alive = await self._send_response(connection, request, result, head.keep_alive, extra)
+                keep_alive = await self._send_response(
+                    connection, request, result, request._keep_alive, extra
+                )
             else:
-                writer = ResponseWriter(connection, request, head.keep_alive)
+                writer = ResponseWriter(connection, request, request._keep_alive)
                 try:
                     await result.send(writer)
                 except (NetworkError, TimeoutError):
@@ -214,7 +329,11 @@ class Exchanges:
                     logger.exception("streaming response for %s %s failed", request.method, request.path)
                     if not writer.head_sent:
                         await self._send_error(
-                            connection, 500, "internal server error", head_only=head_only, request=request
+                            connection,
+                            500,
+                            "internal server error",
+                            head_only=request.method == "HEAD",
+                            request=request,
                         )
                     return False
                 keep_alive = writer.keep_alive
@@ -222,8 +341,6 @@ class Exchanges:
             return False
         if not keep_alive:
             return False
-        if request.body_consumed:
-            return True
         return await self._finish_body(connection, request)
 
     async def _finish_detached(
@@ -273,6 +390,14 @@ class Exchanges:
         return length is not None and length <= MAX_DRAIN_BYTES
 
     async def _call_handler(self, request: Request) -> Any:
+        """Route ``request`` and call its handler: the response (the chain's innermost link)."""
+        result = self._call_handler_nowait(request)
+        if type(result) is _Suspended:
+            return _to_response(await result.resume(), result.handler)
+        return result
+
+    def _call_handler_nowait(self, request: Request) -> Any:
+        """:meth:`_call_handler` inline: the response, or a :class:`_Suspended` handler that waits."""
         if not self._has_routes:
             return _seed_response(request)
         try:
@@ -283,7 +408,8 @@ class Exchanges:
             allow = ", ".join(exc.allowed)
             body = {"error": f"method {request.method} not allowed", "status": 405, "allow": exc.allowed}
             return Response.json(body, 405, {"Allow": allow})
-        request.path_params = params
+        if params:
+            request.path_params = params
         request.route = route.pattern
         handler = route.handler
         trace = request.trace
@@ -297,10 +423,20 @@ class Exchanges:
                 result = handler(request)
             finally:
                 slot.trace = previous
-        if type(result) is _COROUTINE:  # an ``async def`` handler
-            result = await (result if trace is None else run_in_trace(trace, result))
-        elif type(result) is not Response and inspect.isawaitable(result):
-            result = await result
+        if type(result) is Response:
+            return result
+        if type(result) is _COROUTINE:  # an ``async def`` handler: its first step runs here
+            coroutine = result if trace is None else run_in_trace(trace, result)
+        elif inspect.isawaitable(result):
+            coroutine = _awaited(result)
+        else:
+            return _to_response(result, handler)
+        try:
+            command = coroutine.send(None)
+        except StopIteration as stop:
+            result = stop.value
+        else:
+            return _Suspended(coroutine, command, handler)
         if type(result) is Response:
             return result
         return _to_response(result, handler)
@@ -317,6 +453,18 @@ class Exchanges:
 
         ``extra``: header lines (``Name: value\r\n``) added after the framed ones (Server-Timing).
         """
+        data, body, keep_alive = self._encode_response(request, response, extra, request_keep_alive)
+        stream = connection.stream
+        await stream.send_all(data, timeout=self.write_timeout)
+        if body is not None:  # no copy of a large body: the head went first, on its own
+            await stream.send_all(body, timeout=self.write_timeout)
+        return keep_alive
+
+    def _encode_response(
+        self, request: Request, response: Response, extra: bytes, request_keep_alive: bool | None = None
+    ) -> tuple[bytes, bytes | None, bool]:
+        """The bytes of a plain response (the head, with the body when small), the body to send
+        after it when large (else None), and whether the connection may serve another request."""
         body = response.body
         framing = frame_response(
             response.status_code,
@@ -324,7 +472,7 @@ class Exchanges:
             body_length=len(body),
             method=request.method,
             http_version=request.http_version,
-            request_keep_alive=request_keep_alive,
+            request_keep_alive=request._keep_alive if request_keep_alive is None else request_keep_alive,
             server_keep_alive=self._may_keep_alive(request),
         )
         head = encode_response_head(
@@ -332,15 +480,11 @@ class Exchanges:
             framing.headers,
             b"%bDate: %b\r\n%b%b" % (SERVER_HEADER, http_date(), framing.header_lines, extra),
         )
-        stream = connection.stream
         if not framing.send_body or not body:
-            await stream.send_all(head, timeout=self.write_timeout)
-        elif len(body) <= COPY_BODY_BYTES:
-            await stream.send_all(head + body, timeout=self.write_timeout)
-        else:  # no copy of a large body: the head goes first, on its own
-            await stream.send_all(head, timeout=self.write_timeout)
-            await stream.send_all(body, timeout=self.write_timeout)
-        return framing.keep_alive
+            return head, None, framing.keep_alive
+        if len(body) <= COPY_BODY_BYTES:
+            return head + body, None, framing.keep_alive
+        return head, body, framing.keep_alive
 
     async def _finish_body(self, connection: Connection, request: Request) -> bool:
         """Read and drop what the handler left of the request body; False to close instead."""
@@ -450,3 +594,27 @@ def _seed_response(request: Request) -> Response:
         target += "?" + request.query_string
     line = f"{request.method} {target} HTTP/{request.http_version}"
     return Response(f"Hello, world!\nRequest: {line}", content_type="text/plain")
+
+
+#: What :meth:`Exchanges._serve_events` and :meth:`Exchanges._handle_nowait` return: True (keep the
+#: connection), False (close it), or a coroutine to run that returns one of those.
+Step: TypeAlias = "bool | Coroutine[Any, Any, bool]"
+
+
+class _Suspended:
+    """A handler's coroutine that waited at its first step (``command``: what it yielded)."""
+
+    __slots__ = ("command", "coroutine", "handler")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], command: Any, handler: object) -> None:
+        self.coroutine = coroutine
+        self.command = command
+        self.handler = handler
+
+    def resume(self) -> Any:
+        """Await this to run the rest of the coroutine in the current task; its result."""
+        return _resume(self.coroutine, self.command)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

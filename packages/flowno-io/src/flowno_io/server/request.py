@@ -43,6 +43,7 @@ class Request:
         "_connection",
         "_content_length",
         "_continue_sent",
+        "_keep_alive",
         "_query",
         "_reading_done",
         "_state",
@@ -80,6 +81,8 @@ class Request:
         self._continue_sent = not head.expect_continue or head.http_version != "1.1"
         self._content_length = head.content_length
         self._upgrade = head.upgrade
+        #: The request allows keep-alive (``RequestHead.keep_alive``).
+        self._keep_alive = head.keep_alive
         # A request with neither Content-Length nor chunked coding has no body; llhttp has then
         # already queued END_OF_MESSAGE right after the head.
         self._reading_done = False

@@ -214,12 +214,15 @@ class Router(Generic[H]):
 
     def match_route(self, method: str, path: str) -> tuple[Route[H], dict[str, Any]]:
         """The :class:`Route` (its ``pattern``, its ``handler``) and path parameters; as :meth:`match`."""
-        allowed: set[str] = set()
         static = self._static.get(path)
         if static is not None:
             for route in static:
-                if route.allows(method):
+                methods = route.methods
+                if methods is None or method in methods:
                     return route, {}
+        allowed: set[str] = set()
+        if static is not None:
+            for route in static:
                 allowed |= route.methods or set()
         for route in self._dynamic:
             params = route.match_path(path)

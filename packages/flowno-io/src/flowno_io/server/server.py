@@ -29,7 +29,8 @@ import logging
 import resource
 import socket as _socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from sys import platform as _sys_platform
 from time import monotonic
 from typing import Any, TypeAlias
 
@@ -201,6 +202,8 @@ class HttpServer(Exchanges):
         self.router: Router[Handler] = Router()
         self._has_routes = False
         self._listener: _socket.socket | None = None
+        #: The listener has ``TCP_NODELAY``, which accepted sockets inherit (Linux): not set again.
+        self._listener_nodelay = False
         self._idle_workers: list[Worker] = []
         self._connections: set[Connection] = set()
         self._parked: dict[int, Connection] = {}
@@ -318,6 +321,7 @@ class HttpServer(Exchanges):
             sock.close()
             raise
         self._listener = sock
+        self._listener_nodelay = _set_nodelay(sock)
         self.port = sock.getsockname()[1]
         return sock
 
@@ -325,6 +329,7 @@ class HttpServer(Exchanges):
         """Serve on an already bound and listening socket (e.g. inherited from a parent process)."""
         sock.setblocking(False)
         self._listener = sock
+        self._listener_nodelay = _set_nodelay(sock)
         self.port = sock.getsockname()[1]
 
     @property
@@ -368,7 +373,9 @@ class HttpServer(Exchanges):
                     else:
                         connection = parked.get(fd)
                         if connection is not None:
-                            await self._on_readable(connection)
+                            pending = self._serve_readable(connection)
+                            if pending is not None:
+                                await pending
                 if self._tls_ready:
                     ready, self._tls_ready = self._tls_ready, []
                     for connection in ready:
@@ -438,7 +445,7 @@ class HttpServer(Exchanges):
             except OSError as exc:
                 await self._accept_failed(exc)
                 return
-            connection = Connection(self, sock, client)
+            connection = Connection(self, sock, client, nodelay=not self._listener_nodelay)
             self._connections.add(connection)
             self.stats["connections_accepted"] += 1
             if self.ssl_context is not None:
@@ -491,10 +498,13 @@ class HttpServer(Exchanges):
             connection.head_deadline = None
             idle = self.keepalive_timeout if connection.requests_served else self.header_timeout
             deadline = monotonic() + idle
+        connection.deadline = deadline
         timer = connection.timer
         if timer is None:
             timer = connection.timer = get_clock().timer(connection.expire)
-        running = timer.set_deadline(deadline)
+        armed = timer.deadline
+        # An armed timer fires first at ``armed``, then re-arms (``Connection.expire``); its clock runs.
+        running = timer.set_deadline(deadline) if armed is None or deadline < armed else True
         if not connection.parked:
             self._poller.register(connection.fd, READABLE)
             self._parked[connection.fd] = connection
@@ -523,31 +533,54 @@ class HttpServer(Exchanges):
             self._resume_accepting()
 
     async def _on_readable(self, connection: Connection) -> None:
+        pending = self._serve_readable(connection)
+        if pending is not None:
+            await pending
+
+    def _serve_readable(self, connection: Connection) -> Coroutine[Any, Any, None] | None:
+        """Read what a connection sent and answer it inline as far as nothing has to wait.
+
+        Returns None when done (the connection parked again, or closed), or a coroutine to await
+        that goes on from where something had to wait (a worker takes it over if it waits more).
+        """
         try:
             data = connection.stream.sock.recv(65536)
         except BlockingIOError:
             if not connection.parked and not self._park_nowait(connection):
-                await get_clock()._start()
-            return
+                return get_clock()._start()
+            return None
         except OSError:
             self._drop(connection)
-            return
+            return None
         if not data:
             self._drop(connection)
-            return
+            return None
         if connection.preface is not None:
             data = connection.preface + data
             http2 = detect_preface(data)
             if http2 is None:  # part of the preface: wait for the rest (the deadline stays)
                 connection.preface = data
                 if not connection.parked and not self._park_nowait(connection):
-                    await get_clock()._start()
-                return
+                    return get_clock()._start()
+                return None
             connection.preface = None
             if http2:
-                await self._start(connection, serve_http2(self, connection, data))
-                return
-        await self._start(connection, self._exchange(connection, data))
+                return self._start(connection, serve_http2(self, connection, data))
+        self._feed(connection, data)
+        try:
+            step = self._serve_events(connection)
+        except Exception:
+            logger.exception("unexpected error on a connection")
+            self._drop(connection)
+            return None
+        if type(step) is bool:
+            if step and not self._closing:
+                if not self._park_nowait(connection):
+                    return get_clock()._start()
+            else:
+                self._drop(connection)
+            return None
+        return self._start(connection, self._serve_rest(connection, step))
 
     async def _dispatch(self, job: tuple[Connection, Exchange, Any]) -> None:
         """Hand a suspended exchange to an idle worker, or to a new one."""
@@ -642,3 +675,15 @@ def _check_seconds(name: str, value: object) -> None:
         raise TypeError(f"HttpServer {name} must be a number of seconds, not {value!r}")
     if not value >= 0:  # also NaN
         raise ValueError(f"HttpServer {name} must be >= 0 seconds, not {value}")
+
+
+def _set_nodelay(listener: _socket.socket) -> bool:
+    """Set ``TCP_NODELAY`` on a listener, for the sockets it accepts to inherit (Linux; checked on
+    the listener itself); True when they will have it."""
+    if _sys_platform != "linux":
+        return False
+    try:
+        listener.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        return bool(listener.getsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY))
+    except OSError:
+        return False  # not TCP (a Unix socket)
