@@ -36,6 +36,7 @@ from .flowno_compat import wait_readable, wait_writable
 __all__ = [
     "DEFAULT_RECEIVE_SIZE",
     "SocketStream",
+    "accept_connection",
     "describe_os_error",
     "open_tcp_stream",
     "resolve",
@@ -56,6 +57,32 @@ _FD_EXHAUSTED: dict[int | None, str] = {
     errno.EMFILE: "the process hit its file descriptor limit (RLIMIT_NOFILE, ulimit -n)",
     errno.ENFILE: "the system-wide file descriptor table is full",
 }
+
+
+def accept_connection(listener: _socket.socket) -> tuple[_socket.socket, Any]:
+    """``listener.accept()`` without its two enum conversions per call.
+
+    ``socket.accept`` builds the new socket from ``self.family`` and ``self.type``, properties
+    that turn the ints into enum members through Python code on every call (~30 % of the Python
+    calls of a one-request connection); this passes the ints. Raises what ``accept`` raises
+    (``BlockingIOError`` when none is waiting).
+
+    Example:
+        >>> import socket
+        >>> listener = socket.create_server(("127.0.0.1", 0))
+        >>> client = socket.create_connection(listener.getsockname())
+        >>> sock, address = accept_connection(listener)
+        >>> sock.family == listener.family, address[0]
+        (True, '127.0.0.1')
+        >>> for each in (sock, client, listener): each.close()
+    """
+    fd, address = listener._accept()  # type: ignore[attr-defined]
+    family = _raw_family(listener)
+    return _socket.socket(family, _socket.SOCK_STREAM, listener.proto, fd), address
+
+
+#: The C socket's own ``family`` (an int), under the Python class's enum-making property.
+_raw_family = _socket.socket.__mro__[1].family.__get__  # type: ignore[attr-defined]
 
 
 def describe_os_error(exc: BaseException) -> str:

@@ -40,6 +40,7 @@ from ..io.clock import get_clock
 from ..io.coroutines import resume as _resume
 from ..io.flowno_compat import sleep
 from ..io.poller import READABLE, Poller
+from ..io.socket_stream import accept_connection
 from ..io.tls_stream import DEFAULT_HANDSHAKE_TIMEOUT, ServerTlsStream
 from ..protocol.http11_server import (
     DEFAULT_MAX_BODY_BYTES,
@@ -439,7 +440,7 @@ class HttpServer(Exchanges):
                 self._pause_accepting()
                 return
             try:
-                sock, client = listener.accept()
+                sock, client = accept_connection(listener)
             except BlockingIOError:
                 return
             except OSError as exc:
