@@ -37,7 +37,6 @@ from .._errors import (
     HttpError,
     LocalProtocolError,
     PoolTimeout,
-    ReadError,
     ReadTimeout,
     TotalTimeout,
     WriteTimeout,
@@ -285,18 +284,14 @@ class Connection:
         Reads at once when the socket's poll shows something; else waits (the reactor's epoll
         is edge-triggered: the poll saw nothing, so any later arrival is an edge it reports).
         """
-        stream = self.stream
+        stream: SocketStream = self.stream  # type: ignore[assignment]  # (a waiter: a plain stream)
         if stream.closed:
             raise ClosedResourceError("stream is closed")
-        sock = stream.sock
         poll = self._poll
         if poll is None or poll.poll(0):
-            try:
-                return sock.recv(RECEIVE_SIZE)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise ReadError(f"receive failed: {exc}") from exc
+            data = stream.receive_nowait(RECEIVE_SIZE)
+            if data is not None:
+                return data
         limit = deadline
         if read_timeout is not None:
             expiry = monotonic() + read_timeout
@@ -318,12 +313,9 @@ class Connection:
                 if look:
                     if self._timed_out:  # (its timer shut the socket down: a recv would say "closed")
                         raise ReadTimeout("timed out waiting for data")
-                    try:
-                        return sock.recv(RECEIVE_SIZE)
-                    except BlockingIOError:
-                        pass
-                    except OSError as exc:
-                        raise ReadError(f"receive failed: {exc}") from exc
+                    data = stream.receive_nowait(RECEIVE_SIZE)
+                    if data is not None:
+                        return data
                 await reactor.wait_readable(waiter)
                 look = True
         finally:
