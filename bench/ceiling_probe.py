@@ -49,6 +49,16 @@ POLL_EVERY = 0.002
 _TICK = re.compile(rb'id: (\d+)\ndata: \{"t": ([0-9.]+)\}')
 
 
+
+def _recv_now(sock: socket.socket) -> bytes | None:
+    """What ``sock`` has now (``b""``: closed or reset), ``None`` when nothing is there."""
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
 def _health(port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
         return json.loads(response.read())  # type: ignore[no-any-return]
@@ -82,12 +92,9 @@ def open_streams(
         deadline = time.monotonic() + 60
         while len(heads) < len(wave) and time.monotonic() < deadline:
             for fd, _ in poller.poll(1.0):
-                try:
-                    data = wave[fd].recv(65536)
-                except BlockingIOError:
+                data = _recv_now(wave[fd])
+                if data is None:
                     continue
-                except OSError:
-                    data = b""
                 heads[fd] = heads.get(fd, b"") + data
                 if b"\r\n\r\n" in heads[fd] or not data:
                     poller.unregister(fd)
@@ -121,12 +128,9 @@ def read_ticks(streams: list[socket.socket], ticks: int) -> dict[str, Any]:
         if not events:  # as the generators' shared reader: no wake-up per tick delivered
             time.sleep(POLL_EVERY)
         for fd, _ in events:
-            try:
-                data = by_fd[fd].recv(65536)
-            except BlockingIOError:
+            data = _recv_now(by_fd[fd])
+            if data is None:
                 continue
-            except OSError:
-                data = b""
             now = time.time()
             if not data:
                 poller.unregister(fd)

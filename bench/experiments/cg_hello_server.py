@@ -4,34 +4,42 @@
 
 The last argument picks the loop: flowno's own ``EventLoop`` or ``flowno_io.EventLoop`` (the
 subclass the README's examples use). ``observe``: metrics, tracing and Server-Timing on, as
-the bench app's ``--observe`` (issue 17's overhead).
+the bench app's ``--observe`` (issue 17's overhead). ``prof_hello_server.py`` profiles the same
+server (:func:`counting_server`).
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import flowno
 
 import flowno_io
 from flowno_io import HttpServer, Request, Response
 
-count, port, loop_kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-server = HttpServer("127.0.0.1", port, keepalive_timeout=600)
-if sys.argv[4:] == ["observe"]:
-    from flowno_io.server.tracing import ObservabilityMiddleware
 
-    server.add_middleware(ObservabilityMiddleware(server.enable_metrics(add_middleware=False)))
-loop = flowno.EventLoop() if loop_kind == "flowno" else flowno_io.EventLoop()
+def counting_server(count: int, port: int, loop: Any, *, observe: bool = False) -> HttpServer:
+    """The bench app's hello on ``port`` (0: any), closing itself after ``count`` requests."""
+    server = HttpServer("127.0.0.1", port, keepalive_timeout=600)
+    if observe:
+        from flowno_io.server.tracing import ObservabilityMiddleware
+
+        server.add_middleware(ObservabilityMiddleware(server.enable_metrics(add_middleware=False)))
+
+    @server.route("/", methods=["GET"])
+    def hello(request: Request) -> Response:
+        """The bench app's hello; the last request closes the server."""
+        if server.stats["requests_served"] + 1 >= count:
+            loop.create_task(server.close())
+        return Response("Hello, world!", content_type="text/plain")
+
+    server.bind()
+    return server
 
 
-@server.route("/", methods=["GET"])
-def hello(request: Request) -> Response:
-    """The bench app's hello; the last request closes the server."""
-    if server.stats["requests_served"] + 1 >= count:
-        loop.create_task(server.close())
-    return Response("Hello, world!", content_type="text/plain")
-
-
-server.bind()
-loop.run_until_complete(server.serve(), join=True)
+if __name__ == "__main__":
+    count, port, loop_kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    loop = flowno.EventLoop() if loop_kind == "flowno" else flowno_io.EventLoop()
+    server = counting_server(count, port, loop, observe=sys.argv[4:] == ["observe"])
+    loop.run_until_complete(server.serve(), join=True)

@@ -45,3 +45,4 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 echo "http://127.0.0.1:$PORT/ $DIR"
+echo "stop it with: kill $! && rm -rf $DIR"

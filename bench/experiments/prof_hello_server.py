@@ -14,24 +14,13 @@ import sys
 import threading
 
 from cg_hello_client import send_hellos
+from cg_hello_server import counting_server
 
 import flowno_io
-from flowno_io import HttpServer, Request, Response
 
 count = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-server = HttpServer("127.0.0.1", 0, keepalive_timeout=600)
 loop = flowno_io.EventLoop()
-
-
-@server.route("/", methods=["GET"])
-def hello(request: Request) -> Response:
-    """The bench app's hello; the last request closes the server."""
-    if server.stats["requests_served"] + 1 >= count:
-        loop.create_task(server.close())
-    return Response("Hello, world!", content_type="text/plain")
-
-
-server.bind()
+server = counting_server(count, 0, loop)
 threading.Thread(target=send_hellos, args=(count, server.port), daemon=True).start()
 profile = cProfile.Profile()
 profile.enable()
