@@ -37,6 +37,7 @@ from .._errors import (
     HttpError,
     LocalProtocolError,
     PoolTimeout,
+    ReadError,
     ReadTimeout,
     TotalTimeout,
     WriteTimeout,
@@ -284,14 +285,18 @@ class Connection:
         Reads at once when the socket's poll shows something; else waits (the reactor's epoll
         is edge-triggered: the poll saw nothing, so any later arrival is an edge it reports).
         """
-        stream: SocketStream = self.stream  # type: ignore[assignment]  # (a waiter: a plain stream)
+        stream = self.stream
         if stream.closed:
             raise ClosedResourceError("stream is closed")
+        sock = stream.sock
         poll = self._poll
         if poll is None or poll.poll(0):
-            data = stream.receive_nowait(RECEIVE_SIZE)
-            if data is not None:
-                return data
+            try:
+                return sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                raise ReadError(f"receive failed: {exc}") from exc
         limit = deadline
         if read_timeout is not None:
             expiry = monotonic() + read_timeout
@@ -313,9 +318,12 @@ class Connection:
                 if look:
                     if self._timed_out:  # (its timer shut the socket down: a recv would say "closed")
                         raise ReadTimeout("timed out waiting for data")
-                    data = stream.receive_nowait(RECEIVE_SIZE)
-                    if data is not None:
-                        return data
+                    try:
+                        return sock.recv(RECEIVE_SIZE)
+                    except BlockingIOError:
+                        pass
+                    except OSError as exc:
+                        raise ReadError(f"receive failed: {exc}") from exc
                 await reactor.wait_readable(waiter)
                 look = True
         finally:

@@ -166,9 +166,13 @@ class SocketStream(StreamDeadline):
             raise ClosedResourceError("stream is closed")
         if self._expired:
             raise ReadTimeout("stream already timed out")
-        data = self.receive_nowait(max_bytes)
-        if data is not None:
-            return data
+        sock = self.sock
+        try:
+            return sock.recv(max_bytes)
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            raise ReadError(f"receive failed: {exc}") from exc
         if timeout is not None:
             limit = monotonic() + timeout
             deadline = limit if deadline is None else min(deadline, limit)
@@ -179,26 +183,15 @@ class SocketStream(StreamDeadline):
                 await wait_readable(self.handle)
                 if self._expired:
                     raise ReadTimeout("timed out waiting for data")
-                data = self.receive_nowait(max_bytes)
-                if data is not None:
-                    return data
+                try:
+                    return sock.recv(max_bytes)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise ReadError(f"receive failed: {exc}") from exc
         finally:
             if deadline is not None:
                 self._disarm()
-
-    def receive_nowait(self, max_bytes: int = DEFAULT_RECEIVE_SIZE) -> bytes | None:
-        """What the kernel has now, up to ``max_bytes`` (``b""``: the peer closed its side), or
-        ``None`` when nothing is there; never waits.
-
-        Raises:
-            ReadError: the connection was reset.
-        """
-        try:
-            return self.sock.recv(max_bytes)
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            raise ReadError(f"receive failed: {exc}") from exc
 
     # -- sending --------------------------------------------------------------------------------
 
