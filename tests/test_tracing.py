@@ -14,6 +14,7 @@ from flowno import spawn
 from service_process import start_service
 
 from flowno_io import HttpClient, HttpServer, Response
+from flowno_io import sleep as flowno_io_sleep
 from flowno_io.protocol.trace_context import TraceContext, current_trace
 from flowno_io.server.access_log import AccessLogMiddleware
 from flowno_io.server.tracing import TracingMiddleware, run_in_trace
@@ -187,3 +188,39 @@ def test_current_trace_is_per_thread_and_resets_to_the_previous_one() -> None:
     current_trace.reset(first)
     assert current_trace.get() is None
     assert seen_elsewhere == [None]
+
+
+def test_a_requests_trace_is_made_once_whoever_reads_it_first() -> None:
+    """The server makes ``request.trace`` only when something reads it (the slot holds the
+    request): read through ``current_trace`` first, through ``request.trace`` first, or only
+    after an ``await``, every read of one request gives the same trace, with one span id, and a
+    request that comes without a ``traceparent`` gets a new trace id."""
+    server = HttpServer("127.0.0.1", 0, middleware=[TracingMiddleware()])
+
+    @server.route("/current-first")
+    def current_first(request):  # type: ignore[no-untyped-def]
+        first = current_trace.get()
+        return {"same": first is request.trace is current_trace.get(), "span": first.span_id}
+
+    @server.route("/request-first")
+    def request_first(request):  # type: ignore[no-untyped-def]
+        first = request.trace
+        return {"same": first is current_trace.get() is request.trace, "span": first.span_id}
+
+    @server.route("/after-await")
+    async def after_await(request):  # type: ignore[no-untyped-def]
+        await flowno_io_sleep(0)
+        first = current_trace.get()
+        return {"same": first is request.trace, "span": first.span_id, "id": first.trace_id}
+
+    with ServerThread(server) as url:
+        spans = set()
+        for path in ("/current-first", "/request-first", "/after-await"):
+            answer = fetch(url + path, {"traceparent": TRACEPARENT})
+            assert answer["same"] is True, path
+            spans.add(answer["span"])
+        assert len(spans) == 3  # a new span per request
+        assert PARENT not in spans
+        fresh = fetch(url + "/after-await")
+        assert fresh["same"] is True and fresh["id"] != TRACE_ID and len(fresh["id"]) == 32
+    assert current_trace.get() is None

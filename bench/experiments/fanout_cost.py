@@ -84,7 +84,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--every", type=float, default=2.0)
     parser.add_argument(
-        "--variant", default="plain", choices=("plain", "nodelay", "noquickack", "flag", "batch", "coalesce", "threads")
+        "--variant",
+        default="plain",
+        choices=("plain", "nodelay", "noquickack", "flag", "batch", "coalesce", "threads"),
     )
     parser.add_argument("--reader", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

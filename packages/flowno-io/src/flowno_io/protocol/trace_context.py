@@ -26,9 +26,11 @@ from __future__ import annotations
 import re
 from contextvars import ContextVar
 from random import getrandbits
+from typing import Protocol
 
 __all__ = [
     "CurrentTrace",
+    "TraceCarrier",
     "TraceContext",
     "TraceSlot",
     "current_trace",
@@ -172,13 +174,22 @@ class TraceContext:
         return f"<TraceContext {self.traceparent} parent={self.parent_id}>"
 
 
+class TraceCarrier(Protocol):
+    """What holds a trace made only when read: the server's ``Request`` (its ``trace`` property)."""
+
+    @property
+    def trace(self) -> TraceContext | None: ...
+
+
 class TraceSlot:
-    """Where the trace of the handler running in one thread is kept (see :class:`CurrentTrace`)."""
+    """Where the trace of the handler running in one thread is kept (see :class:`CurrentTrace`):
+    a :class:`TraceContext`, or the request it is made from when read (a traced request nobody
+    asks the trace of makes none), or ``None``."""
 
     __slots__ = ("trace",)
 
     def __init__(self) -> None:
-        self.trace: TraceContext | None = None
+        self.trace: TraceContext | TraceCarrier | None = None
 
 
 _slots: ContextVar[TraceSlot] = ContextVar("flowno_io_trace_slot")
@@ -214,16 +225,21 @@ class CurrentTrace:
     def get(self) -> TraceContext | None:
         """The current trace, ``None`` outside a traced handler."""
         slot = _slots.get(None)
-        return None if slot is None else slot.trace
+        if slot is None:
+            return None
+        trace = slot.trace
+        if trace is None or type(trace) is TraceContext:
+            return trace
+        return trace.trace  # type: ignore[union-attr]  # a TraceCarrier: the request
 
-    def set(self, trace: TraceContext | None) -> TraceContext | None:
-        """Make ``trace`` current; returns the token (the previous trace) for :meth:`reset`."""
+    def set(self, trace: TraceContext | TraceCarrier | None) -> TraceContext | TraceCarrier | None:
+        """Make ``trace`` current; returns the token (what was current) for :meth:`reset`."""
         slot = trace_slot()
         previous = slot.trace
         slot.trace = trace
         return previous
 
-    def reset(self, token: TraceContext | None) -> None:
+    def reset(self, token: TraceContext | TraceCarrier | None) -> None:
         """Put back the trace current before the :meth:`set` that returned ``token``."""
         trace_slot().trace = token
 

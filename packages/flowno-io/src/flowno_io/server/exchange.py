@@ -14,7 +14,7 @@ import logging
 import socket as _socket
 import types
 from collections.abc import Callable, Coroutine
-from time import monotonic
+from time import monotonic, perf_counter
 from typing import Any, TypeAlias
 
 import orjson
@@ -82,6 +82,7 @@ class Exchanges:
     _has_routes: bool
     _chain: Any
     _observer: ExchangeObserver | None
+    _tracing: bool
     _error_hooks: Any
     _drop: Callable[[Connection], None]
 
@@ -216,8 +217,8 @@ class Exchanges:
             return self._handle_chained(connection, request)
         observer = self._observer
         start = 0.0
-        if observer is not None:  # metrics, tracing, Server-Timing: two plain calls (server/observer.py)
-            start = observer.begin(request)
+        if observer is not None:  # metrics, tracing, Server-Timing: observer.end (server/observer.py)
+            start = perf_counter()
         extra = b""  # header lines the observer adds (Server-Timing)
         try:
             result = self._call_handler_nowait(request)
@@ -252,9 +253,8 @@ class Exchanges:
             if observer is None:
                 result = await chain(request)
             else:  # the middleware see the trace too
-                start = observer.begin(request)
-                trace = request.trace
-                result = await (chain(request) if trace is None else run_in_trace(trace, chain(request)))
+                start = perf_counter()
+                result = await (run_in_trace(request, chain(request)) if self._tracing else chain(request))
                 result, extra = observer.end(request, result, start)
         except Exception as exc:
             return await self._handler_failed(connection, request, exc)
@@ -412,13 +412,13 @@ class Exchanges:
             request.path_params = params
         request.route = route.pattern
         handler = route.handler
-        trace = request.trace
-        if trace is None:
+        tracing = self._tracing
+        if not tracing:
             result = handler(request)
-        else:  # tracing: the trace is current while the handler runs (server/tracing.py)
+        else:  # the request's trace is current while the handler runs (made if read: server/tracing.py)
             slot = slot_or_none(None) or trace_slot()
             previous = slot.trace
-            slot.trace = trace
+            slot.trace = request
             try:
                 result = handler(request)
             finally:
@@ -426,7 +426,7 @@ class Exchanges:
         if type(result) is Response:
             return result
         if type(result) is _COROUTINE:  # an ``async def`` handler: its first step runs here
-            coroutine = result if trace is None else run_in_trace(trace, result)
+            coroutine = run_in_trace(request, result) if tracing else result
         elif inspect.isawaitable(result):
             coroutine = _awaited(result)
         else:

@@ -5,27 +5,27 @@ observability middleware (:class:`~flowno_io.server.metrics.MetricsMiddleware`,
 :class:`~flowno_io.server.tracing.TracingMiddleware`,
 :class:`~flowno_io.server.tracing.ServerTimingMiddleware`,
 :class:`~flowno_io.server.tracing.ObservabilityMiddleware`) is taken out of the chain when added to
-a server and merged into one :class:`ExchangeObserver`. The exchange (``server/exchange.py``) calls
-it twice, as plain functions:
+a server and merged into one :class:`ExchangeObserver`. The exchange (``server/exchange.py``):
 
-* :meth:`ExchangeObserver.begin` before the middleware chain and the handler: one clock read, and
-  ``request.trace`` (parsed only if something reads it); the exchange then runs the chain with it
-  as the current trace (:func:`~flowno_io.server.tracing.run_in_trace`);
-* :meth:`ExchangeObserver.end` when the response head is chosen: a second clock read, shared by
-  the latency histogram and ``Server-Timing``; the count and bucket of the response's series; and
-  the ``Server-Timing`` field, as one pre-formatted header line the framing appends (no copy of
-  the response).
+* reads the clock before the middleware chain and the handler, and, when tracing, makes the
+  request current while they run (``request`` in the trace slot, or
+  :func:`~flowno_io.server.tracing.run_in_trace` for a coroutine): ``request.trace`` is made
+  from its headers only if something reads it (``current_trace``, the client, the access log);
+* calls :meth:`ExchangeObserver.end`, a plain function, when the response head is chosen: a
+  second clock read, shared by the latency histogram and ``Server-Timing``; the count and bucket
+  of the response's series; and the ``Server-Timing`` field, as one pre-formatted header line the
+  framing appends (no copy of the response).
 
 The merged observer runs outside every middleware of the chain, whatever their order: the trace
-is set before any middleware runs (the access log sees it), and the time covers the chain. A second
-middleware of a kind already merged stays an ordinary link of the chain.
+is current before any middleware runs (the access log sees it), and the time covers the chain. A
+second middleware of a kind already merged stays an ordinary link of the chain.
 
-Cost, hello keep-alive (``bench/experiments/observability_overhead.py``; ``make bench``'s
-``observability`` row): the three as middleware links cost +25 % CPU per request; merged here,
-+8 to +10 % of the instructions (callgrind): two calls, two clock reads, a lazy ``TraceContext``,
-the trace slot set and put back around the handler, a dict look-up and an append for the
-histogram (folded into its buckets every ``FOLD_EVERY`` responses), and a pre-formatted
-``Server-Timing`` line.
+Cost, hello keep-alive (``bench/experiments/observability_inprocess.py``, ``cg_server.sh``;
+``make bench``'s ``observability`` row): the three as middleware links cost +25 % CPU per request;
+merged here, metrics and tracing add +5 % of the instructions (callgrind): one call, two clock
+reads, the trace slot set and put back around the handler, a dict look-up and an append for the
+histogram (folded into its buckets every ``FOLD_EVERY`` responses); ``Server-Timing`` adds a
+pre-formatted line.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from time import perf_counter
 from typing import Any
 
 from ..protocol.models import Response
-from ..protocol.trace_context import TraceContext
 from .metrics import FOLD_EVERY, UNMATCHED_ROUTE, MetricsMiddleware, _Series
 from .middleware import Middleware
 from .request import Request
@@ -53,15 +52,14 @@ __all__ = ["TIMING_LINES", "ExchangeObserver", "observe", "split_observers"]
 #: (5 ms: at most 5,000 lines of ~40 bytes, made as durations occur); longer ones are formatted.
 TIMING_LINES = 5_000
 
-_new_trace = TraceContext.__new__
-
 
 class ExchangeObserver:
     """What the merged observability middleware do to each exchange (see the module docstring).
 
     Attributes:
         metrics: the ``MetricsMiddleware`` recording responses, or ``None``.
-        tracing: read or start ``request.trace`` and make it current while the chain runs.
+        tracing: make the request's trace (``request.trace``, made when read) current while the
+            chain runs.
         server_timing: the ``Server-Timing`` metric name, or ``None``.
     """
 
@@ -98,14 +96,6 @@ class ExchangeObserver:
             f"<ExchangeObserver metrics={self.metrics is not None} tracing={self.tracing} "
             f"server_timing={self.server_timing}>"
         )
-
-    def begin(self, request: Request) -> float:
-        """Before the chain: set ``request.trace`` (when tracing); returns the start time."""
-        if self.tracing:  # TraceContext.from_fields, without the call
-            trace = _new_trace(TraceContext)
-            trace._raw = request.headers._fields
-            request.trace = trace
-        return perf_counter()
 
     def end(self, request: Request, response: Any, start: float) -> tuple[Any, bytes]:
         """When the head is chosen: record it; the response to send and header lines to add.
@@ -144,13 +134,12 @@ class ExchangeObserver:
 async def observe(observer: ExchangeObserver, server: Any, request: Request) -> Any:
     """The response to ``request`` through ``server``'s chain and handler, observed, with
     ``Server-Timing`` in its headers (a copy): for a framing that takes no extra lines (HTTP/2)."""
-    start = observer.begin(request)
+    start = perf_counter()
     chain = server._chain
-    trace = request.trace
     if chain is None:
         result = await server._call_handler(request)
     else:
-        result = await (chain(request) if trace is None else run_in_trace(trace, chain(request)))
+        result = await (run_in_trace(request, chain(request)) if server._tracing else chain(request))
     result, extra = observer.end(request, result, start)
     if extra:
         result = _stamp(result, extra[len(b"Server-Timing: ") : -2].decode())

@@ -11,9 +11,9 @@ import orjson
 from .._errors import ReadError, RemoteProtocolError
 from ..protocol.headers import Headers
 from ..protocol.http11_server import END_OF_MESSAGE, RequestHead
+from ..protocol.trace_context import TraceContext
 
 if TYPE_CHECKING:
-    from ..protocol.trace_context import TraceContext
     from .connection import Connection
 
 __all__ = ["Request"]
@@ -47,6 +47,7 @@ class Request:
         "_query",
         "_reading_done",
         "_state",
+        "_trace",
         "_upgrade",
         "client",
         "headers",
@@ -57,7 +58,6 @@ class Request:
         "query_string",
         "raw_path",
         "route",
-        "trace",
     )
 
     def __init__(self, head: RequestHead, connection: Connection) -> None:
@@ -72,8 +72,7 @@ class Request:
         self._state: dict[str, Any] | None = None  # made at first use: most requests never use it
         #: The matched route's pattern (``/users/{id:int}``), set by routing; ``None`` when none matched.
         self.route: str | None = None
-        #: The W3C trace context, set by ``TracingMiddleware`` (``server/tracing.py``).
-        self.trace: TraceContext | None = None
+        self._trace: TraceContext | None = None  # made when first read (see ``trace``)
         self._connection = connection
         self._body: bytes | None = None
         self._query: dict[str, list[str]] | None = None
@@ -86,6 +85,22 @@ class Request:
         # A request with neither Content-Length nor chunked coding has no body; llhttp has then
         # already queued END_OF_MESSAGE right after the head.
         self._reading_done = False
+
+    @property
+    def trace(self) -> TraceContext | None:
+        """The W3C trace context when the server traces (``TracingMiddleware``), else ``None``.
+
+        Made from the request's ``traceparent``/``tracestate`` the first time it is read (a request
+        whose trace nobody reads costs nothing), then the same object at every read.
+        """
+        trace = self._trace
+        if trace is None and self._connection.server._tracing:
+            trace = self._trace = TraceContext.from_fields(self.headers._fields)
+        return trace
+
+    @trace.setter
+    def trace(self, value: TraceContext | None) -> None:
+        self._trace = value
 
     @property
     def state(self) -> dict[str, Any]:

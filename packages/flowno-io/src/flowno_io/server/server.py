@@ -222,6 +222,8 @@ class HttpServer(Exchanges):
         self._chain: Callable[[Request], Awaitable[Any]] | None = None
         #: The observability middleware merged into one observer called by the exchange, or None.
         self._observer: ExchangeObserver | None = None
+        #: The observer traces: each request's ``trace`` is made when read and current in its handler.
+        self._tracing = False
         self._extra_error_hooks: list[ErrorHook] = []
         #: ``on_error`` hooks of the middleware, then those given to :meth:`add_error_hook`.
         self._error_hooks: list[ErrorHook] = []
@@ -269,6 +271,7 @@ class HttpServer(Exchanges):
         self._middleware.append(middleware)
         # Metrics, tracing and Server-Timing are observed by the exchange (server/observer.py).
         self._observer, layers = split_observers(self._middleware)
+        self._tracing = self._observer is not None and self._observer.tracing
         self._chain = build_chain(layers, self._call_handler, _to_response) if layers else None
         self._error_hooks = error_hooks_of(self._middleware) + self._extra_error_hooks
 

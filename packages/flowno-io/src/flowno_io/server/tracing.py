@@ -45,7 +45,7 @@ from typing import Any
 
 from ..protocol.headers import Headers
 from ..protocol.models import Response
-from ..protocol.trace_context import TraceContext, trace_slot
+from ..protocol.trace_context import TraceCarrier, TraceContext, trace_slot
 from .middleware import CallNext
 from .request import Request
 
@@ -70,7 +70,10 @@ class _InTrace:
     __slots__ = ("_coroutine", "_pending", "_slot", "_trace")
 
     def __init__(
-        self, coroutine: Coroutine[Any, Any, Any], trace: TraceContext, pending: Any = _NOTHING
+        self,
+        coroutine: Coroutine[Any, Any, Any],
+        trace: TraceContext | TraceCarrier,
+        pending: Any = _NOTHING,
     ) -> None:
         self._coroutine = coroutine
         self._trace = trace
@@ -112,8 +115,11 @@ class _InTrace:
         self._coroutine.close()
 
 
-async def run_in_trace(trace: TraceContext, coroutine: Coroutine[Any, Any, Any]) -> Any:
+async def run_in_trace(trace: TraceContext | TraceCarrier, coroutine: Coroutine[Any, Any, Any]) -> Any:
     """Await ``coroutine`` with ``trace`` as the current trace during each of its steps.
+
+    ``trace`` may be the request itself (the server passes it): its trace is then made only if
+    something reads it.
 
     The server runs each request's middleware and handler in it; a handler spawning a task uses it
     to carry its trace there: ``await spawn(run_in_trace(request.trace, notify(client)))``.
