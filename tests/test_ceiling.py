@@ -107,9 +107,10 @@ def test_a_subscription_buffers_only_what_waits() -> None:
     assert len(subscription) == 2 and subscription.dropped == 1
     assert [subscription.get_nowait(), subscription.get_nowait(), subscription.get_nowait()] == [1, 2, None]
     strict = topic.subscribe(max_buffer=1, overflow="disconnect")
-    topic.publish(3)
-    topic.publish(4)
+    assert topic.publish(3) == 2  # both got it (one buffers it, one drops its oldest)
+    assert topic.publish(4) == 1  # the strict one overflowed: it did not get it
     assert strict.overflowed and strict.closed and len(strict) == 0
+    assert topic.publish(5) == 1 == topic.subscribers
 
 
 @pytest.fixture
