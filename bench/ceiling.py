@@ -170,9 +170,12 @@ def measurement_window(
 def worker_health(port: int, workers: int) -> dict[int, dict[str, Any]]:
     """Every server process's ``/health``, by slot number: asked over new connections (each goes
     to the worker ``SO_REUSEPORT`` hashes it to) until every slot answered, or
-    ``HEALTH_TRIES_PER_WORKER`` tries per worker."""
+    ``HEALTH_TRIES_PER_WORKER`` tries per worker (30 s at most)."""
     answers: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + 30.0  # the servers may still be closing the generators' streams
     for _ in range(HEALTH_TRIES_PER_WORKER * workers):
+        if time.monotonic() > deadline:
+            break
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
                 health = json.loads(response.read())
