@@ -10,7 +10,14 @@ every stream is open measures over ``--ticks`` ticks:
 * server and generator RSS growth per stream (after / before the streams);
 * CPU per tick delivered, server side and generator side (``/proc/<pid>/stat``);
 * delivery latency (``time.time()`` at the server's publish -> at the client's parse) p50/p99/max;
-* ticks lost: for every tick id sent in the window, streams open - streams that received it.
+* ticks lost: for every tick id sent in the window, streams open - streams that received it;
+* each server process's fan-out time (wall and CPU) per tick, asked from every worker's
+  ``/health`` (flowno_io only: aiohttp's streams write their ticks in their own tasks).
+
+Server processes tick on their own phase of the 5 s interval (``--phase staggered``, the
+default: worker ``i`` of ``n`` sends tick ``k`` at ``5k + 5i/n``, as independent processes do);
+``--phase aligned`` makes every worker tick at the same instant, the worst case (the 100,000-stream
+runs before round five). Tick ids stay comparable: tick ``k`` of every process is tick ``k``.
 
 Up to 19,000 streams one server process serves them (the hard open-files limit is 20,000); above
 that ``--workers`` processes share one ``SO_REUSEPORT`` port. Steps that would pass the time limit
@@ -35,7 +42,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR / "apps")]
 
-from _ceiling_payloads import TICK_INTERVAL, tick_id  # noqa: E402
+from _ceiling_payloads import PHASES, TICK_INTERVAL, largest_offset, tick_id, tick_time  # noqa: E402
 from _procs import Managed, ProcessRegistry, cpu_seconds, free_port, rss_kib  # noqa: E402
 
 from loadtest.histogram import LogLinearHistogram  # noqa: E402
@@ -61,8 +68,17 @@ SOURCES_PER_GENERATOR = 4
 #: and generator together) on this 2-core machine; faster, the accept queues overflow and SYN
 #: retries push connects past their timeout.
 OPEN_RATE = 700.0
-#: Seconds after a tick's send time its deliveries are still waited for.
+#: Seconds after a tick's last send time (the latest worker phase) its deliveries are still
+#: waited for; a delivery later than that counts as lost.
 DELIVERY_GRACE = 2.5
+#: Seconds before the first measured tick at which the CPU window opens: the harness waits for
+#: it, so the ticks of the interval before are not in the window (with staggered phases, some
+#: workers send them after any instant chosen in that interval).
+WINDOW_LEAD = 0.1
+#: ``/health`` requests per server worker at most when asking every worker for its fan-outs
+#: (each new connection goes to one worker chosen by ``SO_REUSEPORT``'s hash: ~2.5 per worker
+#: are needed on average for 6 workers).
+HEALTH_TRIES_PER_WORKER = 12
 #: The targets of issue 20.
 TARGETS = {
     "one_process_kib_per_stream": 4.0,
@@ -131,15 +147,71 @@ def wait_health(port: int, workers: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"the server on :{port} did not answer within {timeout:.0f} s")
 
 
-def _publish_ms(port: int, ticks: int, key: str = "publish_ms") -> list[float] | None:
-    """The last fan-outs' durations (``publish_ms``) or CPU times (``publish_cpu_ms``) of one server
-    process (flowno_io's ``/health``), if it says."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-            durations = json.loads(response.read()).get(key)
-    except (OSError, ValueError):
-        return None
-    return durations[-ticks:] if isinstance(durations, list) else None
+def measurement_window(
+    now: float, ticks: int, workers: int, phase: str, interval: float = TICK_INTERVAL
+) -> tuple[list[int], float, float]:
+    """The tick ids measured, when the CPU window opens, and when the generators stop.
+
+    The ids are those of the ``ticks`` intervals starting at least 0.5 s after ``now``; the
+    window opens ``WINDOW_LEAD`` s before the first, and the generators stop ``DELIVERY_GRACE`` s
+    after the last worker (the largest phase offset) sent the last id.
+
+    >>> measurement_window(101.0, 2, 4, "staggered")
+    ([21, 22], 104.9, 116.25)
+    >>> measurement_window(101.0, 2, 4, "aligned")
+    ([21, 22], 104.9, 112.5)
+    """
+    first = tick_id(now + 0.5, 0.0, interval) + 1
+    wanted = list(range(first, first + ticks))
+    stop_at = tick_time(wanted[-1], 0.0, interval) + largest_offset(workers, phase, interval) + DELIVERY_GRACE
+    return wanted, tick_time(first, 0.0, interval) - WINDOW_LEAD, stop_at
+
+
+def worker_health(port: int, workers: int) -> dict[int, dict[str, Any]]:
+    """Every server process's ``/health``, by slot number: asked over new connections (each goes
+    to the worker ``SO_REUSEPORT`` hashes it to) until every slot answered, or
+    ``HEALTH_TRIES_PER_WORKER`` tries per worker (30 s at most)."""
+    answers: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + 30.0  # the servers may still be closing the generators' streams
+    for _ in range(HEALTH_TRIES_PER_WORKER * workers):
+        if time.monotonic() > deadline:
+            break
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
+                health = json.loads(response.read())
+        except (OSError, ValueError):
+            continue
+        slot = health.get("slot", [0, 1])[0] if isinstance(health, dict) else None
+        if isinstance(slot, int):
+            answers[slot] = health
+        if len(answers) >= workers:
+            break
+    return answers
+
+
+def fanouts(answers: dict[int, dict[str, Any]], wanted: list[int]) -> list[dict[str, Any]]:
+    """Each server process's fan-outs of the ``wanted`` ids (wall and CPU ms), from its ``/health``.
+
+    >>> fanouts({1: {"offset": 2.5, "published": [3, 4, 5], "publish_ms": [9.0, 8.0, 7.0],
+    ...              "publish_cpu_ms": [4.0, 3.0, 2.0]}}, [4, 5])
+    [{'slot': 1, 'offset': 2.5, 'ids': [4, 5], 'wall_ms': [8.0, 7.0], 'cpu_ms': [3.0, 2.0]}]
+    """
+    found = []
+    for slot, health in sorted(answers.items()):
+        published = health.get("published")
+        if not isinstance(published, list):
+            continue
+        keep = [n for n, seq in enumerate(published) if seq in wanted]
+        found.append(
+            {
+                "slot": slot,
+                "offset": health.get("offset"),
+                "ids": [published[n] for n in keep],
+                "wall_ms": [health["publish_ms"][n] for n in keep],
+                "cpu_ms": [health["publish_cpu_ms"][n] for n in keep],
+            }
+        )
+    return found
 
 
 def read_message(process: Managed, deadline: float) -> dict[str, Any] | None:
@@ -172,13 +244,26 @@ def run_step(
     open_timeout: float,
     open_rate: float,
     reader: str = "shared",
+    phase: str = "staggered",
+    interval: float = TICK_INTERVAL,
 ) -> None:
     """Start the server and generators of ``step``, measure, stop them all."""
     record = step.record
     port = free_port()
     server = registry.start(
         f"{step.system}-{step.streams}",
-        [python, str(SYSTEMS[step.system]), "--port", str(port), "--workers", str(step.workers)],
+        [
+            python,
+            str(SYSTEMS[step.system]),
+            "--port",
+            str(port),
+            "--workers",
+            str(step.workers),
+            "--phase",
+            phase,
+            "--tick-interval",
+            str(interval),
+        ],
     )
     generators: list[Managed] = []
     try:
@@ -231,12 +316,10 @@ def run_step(
         generator_pids = [generator.pid for generator in generators]
         server_rss = total_rss(server_pids)
         generator_rss = total_rss(generator_pids)
-        window_start = time.time()
+        wanted, window_start, stop_at = measurement_window(time.time(), ticks, step.workers, phase, interval)
+        time.sleep(max(0.0, window_start - time.time()))
         server_cpu0 = total_cpu(server_pids)
         generator_cpu0 = total_cpu(generator_pids)
-        first = tick_id(window_start) + 1
-        wanted = list(range(first, first + ticks))
-        stop_at = wanted[-1] * TICK_INTERVAL + DELIVERY_GRACE
         for generator in generators:
             assert generator.popen.stdin is not None
             generator.popen.stdin.write(f"stop {stop_at}\n".encode())
@@ -253,16 +336,23 @@ def run_step(
                 raise RuntimeError(f"a generator did not report its result:\n{generator.log_tail()}")
             results.append(message["result"])
         assert server_cpu1 is not None and generator_cpu1 is not None
-        record["server_publish_ms"] = _publish_ms(port, len(wanted))
-        record["server_publish_cpu_ms"] = _publish_ms(port, len(wanted), "publish_cpu_ms")
+        answers = worker_health(port, step.workers)
+        record["fanouts"] = fanouts(answers, wanted)
+        record["health_slots"] = sorted(answers)
         latency = LogLinearHistogram()
         delivered = 0
+        # Deliveries of every tick sent in the CPU window: the wanted ids, and with staggered
+        # phases the next id of the workers that sent it before the generators stopped.
+        in_window = 0
+        send_times: dict[int, set[float]] = {seq: set() for seq in wanted}
         errors: dict[str, int] = {}
         error_samples: dict[str, list[str]] = {}
         for result in results:
             for kind, texts in result.get("error_samples", {}).items():
                 error_samples.setdefault(kind, []).extend(texts[: 3 - len(error_samples.get(kind, []))])
+            in_window += sum(count for seq, count in result["received"].items() if int(seq) >= wanted[0])
             for seq in wanted:
+                send_times[seq].update(result.get("sent", {}).get(str(seq), ()))
                 delivered += result["received"].get(str(seq), 0)
                 if str(seq) in result["latency"]:
                     latency.merge(LogLinearHistogram.from_dict(result["latency"][str(seq)]))
@@ -275,16 +365,23 @@ def run_step(
                 "failed": failed,
                 "errors": errors,
                 "error_samples": error_samples,
+                "phase": phase,
                 "ticks": len(wanted),
                 "delivered": delivered,
+                "delivered_in_window": in_window,
+                # each id's send times seen, one per server process that had streams
+                "send_offsets_s": {
+                    str(seq): [round(t - tick_time(seq, 0.0, interval), 3) for t in sorted(times)]
+                    for seq, times in send_times.items()
+                },
                 "lost": expected - delivered,
                 "server_rss_mib": round(server_rss / 1024, 1),
                 "generator_rss_mib": round(generator_rss / 1024, 1),
                 "server_kib_per_stream": round((server_rss - server_base) / max(opened, 1), 2),
                 "generator_kib_per_stream": round((generator_rss - generator_base) / max(opened, 1), 2),
-                "server_cpu_us_per_tick": round((server_cpu1 - server_cpu0) / max(delivered, 1) * 1e6, 2),
+                "server_cpu_us_per_tick": round((server_cpu1 - server_cpu0) / max(in_window, 1) * 1e6, 2),
                 "generator_cpu_us_per_tick": round(
-                    (generator_cpu1 - generator_cpu0) / max(delivered, 1) * 1e6, 2
+                    (generator_cpu1 - generator_cpu0) / max(in_window, 1) * 1e6, 2
                 ),
                 "latency_ms": {
                     "p50": latency.value_at_percentile(50) / 1000,
@@ -300,7 +397,9 @@ def run_step(
         registry.stop(server, grace=3.0)
 
 
-def plan(systems: list[str], steps: list[int], reader: str = "shared") -> list[Step]:
+def plan(
+    systems: list[str], steps: list[int], reader: str = "shared", workers: int | None = None
+) -> list[Step]:
     """Every system at every N: the one-process steps of both systems first, then the multi-process
     ones (flowno_io first), so that the time limit cuts the largest aiohttp steps first."""
     planned = []
@@ -308,15 +407,16 @@ def plan(systems: list[str], steps: list[int], reader: str = "shared") -> list[S
     large = [n for n in steps if n > PER_SERVER]
     order = [(system, n) for n in small for system in systems] + [(s, n) for s in systems for n in large]
     for system, streams in order:
-        workers = 1 if streams <= PER_SERVER else math.ceil(streams / PER_WORKER)
+        servers = workers or (1 if streams <= PER_SERVER else math.ceil(streams / PER_WORKER))
         generators = math.ceil(streams / PER_GENERATOR[reader])
-        planned.append(Step(system, streams, workers, generators))
+        planned.append(Step(system, streams, servers, generators))
     return planned
 
 
-def estimate_seconds(step: Step, ticks: int) -> float:
-    """A rough bound of one step's time (opening at ~1,000 streams/s on a loaded machine)."""
-    return 10 + step.streams / OPEN_RATE * 1.3 + (ticks + 1) * TICK_INTERVAL + DELIVERY_GRACE
+def estimate_seconds(step: Step, ticks: int, interval: float = TICK_INTERVAL) -> float:
+    """A rough bound of one step's time (opening at ~1,000 streams/s on a loaded machine; up to
+    one interval waiting for the window, the ticks, the latest phase and the grace)."""
+    return 10 + step.streams / OPEN_RATE * 1.3 + (ticks + 2) * interval + DELIVERY_GRACE
 
 
 def summarize(steps: list[Step]) -> dict[str, Any]:
@@ -380,9 +480,60 @@ def render_markdown(document: dict[str, Any], chart: str | None) -> str:
         lines.append(
             f"| {target['name']} | {target['value']} | {target['limit']} | {'yes' if target['met'] else 'NO'} |"
         )
+    lines += render_fanouts(document)
     if chart:
         lines += ["", f"![per-stream memory and tick latency]({chart})"]
     return "\n".join(lines) + "\n"
+
+
+def _join(values: list[float]) -> str:
+    return ", ".join(f"{value:.1f}" if isinstance(value, float) else str(value) for value in values)
+
+
+def render_fanouts(document: dict[str, Any]) -> list[str]:
+    """The fan-out section: each server process's phase offset and its fan-out time per tick."""
+    phase = document["meta"].get("phase", "aligned")
+    lines = [
+        "",
+        f"## Fan-out per server process (phase: {phase})",
+        "",
+        (
+            "Worker i of n sends tick k at 5k + 5i/n s (staggered: each process on its own phase)."
+            if phase == "staggered"
+            else "Every worker sends tick k at 5k s (aligned: all processes fan out at once, the worst case)."
+        )
+        + " Wall and CPU ms of each fan-out (the last subscriber's wait), from each process's "
+        "/health (asked until every worker answered; aiohttp reports none: its streams write "
+        "their ticks in their own tasks).",
+        "",
+        "| system | N | worker | offset s | ticks | fan-out wall ms | fan-out CPU ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for step in document["steps"]:
+        if "lost" not in step:
+            continue
+        found = step.get("fanouts") or []
+        missing = sorted(set(range(step["workers"])) - {f["slot"] for f in found})
+        for fanout in found:
+            lines.append(
+                f"| {step['system']} | {step['streams']:,} | {fanout['slot']} | {fanout['offset']:.2f} | "
+                f"{_join(fanout['ids'])} | {_join(fanout['wall_ms'])} | {_join(fanout['cpu_ms'])} |"
+            )
+        if missing:
+            why = "not reported" if step["system"] != "flowno_io" else "did not answer /health"
+            lines.append(
+                f"| {step['system']} | {step['streams']:,} | {', '.join(map(str, missing))} | | | {why} | |"
+            )
+    lines += [
+        "",
+        "Send times seen by the generators (s after 5k, one per server process that had streams):",
+        "",
+    ]
+    for step in document["steps"]:
+        if "send_offsets_s" in step:
+            seen = "; ".join(f"{seq}: {offsets}" for seq, offsets in step["send_offsets_s"].items())
+            lines.append(f"- {step['system']} {step['streams']:,}: {seen}")
+    return lines
 
 
 def render_chart(document: dict[str, Any], path: Path) -> bool:
@@ -456,6 +607,21 @@ def main(argv: list[str] | None = None) -> int:
         default="shared",
         help="how generators read ticks: one epoll per process (shared) or each user's SSE decoder (sse)",
     )
+    parser.add_argument(
+        "--phase",
+        choices=PHASES,
+        default="staggered",
+        help="server workers tick on their own phase (staggered) or all at once (aligned: the worst case)",
+    )
+    parser.add_argument(
+        "--tick-interval",
+        type=float,
+        default=TICK_INTERVAL,
+        help="seconds between ticks (5; shorter for the tests' small runs)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="server processes at every step (default: by N)"
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--stem", default=None, help="file stem (default ceiling-<date>)")
     args = parser.parse_args(argv)
@@ -463,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
-    steps = plan(systems, [int(n) for n in args.steps.split(",") if n], args.reader)
+    steps = plan(systems, [int(n) for n in args.steps.split(",") if n], args.reader, args.workers)
     date = datetime.now(UTC).strftime("%Y-%m-%d")
     stem = args.stem or f"ceiling-{date}"
     args.out.mkdir(parents=True, exist_ok=True)
@@ -480,7 +646,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
             remaining = args.time_limit - (time.monotonic() - began)
-            if estimate_seconds(step, args.ticks) > remaining:
+            if estimate_seconds(step, args.ticks, args.tick_interval) > remaining:
                 record["skipped"] = f"skipped: {remaining:.0f} s left of the time limit"
                 print(f"{step.system} {step.streams:,}: {record['skipped']}", file=sys.stderr, flush=True)
                 continue
@@ -499,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
                     min(open_timeout, remaining),
                     args.open_rate,
                     args.reader,
+                    args.phase,
+                    args.tick_interval,
                 )
             except (RuntimeError, OSError) as exc:
                 record["error"] = str(exc).splitlines()[0][:200]
@@ -519,6 +687,8 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.monotonic() - began, 1),
             "ticks_per_step": args.ticks,
             "reader": args.reader,
+            "phase": args.phase,
+            "tick_interval": args.tick_interval,
             "description": (
                 "Live event streams (tick every 5 s carrying its send time, heartbeat after 15 s of silence) "
                 "opened and held by the load-test orchestrator's SSE users; one generator process per "
@@ -531,7 +701,14 @@ def main(argv: list[str] | None = None) -> int:
                     if args.reader == "shared"
                     else "by each user's SSE decoder (--reader sse: the generators' CPU per event adds to the latency). "
                 )
-                + "KiB per stream = RSS growth / streams open; CPU per tick = CPU seconds over the window / ticks delivered."
+                + (
+                    "Server workers tick on their own phase "
+                    "(--phase staggered: worker i of n sends tick k at 5k + 5i/n s). "
+                    if args.phase == "staggered"
+                    else "Server workers all tick at the same instant (--phase aligned: the worst case). "
+                )
+                + "KiB per stream = RSS growth / streams open; CPU per tick = CPU seconds over the window / "
+                "ticks delivered in it."
             ),
         },
         "steps": [step.record for step in steps],

@@ -109,6 +109,8 @@ class SharedTickReader:
         #: Latency samples (seconds) by tick id, put in histograms at the end (``fold``): a list
         #: append is ~20x cheaper than a histogram record in the middle of a fan-out.
         self.samples: dict[int, list[float]] = {}
+        #: The send times (``data``'s ``t``) by tick id: one per server process that sent it.
+        self.sent: dict[bytes, set[bytes]] = {}
         #: Reads that ended on an event's end, with their time, searched for ticks later
         #: (``parse``): a fan-out's reads cost a ``recv`` and an append each.
         self.reads: list[tuple[float, bytes]] = []
@@ -122,13 +124,16 @@ class SharedTickReader:
     def record(self, now: float, data: bytes) -> int:
         """Record the ticks in ``data``, read at ``now``; the offset after the last one."""
         samples = self.samples
+        sent = self.sent
         end = 0
         for match in _TICK.finditer(data):
             seq = int(match.group(1))
             values = samples.get(seq)
             if values is None:
                 values = samples[seq] = []
+                sent[match.group(1)] = set()
             values.append(now - float(match.group(2)))
+            sent[match.group(1)].add(match.group(2))
             end = match.end()
         return end
 
@@ -142,7 +147,10 @@ class SharedTickReader:
             for value in values:
                 histogram.record_seconds(max(0.0, value))
             self.runner.received[seq] = self.runner.received.get(seq, 0) + len(values)
+        for seq_bytes, times in self.sent.items():
+            self.runner.sent.setdefault(int(seq_bytes), set()).update(float(t) for t in times)
         self.samples = {}
+        self.sent = {}
 
     def add(self, sock: socket.socket) -> None:
         fd = sock.fileno()
@@ -249,6 +257,7 @@ class TickRunner(LoadRunner):
         self.base_rss_kib = _rss_kib()
         self.latency: dict[int, LogLinearHistogram] = {}
         self.received: dict[int, int] = {}
+        self.sent: dict[int, set[float]] = {}
         self.opened_at: float | None = None
         self.shared = SharedTickReader(self) if reader == "shared" else None
         self.opening = OpeningWindow(MAX_OPENING)
@@ -317,6 +326,7 @@ class TickRunner(LoadRunner):
             "errors": dict(stats.errors),
             "error_samples": {kind: samples[:2] for kind, samples in stats.error_samples.items()},
             "received": {str(seq): count for seq, count in self.received.items()},
+            "sent": {str(seq): sorted(times) for seq, times in self.sent.items()},
             "latency": {str(seq): hist.to_dict() for seq, hist in self.latency.items()},
             "generator_lag_p99_ms": phase.generator.lag.value_at_percentile(99) / 1000,
         }
@@ -384,6 +394,7 @@ class TickRunner(LoadRunner):
                         histogram = latency[seq] = LogLinearHistogram()
                     histogram.record_seconds(max(0.0, time.time() - sent_at))
                     received[seq] = received.get(seq, 0) + 1
+                    self.sent.setdefault(seq, set()).add(sent_at)
                     stats.events += 1
                     if first:
                         stats.record_first_event(now - phase.start, now - sent)

@@ -3,7 +3,9 @@ smoke run of the ceiling harness (``bench/ceiling.py``) at a tiny N."""
 
 from __future__ import annotations
 
+import doctest
 import http.server
+import importlib
 import json
 import socket
 import subprocess
@@ -105,9 +107,10 @@ def test_a_subscription_buffers_only_what_waits() -> None:
     assert len(subscription) == 2 and subscription.dropped == 1
     assert [subscription.get_nowait(), subscription.get_nowait(), subscription.get_nowait()] == [1, 2, None]
     strict = topic.subscribe(max_buffer=1, overflow="disconnect")
-    topic.publish(3)
-    topic.publish(4)
+    assert topic.publish(3) == 2  # both got it (one buffers it, one drops its oldest)
+    assert topic.publish(4) == 1  # the strict one overflowed: it did not get it
     assert strict.overflowed and strict.closed and len(strict) == 0
+    assert topic.publish(5) == 1 == topic.subscribers
 
 
 @pytest.fixture
@@ -186,37 +189,83 @@ def test_a_source_bound_connection_takes_its_port_at_connect() -> None:
         listener.close()
 
 
-def test_the_ceiling_harness_runs_a_tiny_ramp(tmp_path: Path) -> None:
+def _bench_module(name: str) -> Any:
     sys.path[:0] = [str(BENCH), str(BENCH / "apps")]
     try:
-        import ceiling
+        return importlib.import_module(name)
     finally:
         del sys.path[:2]
-    code = ceiling.main(
-        [
-            "--steps",
-            "20",
-            "--systems",
-            "flowno_io",
-            "--ticks",
-            "1",
-            "--time-limit",
-            "120",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    assert code == 0
+
+
+def test_each_worker_ticks_on_its_own_phase_and_ids_stay_comparable() -> None:
+    payloads = _bench_module("_ceiling_payloads")
+    ceiling = _bench_module("ceiling")
+    for module in (payloads, ceiling):
+        assert doctest.testmod(module).failed == 0
+    interval = payloads.TICK_INTERVAL
+    for workers in (1, 2, 6):
+        staggered = [payloads.phase_offset(n, workers) for n in range(workers)]
+        assert staggered == [n * interval / workers for n in range(workers)]
+        assert [payloads.phase_offset(n, workers, "aligned") for n in range(workers)] == [0.0] * workers
+        assert payloads.largest_offset(workers) == staggered[-1] < interval
+        for offset in staggered:
+            for seq in (0, 1, 359_207_211):  # tick k of every worker is sent in [5k, 5k + 5)
+                sent = payloads.tick_time(seq, offset)
+                assert seq * interval <= sent < (seq + 1) * interval
+                assert payloads.tick_id(sent, offset) == seq
+                assert payloads.tick_id(sent - 0.001, offset) == seq - 1
+                assert payloads.following_tick(seq, sent + 0.1, offset) == seq + 1
+        # The window: ids whose every send (all phases) falls between its opening and the stop,
+        # with the grace after the latest phase's last send.
+        for phase in payloads.PHASES:
+            wanted, opens, stop = ceiling.measurement_window(1_000_003.0, 3, workers, phase)
+            assert len(wanted) == 3 and opens > 1_000_003.0
+            last_send = max(
+                payloads.tick_time(wanted[-1], payloads.phase_offset(n, workers, phase))
+                for n in range(workers)
+            )
+            assert stop == last_send + ceiling.DELIVERY_GRACE
+            first_send = min(
+                payloads.tick_time(wanted[0], payloads.phase_offset(n, workers, phase))
+                for n in range(workers)
+            )
+            assert opens == first_send - ceiling.WINDOW_LEAD
+            # no send of the id before the window falls inside it
+            assert all(
+                payloads.tick_time(wanted[0] - 1, payloads.phase_offset(n, workers, phase)) < opens
+                for n in range(workers)
+            )
+    with pytest.raises(ValueError, match="phase"):
+        payloads.phase_offset(0, 2, "random")
+
+
+def test_the_ceiling_harness_runs_a_tiny_ramp_on_two_staggered_workers(tmp_path: Path) -> None:
+    """A real run of the harness: 2 server workers, a 1 s tick interval, both workers' ticks
+    counted by id, each worker's fan-outs asked from its own ``/health``."""
+    ceiling = _bench_module("ceiling")
+    argv = ["--steps", "40", "--systems", "flowno_io", "--workers", "2", "--ticks", "2"]
+    argv += ["--tick-interval", "1", "--time-limit", "120", "--out", str(tmp_path)]
+    assert ceiling.main(argv) == 0
     [json_path] = tmp_path.glob("ceiling-*.json")
     document: dict[str, Any] = json.loads(json_path.read_text())
-    steps = document["steps"]
-    assert [step["streams"] for step in steps] == [20]
-    for step in steps:
-        assert step["opened"] == step["streams"], step
-        assert step["lost"] == 0 and step["delivered"] == step["streams"], step
-        assert step["latency_ms"]["p99"] > 0
-        assert step["server_kib_per_stream"] > 0
-    assert (tmp_path / json_path.name.replace(".json", ".md")).read_text().startswith("# Concurrency ceiling")
+    assert document["meta"]["phase"] == "staggered"
+    [step] = document["steps"]
+    assert step["streams"] == step["opened"] == 40 and step["workers"] == 2, step
+    assert step["lost"] == 0 and step["delivered"] == 80, step
+    assert step["latency_ms"]["p99"] > 0 and step["server_kib_per_stream"] > 0
+    wanted = sorted(int(seq) for seq in step["send_offsets_s"])
+    assert len(wanted) == 2 and wanted[1] == wanted[0] + 1
+    # Every worker answered /health and fanned out every measured id, at its own offset.
+    assert [(f["slot"], f["offset"], f["ids"]) for f in step["fanouts"]] == [
+        (0, 0.0, wanted),
+        (1, 0.5, wanted),
+    ]
+    # The generators saw two send times per id (one per worker): worker 1's never before its
+    # phase (lower bounds only: a late worker on a loaded machine is not a failure here).
+    for offsets in step["send_offsets_s"].values():
+        assert len(offsets) == 2 and offsets[0] >= -0.05 and offsets[1] >= 0.45, offsets
+    markdown = (tmp_path / json_path.name.replace(".json", ".md")).read_text()
+    assert markdown.startswith("# Concurrency ceiling") and "(phase: staggered)" in markdown
 
 
 def test_the_generators_shared_reader_records_ticks_in_bursts_and_after_quiet_periods() -> None:
@@ -230,7 +279,7 @@ def test_the_generators_shared_reader_records_ticks_in_bursts_and_after_quiet_pe
     pairs = [socket.socketpair() for _ in range(3)]
     for mine, _ in pairs:
         mine.setblocking(False)
-    runner: Any = type("Runner", (), {"latency": {}, "received": {}})()
+    runner: Any = type("Runner", (), {"latency": {}, "received": {}, "sent": {}})()
     reader = ceiling_client.SharedTickReader(runner)
 
     def tick(seq: int) -> bytes:

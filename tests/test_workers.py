@@ -15,15 +15,30 @@ import pytest
 from helpers import HANG_TIMEOUT, wait_for
 from streaming_helpers import SERVER_SCRIPT, ServerProcess
 
-from flowno_io import HttpServer, run
+import flowno_io
+from flowno_io import HttpServer, WorkerSlot, run, worker_slot
+
+# A server answering each worker's slot, as the app factory saw it and as a handler sees it.
+SLOT_SCRIPT = """
+import os, sys
+from flowno_io import HttpServer, run, worker_slot
+
+def make():
+    made_in = worker_slot()
+    def slot(request):
+        return {"pid": os.getpid(), "factory": list(made_in), "handler": list(worker_slot())}
+    return HttpServer(routes={"/slot": slot})
+
+sys.exit(run(make, workers=int(sys.argv[1]), port=0, on_ready=lambda port: print(port, flush=True)))
+"""
 
 
 @pytest.fixture
 def server_process(tmp_path: Path) -> Iterator[Any]:
     processes: list[ServerProcess] = []
 
-    def _start(workers: int) -> ServerProcess:
-        process = ServerProcess(SERVER_SCRIPT, tmp_path, str(workers))
+    def _start(workers: int, script: str = SERVER_SCRIPT) -> ServerProcess:
+        process = ServerProcess(script, tmp_path, str(workers))
         processes.append(process)
         return process
 
@@ -116,3 +131,41 @@ def test_workers_stop_when_the_parent_dies(server_process: Any) -> None:
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError, match="workers"):
         run(HttpServer("127.0.0.1", 0), workers=0)
+
+
+def _slots_until(port: int, done: Any) -> dict[int, int]:
+    """Worker pid by slot index, from new connections asked until ``done(slots)`` (bounded by time)."""
+    slots: dict[int, int] = {}
+    deadline = time.monotonic() + HANG_TIMEOUT
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"http://127.0.0.1:{port}/slot", headers={"Connection": "close"}, timeout=5).json()
+        assert answer["factory"] == answer["handler"], answer
+        index, count = answer["handler"]
+        assert count == 2, answer
+        slots[index] = answer["pid"]
+        if done(slots):
+            return slots
+    raise AssertionError(f"only saw slots {slots}")
+
+
+def test_each_worker_has_its_own_slot_and_a_replacement_takes_the_dead_ones(server_process: Any) -> None:
+    server = server_process(2, SLOT_SCRIPT)
+    parent = server.process.pid
+    wait_for(lambda: len(_children(parent)) == 2, message="two workers never ran")
+    slots = _slots_until(server.port, lambda slots: len(slots) == 2)
+    assert sorted(slots) == [0, 1] and set(slots.values()) == set(_children(parent))
+
+    for victim_slot in (1, 0):  # each slot in turn: the replacement is told the dead one's index
+        before = slots
+        os.kill(before[victim_slot], signal.SIGKILL)
+        # (the dead worker answers nothing more: every answer is from a live one)
+        slots = _slots_until(server.port, lambda seen: len(seen) == 2)
+        assert slots[1 - victim_slot] == before[1 - victim_slot]  # the survivor kept its slot
+        assert slots[victim_slot] not in before.values()  # a new process, in the dead one's slot
+    server.signal(signal.SIGTERM)
+    assert server.wait(HANG_TIMEOUT) == 0
+
+
+def test_a_process_outside_workers_is_slot_zero_of_one() -> None:
+    assert worker_slot() == WorkerSlot(number=0, workers=1) == (0, 1)
+    assert {"worker_slot", "WorkerSlot"} <= set(flowno_io.__all__)

@@ -47,7 +47,7 @@ from .server.pubsub import Subscription, Topic
 from .server.request import Request
 from .server.server import HttpServer, ResponseWriter
 from .server.streaming import EventSourceResponse, StreamingResponse, StreamInterrupted
-from .server.workers import run
+from .server.workers import WorkerSlot, run, worker_slot
 
 __all__ = [
     "AccessLogMiddleware",
@@ -93,6 +93,7 @@ __all__ = [
     "TooManyRedirects",
     "Topic",
     "TotalTimeout",
+    "WorkerSlot",
     "WriteError",
     "WriteTimeout",
     "cancel",
@@ -100,4 +101,5 @@ __all__ = [
     "run",
     "sleep",
     "streaming_response_is_ok",
+    "worker_slot",
 ]

@@ -7,7 +7,9 @@ With ``workers=N > 1`` the parent process only supervises:
 * each worker binds its own ``SO_REUSEPORT`` socket to that port and runs its own flowno
   ``EventLoop``; the kernel spreads new connections over the workers' sockets;
 * a worker that dies is restarted (after a back-off when it dies young, so a crash loop does
-  not spin);
+  not spin) in the dead one's slot: each worker knows its number ``0..N-1`` and ``N``
+  (:func:`worker_slot`), so work split over the workers (a timer's phase, a shard) survives a
+  restart;
 * SIGTERM/SIGINT to the parent is forwarded as SIGTERM (each worker closes gracefully); a second
   one is forwarded again (workers exit at once); a third, or the ``stop_timeout`` passing, kills them.
 
@@ -31,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
+from typing import NamedTuple
 
 from flowno import SocketHandle, spawn
 
@@ -38,7 +41,7 @@ from ..io.flowno_compat import EventLoop, reset_selector_after_fork
 from ..io.socket_stream import wait_readable
 from .server import HttpServer
 
-__all__ = ["DEFAULT_STOP_TIMEOUT", "run"]
+__all__ = ["DEFAULT_STOP_TIMEOUT", "WorkerSlot", "run", "worker_slot"]
 
 logger = logging.getLogger("flowno_io.workers")
 
@@ -51,6 +54,33 @@ MAX_RESTART_DELAY = 5.0
 _YOUNG = 1.0
 
 App = HttpServer | Callable[[], HttpServer]
+
+
+class WorkerSlot(NamedTuple):
+    """Which of :func:`run`'s workers this process is: ``number`` in ``0..workers-1``, of ``workers``."""
+
+    number: int
+    workers: int
+
+
+_slot = WorkerSlot(0, 1)
+
+
+def worker_slot() -> WorkerSlot:
+    """This process's slot among :func:`run`'s workers; ``(0, 1)`` outside ``workers > 1``.
+
+    Each forked worker gets its own number, and a worker restarted after a death takes the dead
+    one's number, so the numbers in use are always ``0..workers-1``. Set before the app factory is
+    called in the worker, so the factory may read it.
+
+    Example (each worker ticks on its own phase of a 5 s period, not all at once):
+        >>> from flowno_io import worker_slot
+        >>> number, workers = worker_slot()
+        >>> offset = number * 5.0 / workers
+        >>> (number, workers, offset)
+        (0, 1, 0.0)
+    """
+    return _slot
 
 
 def run(
@@ -67,7 +97,8 @@ def run(
     Args:
         app: an :class:`HttpServer`, or a function that makes one (called in each worker, so
             per-process resources are created after the fork).
-        workers: processes serving the port; ``1`` serves in this process (no fork).
+        workers: processes serving the port; ``1`` serves in this process (no fork). Each
+            worker knows its slot (:func:`worker_slot`).
         host: address to bind (default: the server's own, or ``127.0.0.1`` for a factory).
         port: port to bind, ``0`` for any free one (default: the server's own, or 8080).
         on_ready: called with the bound port once every worker listens.
@@ -138,10 +169,10 @@ class _Supervisor:
         self.signal_r, self.signal_w = _socket.socketpair()
         self.signal_r.setblocking(False)
         self.signal_w.setblocking(False)
-        self.children: dict[int, float] = {}  # pid -> start time
+        self.children: dict[int, tuple[float, int]] = {}  # pid -> (start time, slot number)
         self.signals: list[int] = []
         self.young_deaths = 0
-        self.restart_at: list[float] = []
+        self.restart_at: list[tuple[float, int]] = []  # (when, slot number) of the dead workers
         self.ready = 0
         self.announced = False
         self.exit_code = 0
@@ -155,8 +186,8 @@ class _Supervisor:
             signal.signal(signum, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)  # wakes select() via the wakeup fd
         try:
-            for _ in range(self.workers):
-                self._spawn()
+            for index in range(self.workers):
+                self._spawn(index)
             self._supervise()
         finally:
             signal.set_wakeup_fd(previous_wakeup)
@@ -169,12 +200,12 @@ class _Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signals.append(signum)
 
-    def _spawn(self) -> None:
+    def _spawn(self, index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
-                code = self._worker_main()
+                code = self._worker_main(index)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except BaseException:
@@ -187,10 +218,12 @@ class _Supervisor:
                     except (OSError, ValueError):
                         pass
                 os._exit(code)
-        self.children[pid] = time.monotonic()
-        logger.info("worker %d started", pid)
+        self.children[pid] = (time.monotonic(), index)
+        logger.info("worker %d started in slot %d", pid, index)
 
-    def _worker_main(self) -> int:
+    def _worker_main(self, index: int) -> int:
+        global _slot
+        _slot = WorkerSlot(index, self.workers)
         os.setpgid(0, 0)
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
@@ -228,13 +261,13 @@ class _Supervisor:
                     self._signal_children(signal.SIGKILL)
                     stopping_since = now - self.stop_timeout + 1.0  # reap, then re-kill after 1 s
             else:
-                for due in [due for due in self.restart_at if due <= now]:
+                for due in [due for due in self.restart_at if due[0] <= now]:
                     self.restart_at.remove(due)
-                    self._spawn()
+                    self._spawn(due[1])
             self._read_ready()
             timeout = 0.5
             if self.restart_at and stopping_since is None:
-                timeout = max(0.0, min(timeout, min(self.restart_at) - now))
+                timeout = max(0.0, min(timeout, min(self.restart_at)[0] - now))
             try:
                 select.select([self.signal_r, self.parent_end], [], [], timeout)
             except InterruptedError:
@@ -268,9 +301,10 @@ class _Supervisor:
                 return
             if pid == 0:
                 return
-            started = self.children.pop(pid, None)
-            if started is None:
+            child = self.children.pop(pid, None)
+            if child is None:
                 continue
+            started, index = child
             code = os.waitstatus_to_exitcode(status)
             if stopping:
                 logger.info("worker %d exited (%d)", pid, code)
@@ -278,8 +312,9 @@ class _Supervisor:
             lived = time.monotonic() - started
             self.young_deaths = self.young_deaths + 1 if lived < _YOUNG else 0
             delay = 0.0 if not self.young_deaths else min(MAX_RESTART_DELAY, 0.1 * 2**self.young_deaths)
-            logger.warning("worker %d died (%d) after %.1f s: restarting in %.1f s", pid, code, lived, delay)
-            self.restart_at.append(time.monotonic() + delay)
+            message = "worker %d (slot %d) died (%d) after %.1f s: restarting in %.1f s"
+            logger.warning(message, pid, index, code, lived, delay)
+            self.restart_at.append((time.monotonic() + delay, index))
 
     def _signal_children(self, signum: int) -> None:
         for pid in list(self.children):
