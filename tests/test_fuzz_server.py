@@ -297,13 +297,62 @@ def request_methods(data: bytes) -> list[str]:
     return methods
 
 
+#: A connection opening with these bytes speaks HTTP/2 (prior knowledge: the server's ``http2``).
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: HTTP/2 frame types (RFC 9113 §6): DATA to CONTINUATION.
+HTTP2_FRAME_TYPES = range(10)
+
+
+def read_http2_frames(data: bytes) -> list[tuple[int, int]]:
+    """The ``(type, stream id)`` of every frame in ``data``, which must open with the server's
+    SETTINGS (RFC 9113 §3.4) and hold whole frames only (the server closes between frames).
+
+    Raises:
+        AssertionError: anything else.
+    """
+    frames: list[tuple[int, int]] = []
+    offset = 0
+    while offset < len(data):
+        assert len(data) - offset >= 9, f"a cut HTTP/2 frame header: {data[offset:]!r}"
+        length = int.from_bytes(data[offset : offset + 3], "big")
+        kind = data[offset + 3]
+        stream = int.from_bytes(data[offset + 5 : offset + 9], "big") & 0x7FFFFFFF
+        assert kind in HTTP2_FRAME_TYPES, f"unknown HTTP/2 frame type {kind}: {data[:600]!r}"
+        assert offset + 9 + length <= len(data), f"a cut HTTP/2 frame: {data[:600]!r}"
+        frames.append((kind, stream))
+        offset += 9 + length
+    assert frames[:1] == [(4, 0)], f"no SETTINGS first: {data[:600]!r}"
+    return frames
+
+
 def check_input(target: FuzzTarget, pieces: Sequence[bytes]) -> list[Received]:
-    """Send hostile ``pieces``, half-close, and check the outcome and the server's health."""
+    """Send hostile ``pieces``, half-close, and check the outcome and the server's health.
+
+    Bytes opening with the HTTP/2 preface get HTTP/2 frames back (the fuzz server serves both, as
+    every server does by default), checked frame by frame; everything else, HTTP/1.1 responses.
+    """
     data = send_and_read(target.address, pieces, half_close=True)
+    if b"".join(pieces).startswith(HTTP2_PREFACE):
+        read_http2_frames(data)
+        target.check_healthy()
+        return []
     responses = read_with_h11(data, request_methods(b"".join(pieces)))
     check_allowed_outcome(responses)
     target.check_healthy()
     return responses
+
+
+def test_the_http2_preface_is_answered_with_http2_frames(target: FuzzTarget) -> None:
+    """What the fuzzers found (``PRI * HTTP/2.0...`` then nothing, or garbage): the server answers
+    in HTTP/2, SETTINGS first, then GOAWAY for the garbage, and keeps serving HTTP/1.1."""
+    for tail in (b"", b"\x00\x00\x00garbage that is no frame", b"GET / HTTP/1.1\r\n\r\n"):
+        frames = read_http2_frames(send_and_read(target.address, [HTTP2_PREFACE, tail], half_close=True))
+        assert frames[0] == (4, 0)
+        if tail:
+            assert (7, 0) in frames, frames  # GOAWAY: the bytes after the preface are no frames
+        target.check_healthy()
+    with pytest.raises(AssertionError):
+        read_http2_frames(b"HTTP/1.1 400 Bad Request\r\n\r\n")
 
 
 # -- strategies ------------------------------------------------------------------------------------
