@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import urllib.error
 import urllib.request
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rawhttp import read_until_closed
 from service_process import start_service
 
-from flowno_io import EventSourceResponse, HttpServer
+from flowno_io import EventSourceResponse, HttpServer, Response
 from flowno_io.server.metrics import FOLD_EVERY, _Series, enable_metrics
 from flowno_io.testing import ServerThread
 
@@ -88,6 +89,42 @@ def test_requests_counted_by_route_pattern_method_and_status(metered: str) -> No
     assert value(found, hist + "_bucket", route="/items/{id:int}", method="GET", le="+Inf") == 3
     assert 0 < value(found, hist + "_sum", route="/items/{id:int}", method="GET") < 30
     assert value(found, "flowno_http_server_open_connections") >= 1  # the scrape's own
+
+
+def test_interleaved_routes_methods_and_statuses_each_go_to_their_own_series() -> None:
+    """The observer finds the last response's series again without a key (server/observer.py):
+    runs of one series and alternations between series of one route (another status, another
+    method) are each counted where they belong."""
+    server = HttpServer("127.0.0.1", 0)
+
+    @server.route("/answer/{code:int}", methods=["GET", "HEAD"])
+    def answer(request):  # type: ignore[no-untyped-def]
+        return Response(b"x", request.path_params["code"])
+
+    enable_metrics(server)
+    codes = [200, 200, 201, 200, 201, 201, 404]
+    with ServerThread(server) as url:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)  # keep-alive
+        try:
+            asked = [(method, code) for method in ("GET", "HEAD", "GET") for code in codes]
+            asked += [("GET", 200), ("HEAD", 200), ("GET", 200)]  # only the method changes
+            for method, code in asked:
+                connection.request(method, f"/answer/{code}")
+                connection.getresponse().read()
+        finally:
+            connection.close()
+        found = samples(url)
+    name = "flowno_http_server_requests_total"
+    route = "/answer/{code:int}"
+    assert value(found, name, route=route, method="GET", status="200") == 8
+    assert value(found, name, route=route, method="GET", status="201") == 6
+    assert value(found, name, route=route, method="GET", status="404") == 2
+    assert value(found, name, route=route, method="HEAD", status="200") == 4
+    assert value(found, name, route=route, method="HEAD", status="201") == 3
+    assert value(found, name, route=route, method="HEAD", status="404") == 1
+    hist = "flowno_http_server_request_duration_seconds"
+    assert value(found, hist + "_count", route=route, method="GET") == 16
+    assert value(found, hist + "_count", route=route, method="HEAD") == 8
 
 
 def test_stream_items_and_streams(metered: str) -> None:

@@ -1,6 +1,6 @@
 """Calls per hello request of the flowno-io server (cProfile), client in a thread::
 
-    .venv/bin/python bench/experiments/prof_hello_server.py [requests]
+    .venv/bin/python bench/experiments/prof_hello_server.py [requests] [m, t, s: observed]
 
 Prints the primitive calls per request and each function called at least once per 2 requests
 with its own time per request (cProfile's clock: inflated, but the split is what matters).
@@ -20,7 +20,7 @@ import flowno_io
 
 count = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
 loop = flowno_io.EventLoop()
-server = counting_server(count, 0, loop)
+server = counting_server(count, 0, loop, observe=sys.argv[2] if len(sys.argv) > 2 else "")
 threading.Thread(target=send_hellos, args=(count, server.port), daemon=True).start()
 profile = cProfile.Profile()
 profile.enable()

@@ -65,6 +65,10 @@ class ExchangeObserver:
 
     __slots__ = (
         "_bounds",
+        "_last_method",
+        "_last_route",
+        "_last_series",
+        "_last_status",
         "_series",
         "_timing_format",
         "_timing_lines",
@@ -85,6 +89,12 @@ class ExchangeObserver:
         self.server_timing = server_timing
         self._series = None if metrics is None else metrics._series
         self._bounds = () if metrics is None else metrics.bounds
+        # The series the last response went to, and its labels: most responses follow one of the
+        # same route, method and status, found without building and hashing a key.
+        self._last_route: str | None = None
+        self._last_method = ""
+        self._last_status = 0
+        self._last_series: _Series | None = None
         self._timing_format = b"Server-Timing: %b;dur=%%.3f\r\n" % (server_timing or "").encode()
         #: The ``Server-Timing`` line of each duration under ``TIMING_LINES`` µs, made when first used.
         self._timing_lines: list[bytes | None] | None = (
@@ -109,7 +119,14 @@ class ExchangeObserver:
         seconds = now - start
         series = self._series
         if series is not None:
-            found = series.get((request.route or UNMATCHED_ROUTE, request.method, response.status_code))
+            route, method, status = request.route, request.method, response.status_code
+            if route is self._last_route and method == self._last_method and status == self._last_status:
+                found: Any = self._last_series
+            else:
+                found = series.get((route or UNMATCHED_ROUTE, method, status))
+                if type(found) is _Series:
+                    self._last_route, self._last_method, self._last_status = route, method, status
+                    self._last_series = found
             if type(found) is _Series:  # one process: folded into counts when scraped
                 pending = found.pending
                 pending.append(seconds)
