@@ -46,6 +46,9 @@ class Reactor:
         self._poller = Poller()
         self._waiting: dict[int, ReadWaiter] = {}
         self._leader: ReadWaiter | None = None
+        # The waiter woken to lead next, until it leads or leaves: the other waiters a dispatch
+        # woke then do not wake it again as they leave (one wake-up per dispatch, not one each).
+        self._successor: ReadWaiter | None = None
         self._closing = False
 
     def register(self, fd: int) -> ReadWaiter:
@@ -67,6 +70,7 @@ class Reactor:
             while not waiter.ready:
                 if self._leader is None:
                     self._leader = waiter
+                    self._successor = None
                     try:
                         await self._poller.wait()
                     finally:
@@ -82,10 +86,14 @@ class Reactor:
         finally:
             if waiting.get(waiter.fd) is waiter:
                 del waiting[waiter.fd]
+            if self._successor is waiter:
+                self._successor = None
             if self._leader is None:
                 if waiting:
-                    # Someone must keep watching the epoll: wake a waiter to lead.
-                    next(iter(waiting.values())).wakeup.set()
+                    if self._successor is None:
+                        # Someone must keep watching the epoll: wake a waiter to lead.
+                        successor = self._successor = next(iter(waiting.values()))
+                        successor.wakeup.set()
                 elif self._closing:
                     self._poller.close()
 

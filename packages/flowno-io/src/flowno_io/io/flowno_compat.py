@@ -258,7 +258,9 @@ def wake(flag: Any) -> None:
         return
     waiters = loop.event_waiters.pop(flag, None)
     if waiters:
-        loop.tasks.extend((task, None, None) for task in waiters)
+        tasks = loop.tasks
+        for task in waiters:
+            tasks.append((task, None, None))
 
 
 # -- sleeping -------------------------------------------------------------------------------------
