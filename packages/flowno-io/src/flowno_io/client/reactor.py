@@ -18,7 +18,7 @@ Timeouts work as for ``SocketStream``: a timer shuts the socket down, which make
 from __future__ import annotations
 
 from .._errors import ClosedResourceError
-from ..io.flowno_compat import park
+from ..io.flowno_compat import park, park_command
 from ..io.poller import EDGE, HANGUP, READABLE, Poller
 from ..io.wakeup import Wakeup
 
@@ -31,11 +31,12 @@ _MAX_EVENTS = 1024
 class ReadWaiter:
     """The wait state of one socket: its wakeup and why it was woken."""
 
-    __slots__ = ("fd", "ready", "wakeup")
+    __slots__ = ("fd", "park_command", "ready", "wakeup")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.wakeup = Wakeup()
+        self.park_command = park_command(self.wakeup)  # (made once: a wait per response)
         self.ready = False  # the socket is readable (or closed, or shut down)
 
 
@@ -81,7 +82,7 @@ class Reactor:
                     # less on the path where most requests wait.)
                     wakeup = waiter.wakeup
                     if not wakeup.is_set:
-                        await park(wakeup)
+                        await park(wakeup, waiter.park_command)
                     wakeup.clear()
         finally:
             if waiting.get(waiter.fd) is waiter:

@@ -74,6 +74,7 @@ __all__ = [
     "handle_of",
     "interrupt",
     "park",
+    "park_command",
     "reset_selector_after_fork",
     "running_loop",
     "sleep",
@@ -226,15 +227,22 @@ def wait_writable(handle: SocketHandle) -> Any:
     return _wait_socket(SocketSendCommand(handle))
 
 
+def park_command(flag: Any) -> Any:
+    """The loop command of :func:`park` on ``flag``, to make once and pass to every park on it."""
+    return EventWaitCommand(event=flag)
+
+
 @coroutine
-def park(flag: Any) -> Generator[Any, None, None]:
+def park(flag: Any, command: Any = None) -> Generator[Any, None, None]:
     """Park the current task until :func:`wake` is called on ``flag`` (an object with ``_set``).
 
     The loop treats any object with a ``_set`` attribute as an event: it parks the task in
-    ``loop.event_waiters[flag]`` unless the flag is already set. Cancel-safe.
+    ``loop.event_waiters[flag]`` unless the flag is already set. Cancel-safe. ``command``:
+    ``park_command(flag)``, kept by a caller that parks on the same flag again and again (the
+    loop only reads it), else one is made.
     """
     try:
-        yield EventWaitCommand(event=flag)
+        yield EventWaitCommand(event=flag) if command is None else command
     except BaseException as exc:
         loop, task = flowno.current_event_loop(), current_task()
         if loop is not None:
