@@ -360,3 +360,23 @@ def test_a_callback_error_keeps_its_type_when_fed_while_another_exception_is_han
             raise BlockingIOError
         except BlockingIOError:
             switching.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n")
+
+
+@pytest.mark.parametrize("answer", [CONTENT_LENGTH, INTERIM, CONTENT_LENGTH + b"HTTP/1.1 200 OK\r\n"])
+def test_a_complete_response_leaves_no_reference_cycle(answer: bytes) -> None:
+    """Once its response ended, a parser is freed by reference counting (the httptools parser
+    held bound methods of it: every response was garbage for the cyclic GC to find)."""
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        parser = ResponseParser()
+        parser.feed(answer)
+        assert parser.message_complete and parser.take_body() == b"hello world"
+        parser.feed(b"late")
+        assert parser.trailing_data
+        del parser
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -169,6 +169,34 @@ class LogLinearHistogram:
         self.count += count
         self._sum += value * count
 
+    def record_in(self, others: tuple[LogLinearHistogram, ...], value: int) -> None:
+        """Record one non-negative integer ``value`` here and in each of ``others``.
+
+        The bucket is found once for all of them when they have this histogram's shape (a load
+        generator records each latency in three: the phase's, the endpoint's, the interval's).
+        """
+        bits = value.bit_length()
+        if bits <= self._shift_base:
+            index = value
+        elif bits > self.max_bits:
+            index = -1
+        else:
+            shift = bits - self._shift_base
+            index = shift * self._half + (value >> shift)
+        for histogram in (self, *others):
+            if histogram._half != self._half or histogram.max_bits != self.max_bits:
+                histogram.record(value)
+                continue
+            if index < 0:
+                histogram.clamped += 1
+            histogram._counts[index] += 1
+            if histogram.count == 0 or value < histogram.min:
+                histogram.min = value
+            if value > histogram.max:
+                histogram.max = value
+            histogram.count += 1
+            histogram._sum += value
+
     def record_seconds(self, seconds: float, unit: float = 1e-6) -> None:
         """Record a duration in seconds as an integer number of ``unit`` (microseconds by default).
 

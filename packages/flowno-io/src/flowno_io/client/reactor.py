@@ -18,7 +18,7 @@ Timeouts work as for ``SocketStream``: a timer shuts the socket down, which make
 from __future__ import annotations
 
 from .._errors import ClosedResourceError
-from ..io.flowno_compat import park
+from ..io.flowno_compat import park, park_command
 from ..io.poller import EDGE, HANGUP, READABLE, Poller
 from ..io.wakeup import Wakeup
 
@@ -31,11 +31,12 @@ _MAX_EVENTS = 1024
 class ReadWaiter:
     """The wait state of one socket: its wakeup and why it was woken."""
 
-    __slots__ = ("fd", "ready", "wakeup")
+    __slots__ = ("fd", "park_command", "ready", "wakeup")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.wakeup = Wakeup()
+        self.park_command = park_command(self.wakeup)  # (made once: a wait per response)
         self.ready = False  # the socket is readable (or closed, or shut down)
 
 
@@ -46,6 +47,9 @@ class Reactor:
         self._poller = Poller()
         self._waiting: dict[int, ReadWaiter] = {}
         self._leader: ReadWaiter | None = None
+        # The waiter woken to lead next, until it leads or leaves: the other waiters a dispatch
+        # woke then do not wake it again as they leave (one wake-up per dispatch, not one each).
+        self._successor: ReadWaiter | None = None
         self._closing = False
 
     def register(self, fd: int) -> ReadWaiter:
@@ -67,6 +71,7 @@ class Reactor:
             while not waiter.ready:
                 if self._leader is None:
                     self._leader = waiter
+                    self._successor = None
                     try:
                         await self._poller.wait()
                     finally:
@@ -77,15 +82,19 @@ class Reactor:
                     # less on the path where most requests wait.)
                     wakeup = waiter.wakeup
                     if not wakeup.is_set:
-                        await park(wakeup)
+                        await park(wakeup, waiter.park_command)
                     wakeup.clear()
         finally:
             if waiting.get(waiter.fd) is waiter:
                 del waiting[waiter.fd]
+            if self._successor is waiter:
+                self._successor = None
             if self._leader is None:
                 if waiting:
-                    # Someone must keep watching the epoll: wake a waiter to lead.
-                    next(iter(waiting.values())).wakeup.set()
+                    if self._successor is None:
+                        # Someone must keep watching the epoll: wake a waiter to lead.
+                        successor = self._successor = next(iter(waiting.values()))
+                        successor.wakeup.set()
                 elif self._closing:
                     self._poller.close()
 

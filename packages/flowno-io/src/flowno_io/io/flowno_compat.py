@@ -16,6 +16,10 @@ own records when anything is thrown into it, so cancelling a task at any flowno-
 leaves the loop consistent. A wake-up that reached the ready queue before the cancel was handled
 is such a record too: the wait drops it, or the task would be resumed a second time.
 
+**A loop that polls once per batch.** :class:`EventLoop` replaces flowno's run loop (same
+semantics, see the method) so that while tasks are ready the selector is polled once per batch of
+at most ``MAX_STEPS_BETWEEN_POLLS`` task steps, not before every step.
+
 **Sleeps that never tie.** flowno pushes ``(end_time, task)`` on a heap with no tie-breaker; two
 equal deadlines make the heap compare two coroutines (``TypeError: '<' not supported between
 instances of 'coroutine' and 'coroutine'``), which kills the loop. :func:`sleep` gives every
@@ -32,6 +36,7 @@ import importlib.metadata
 import itertools
 import math
 import selectors
+import threading
 from collections.abc import Generator
 from timeit import default_timer as _flowno_clock
 from types import coroutine
@@ -39,15 +44,18 @@ from typing import Any
 
 import flowno
 from flowno import SocketHandle
+from flowno.core.event_loop import event_loop as _flowno_loop
 from flowno.core.event_loop.commands import (
     EventWaitCommand,
     SleepCommand,
+    SocketAcceptCommand,
     SocketRecvCommand,
     SocketSendCommand,
 )
-from flowno.core.event_loop.event_loop import current_task
+from flowno.core.event_loop.event_loop import _current_task, current_task
 from flowno.core.event_loop.instrumentation import (
     InstrumentationMetadata,
+    ReadySocketInstrumentationMetadata,
     _instrument_stack,
     get_current_instrument,
 )
@@ -66,6 +74,7 @@ __all__ = [
     "handle_of",
     "interrupt",
     "park",
+    "park_command",
     "reset_selector_after_fork",
     "running_loop",
     "sleep",
@@ -100,9 +109,30 @@ def _check_structure() -> None:
             for name, kind in expected.items()
             if type(getattr(loop, name, None)).__name__ != kind
         ]
-        for name in ("_handle_command", "cancel"):
+        if type(getattr(loop, "_exit_requested", None)).__name__ != "tuple":
+            missing.append("EventLoop._exit_requested (tuple)")
+        for name in ("_wakeup_reader", "_debug_max_wait_time", "_loop_thread"):
+            if not hasattr(loop, name):
+                missing.append(f"EventLoop.{name}")
+        for name in (
+            "_handle_command",
+            "cancel",
+            "has_living_tasks",
+            "_run_event_loop_core",
+            "_on_task_before_send",
+            "_on_task_after_send",
+            "_on_task_before_throw",
+            "_on_task_after_throw",
+            "_on_task_completed",
+            "_on_task_error",
+            "_on_task_cancelled",
+        ):
             if not callable(getattr(loop, name, None)):
                 missing.append(f"EventLoop.{name}()")
+        if not hasattr(_flowno_loop, "_current_event_loop"):
+            missing.append("flowno.core.event_loop.event_loop._current_event_loop")
+        if type(_current_task).__name__ != "ContextVar":
+            missing.append("flowno.core.event_loop.event_loop._current_task (ContextVar)")
         for name in ("get_map", "unregister", "register"):
             if not callable(getattr(sel, name, None)):
                 missing.append(f"selectors.sel.{name}()")
@@ -197,15 +227,22 @@ def wait_writable(handle: SocketHandle) -> Any:
     return _wait_socket(SocketSendCommand(handle))
 
 
+def park_command(flag: Any) -> Any:
+    """The loop command of :func:`park` on ``flag``, to make once and pass to every park on it."""
+    return EventWaitCommand(event=flag)
+
+
 @coroutine
-def park(flag: Any) -> Generator[Any, None, None]:
+def park(flag: Any, command: Any = None) -> Generator[Any, None, None]:
     """Park the current task until :func:`wake` is called on ``flag`` (an object with ``_set``).
 
     The loop treats any object with a ``_set`` attribute as an event: it parks the task in
-    ``loop.event_waiters[flag]`` unless the flag is already set. Cancel-safe.
+    ``loop.event_waiters[flag]`` unless the flag is already set. Cancel-safe. ``command``:
+    ``park_command(flag)``, kept by a caller that parks on the same flag again and again (the
+    loop only reads it), else one is made.
     """
     try:
-        yield EventWaitCommand(event=flag)
+        yield EventWaitCommand(event=flag) if command is None else command
     except BaseException as exc:
         loop, task = flowno.current_event_loop(), current_task()
         if loop is not None:
@@ -229,7 +266,9 @@ def wake(flag: Any) -> None:
         return
     waiters = loop.event_waiters.pop(flag, None)
     if waiters:
-        loop.tasks.extend((task, None, None) for task in waiters)
+        tasks = loop.tasks
+        for task in waiters:
+            tasks.append((task, None, None))
 
 
 # -- sleeping -------------------------------------------------------------------------------------
@@ -285,6 +324,16 @@ async def sleep(seconds: float) -> None:
     await sleep_until(_flowno_clock() + seconds)
 
 
+#: Task steps the loop runs at most between two looks at the sockets and the sleepers while tasks
+#: are ready (:class:`EventLoop`). flowno looks before every step; asyncio once per generation of
+#: ready callbacks, however many. 32 keeps a look's cost (an ``epoll_wait`` and its list, ~3,000
+#: instructions) under 100 per step, and a socket that became ready waits for 32 steps at most.
+MAX_STEPS_BETWEEN_POLLS = 32
+
+#: The socket commands whose ready-hook is a no-op without an instrument (any other is an error).
+_SOCKET_COMMANDS = frozenset((SocketAcceptCommand, SocketRecvCommand, SocketSendCommand))
+
+
 class _Deadline(float):
     """A sleep-heap time that never compares equal to another (ties broken by arrival order)."""
 
@@ -310,12 +359,15 @@ class _Deadline(float):
 
 
 class EventLoop(flowno.EventLoop):  # type: ignore[misc]
-    """flowno's ``EventLoop`` whose sleep heap never compares two tasks.
+    """flowno's ``EventLoop`` whose sleep heap never compares two tasks, and that looks at its
+    sockets once per batch of task steps instead of before every step.
 
     A subclass, not a patch: it handles ``SleepCommand`` itself, pushing a time that breaks ties by
     arrival order; handles the commands of the hot waits (``EventWaitCommand``: every :func:`park`;
     ``SocketRecvCommand``: every :func:`wait_readable`) as flowno does, but first; and leaves every
-    other command to flowno. Use it where code you do not control
+    other command to flowno. Its run loop is flowno's with one change: while tasks are ready it
+    polls the selector (and wakes due sleepers) after each batch of at most
+    ``MAX_STEPS_BETWEEN_POLLS`` steps, not before each step. Use it where code you do not control
     calls ``flowno.sleep`` at high rates; :func:`flowno_io.run` uses it.
 
     Example:
@@ -373,6 +425,168 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
     def _on_task_after_send(self, task: Any, value: Any, command: Any) -> None:
         if _instrument_stack.get():
             super()._on_task_after_send(task, value, command)
+
+    # -- the loop itself -------------------------------------------------------------------------
+    #
+    # flowno's ``_run_event_loop_core``, with the same semantics (the order of the ready queue,
+    # sleeps, joins, cancellations, task errors, ``ExitCommand``, the cross-thread wake-up, the
+    # instrument hooks) but with one look at the sockets and the sleepers per batch of task steps
+    # instead of one before every step. flowno calls ``sel.select(0)`` (an ``epoll_wait`` plus a
+    # list of keys) on every turn while tasks are ready; here a batch is the tasks ready at the
+    # last look, at most ``MAX_STEPS_BETWEEN_POLLS`` of them (asyncio's loop runs the callbacks
+    # ready at its last poll, with no cap), so a socket that becomes ready waits for at most that
+    # many task steps, and a task that yields forever still lets I/O in after every step when it
+    # runs alone (``tests/test_event_loop_fairness.py``).
+
+    def _run_event_loop_core(
+        self,
+        root_task: Any,
+        join: bool = False,
+        wait_for_spawned_tasks: bool = True,
+        _debug_max_wait_time: float | None = None,
+    ) -> Any:
+        # flowno's ``current_event_loop()`` reads this module global; its loop sets it the same way.
+        _flowno_loop._current_event_loop = self
+        try:
+            self._debug_max_wait_time = _debug_max_wait_time
+            self._loop_thread = threading.current_thread()
+            self._exit_requested = (False, None, None)
+            tasks = self.tasks
+            tasks.append((root_task, None, None))
+            metadata = InstrumentationMetadata(_task=None, _command=None, socket_handle=None)
+            sel.register(self._wakeup_reader, selectors.EVENT_READ, metadata)
+            cls = type(self)
+            # A subclass overriding the send hooks gets them called on every step, as on flowno.
+            send_hooks = (
+                cls._on_task_before_send is not EventLoop._on_task_before_send
+                or cls._on_task_after_send is not EventLoop._on_task_after_send
+            )
+            handle_command = self._handle_command
+            set_current, reset_current = _current_task.set, _current_task.reset
+            instruments = _instrument_stack.get
+            watching = self.watching_task
+            budget = 0  # task steps left before the next look at the sockets and the sleepers
+            while True:
+                if not tasks and not self.has_living_tasks():
+                    break
+                exit_requested, exit_value, exit_exception = self._exit_requested
+                if exit_requested:
+                    if exit_exception is not None:
+                        raise exit_exception
+                    return exit_value if join else None
+                if budget <= 0 or not tasks:
+                    self._poll_ready()
+                    budget = min(len(tasks), MAX_STEPS_BETWEEN_POLLS)
+                    if not budget:
+                        continue
+                budget -= 1
+                packet = tasks.popleft()
+                task, value, thrown = packet
+                token = set_current(task)
+                try:
+                    if thrown is not None:
+                        self._on_task_before_throw(task, thrown)
+                        command = task.throw(thrown)
+                        self._on_task_after_throw(task, thrown, command)
+                    elif send_hooks or instruments():
+                        self._on_task_before_send(task, value)
+                        command = task.send(value)
+                        self._on_task_after_send(task, value, command)
+                    else:
+                        command = task.send(value)
+                except StopIteration as stop:
+                    returned = stop.value
+                    self.finished[task] = returned
+                    self._on_task_completed(task, returned)
+                    for watcher in watching.pop(task, ()):
+                        tasks.append((watcher, returned, None))
+                    if task is root_task and not wait_for_spawned_tasks:
+                        return returned if join else None
+                except Exception as error:
+                    if isinstance(error, TaskCancelled):
+                        self.cancelled.add(task)
+                        self.exceptions[task] = error
+                        self._on_task_cancelled(task, error)
+                    else:
+                        _flowno_loop.logger.exception(f"Task {task} raised an exception: {error}")
+                        self.exceptions[task] = error
+                        self._on_task_error(task, error)
+                    for watcher in watching.pop(task, ()):
+                        tasks.append((watcher, None, error))
+                    if task is root_task and not wait_for_spawned_tasks:
+                        if join:
+                            raise
+                        return None
+                else:
+                    handle_command(packet, command)
+                finally:
+                    reset_current(token)
+            if join and root_task in self.finished:
+                return self.finished[root_task]
+            if join and root_task in self.exceptions:
+                raise self.exceptions[root_task]
+            if join:
+                raise RuntimeError("Event loop exited without completing the root task.")
+            return None
+        finally:
+            _flowno_loop._current_event_loop = None
+
+    def _poll_ready(self) -> None:
+        """Queue the tasks whose sockets are ready and whose sleeps are over (flowno's rules).
+
+        Waits only when no task is ready: until the first sleeper is due, or (with none)
+        indefinitely (at most ``_debug_max_wait_time``, if set).
+        """
+        sleeping = self.sleeping
+        if self.tasks:
+            timeout: float | None = 0
+        elif sleeping:
+            timeout = sleeping[0][0] - _flowno_clock()
+            if self._debug_max_wait_time is not None and timeout > self._debug_max_wait_time:
+                _flowno_loop.logger.error(
+                    f"Sleeping task timeout {timeout} exceeds max wait time {self._debug_max_wait_time}."
+                )
+                timeout = self._debug_max_wait_time
+        else:
+            timeout = self._debug_max_wait_time
+        ready = sel.select(timeout)
+        if ready:
+            self._queue_network_ready(ready)
+        if sleeping:
+            now = _flowno_clock()
+            tasks = self.tasks
+            while sleeping and sleeping[0][0] <= now:
+                tasks.append((heapq.heappop(sleeping)[1], None, None))
+
+    def _queue_network_ready(self, ready: list[Any]) -> None:
+        """Queue the task of each ready socket and forget its wait, as flowno's loop does."""
+        wakeup_reader = self._wakeup_reader
+        instrumented = bool(_instrument_stack.get())
+        for key, _mask in ready:
+            if key.fileobj == wakeup_reader:
+                try:
+                    wakeup_reader.recv(1024)  # (a task queued from another thread)
+                except OSError:
+                    pass
+                continue
+            data = key.data
+            command = data._command
+            if command is None:
+                continue
+            if instrumented or type(command) not in _SOCKET_COMMANDS:
+                instrument = get_current_instrument()
+                if isinstance(command, SocketAcceptCommand):
+                    hook = instrument.on_socket_accept_ready
+                elif isinstance(command, SocketRecvCommand):
+                    hook = instrument.on_socket_recv_ready
+                elif isinstance(command, SocketSendCommand):
+                    hook = instrument.on_socket_send_ready
+                else:
+                    raise ValueError(f"Unknown selector command data type: {type(command)}")
+                hook(ReadySocketInstrumentationMetadata.from_instrumentation_metadata(data))
+            self.tasks.append((data._task, None, None))
+            sel.unregister(key.fileobj)
+            self.waiting_on_network.remove(data._task)
 
 
 def reset_selector_after_fork() -> None:

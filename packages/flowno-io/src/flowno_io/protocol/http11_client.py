@@ -312,6 +312,14 @@ class ResponseParser:
             self._interim = False
             return
         self.message_complete = True
+        # The httptools parser holds bound methods of this object: a reference cycle that only the
+        # cyclic GC could free. Nothing is parsed after the end (``feed`` only notes trailing
+        # bytes), so break it here and let the response be freed when its last user drops it.
+        self._parser = _ENDED
+
+
+#: What a ``ResponseParser`` holds instead of its httptools parser once the response ended.
+_ENDED = httptools.HttpResponseParser(object())
 
 
 def _keep_alive(http_version: str, fields: dict[str, list[str]]) -> bool:

@@ -1,0 +1,125 @@
+"""One piece of the load generator's per-request work, run N times, for callgrind::
+
+    python cg_loadgen_pieces.py PIECE N
+    SCRIPT=bench/experiments/cg_loadgen_pieces.py bench/experiments/cg_pieces.sh "PIECE..."
+
+Pieces: ``traceparent`` (the generator's ids and request headers), ``record`` (its stats of one
+response), ``head`` (the client's request head for a GET with one added header), ``parse`` (a
+``ResponseParser`` reading nginx's hello answer), ``response`` (``ClientResponse._of``),
+``wake`` (a task parked and woken through a ``Wakeup`` on ``flowno_io.EventLoop``, while the
+waking task yields: two loop steps and the park/wake bookkeeping), ``yield`` (one task yielding:
+one loop step), ``timer`` (a read deadline set and disarmed), ``sendrecv``
+(a socket pair's send + poll + recv of the hello: the syscall wrappers), ``empty`` (the loop).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import sys
+from random import getrandbits
+from typing import Any
+
+from flowno import spawn
+
+from flowno_io import EventLoop, Headers, HttpClient
+from flowno_io.client.client import ClientResponse, _field_lines, _merge_headers
+from flowno_io.io.clock import get_clock
+from flowno_io.io.flowno_compat import park
+from flowno_io.io.wakeup import Wakeup
+from flowno_io.protocol.http11_client import ResponseParser
+
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 06:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nHello, world!"
+)
+URL = "http://127.0.0.1:8080/"
+
+
+def _loop_piece(piece: str, count: int) -> None:
+    async def main() -> None:
+        if piece == "wake":
+            flag = Wakeup()
+
+            async def sleeper() -> None:
+                for _ in range(count):
+                    await park(flag)
+                    flag._set = False
+
+            task = await spawn(sleeper())
+            for _ in range(count):
+                flag.set()  # (the sleeper runs when this task yields)
+                await park(ping)
+            await task.join()
+        elif piece == "yield":
+            for _ in range(count):
+                await park(ping)
+        elif piece == "timer":
+            timer = get_clock().timer(lambda: None)
+            await timer.arm(3600)
+            timer.disarm()
+            for _ in range(count):
+                timer.set_deadline(1e12)
+                timer.disarm()
+
+    ping = _Yield()
+    EventLoop().run_until_complete(main(), join=True)
+
+
+class _Yield:
+    """A flag that is always set: ``park`` on it only yields (the task is queued again at once)."""
+
+    _set = True
+
+
+def main(piece: str, count: int) -> None:
+    """Run ``piece`` ``count`` times."""
+    from loadtest.stats import RequestStats
+
+    fields: dict[str, list[str]] = {}
+    if piece == "traceparent":
+        for _ in range(count):
+            ids = f"{getrandbits(192) | ((1 << 64) | 1):048x}"
+            traceparent = f"00-{ids[:32]}-{ids[32:]}-01"
+            Headers._from_trusted({**fields, "traceparent": [traceparent]})
+    elif piece == "record":
+        stats = RequestStats(1.0)
+        for i in range(count):
+            stats.record_response("GET /", 0.5 + i * 1e-6, 0.002, status=200, ok=True, size=13, service=0.002)
+    elif piece == "head":
+        client = HttpClient(user_agent="flowno-loadtest/0.1")
+        headers = Headers._from_trusted({"traceparent": ["00-" + "1" * 32 + "-" + "2" * 16 + "-01"]})
+        for _ in range(count):
+            merged = _merge_headers(None, headers)
+            assert merged is not None
+            if client._appendable("GET", merged):
+                head = client._plain_head("GET", URL)[1]
+                head = head[:-2] + _field_lines(merged)
+    elif piece == "parse":
+        for _ in range(count):
+            parser = ResponseParser()
+            parser.feed(ANSWER)
+            parser.take_body()
+    elif piece == "response":
+        parser = ResponseParser()
+        parser.feed(ANSWER)
+        history: list[Any] = []
+        for _ in range(count):
+            ClientResponse._of(parser, b"Hello, world!", URL, history, 0.001)
+    elif piece in ("wake", "yield", "timer"):
+        _loop_piece(piece, count)
+    elif piece == "sendrecv":
+        left, right = socket.socketpair()
+        right.setblocking(False)
+        poll = select.poll()
+        poll.register(right.fileno(), select.POLLIN)
+        for _ in range(count):
+            left.send(ANSWER)
+            poll.poll(0)
+            right.recv(65536)
+    elif piece != "empty":
+        raise SystemExit(f"unknown piece {piece!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
