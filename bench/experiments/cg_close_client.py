@@ -15,7 +15,7 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 def connect(port: int) -> socket.socket:
     """A connection to the server, retried while it starts (under valgrind: seconds)."""
-    for _ in range(1200):
+    for _ in range(6000):  # 10 minutes: valgrind starts slowly on a busy machine
         try:
             return socket.create_connection(("127.0.0.1", port))
         except OSError:
