@@ -269,7 +269,9 @@ class SocketStream(StreamDeadline):
         """Close the socket now (never while another task is parked on it: use shutdown())."""
         if not self._closed:
             self._closed = True
-            self._disarm()
+            timer = self._timer
+            if timer is not None:  # (StreamDeadline._disarm, without a call for a stream never timed)
+                timer.disarm()
             self.sock.close()
 
     async def aclose(self) -> None:

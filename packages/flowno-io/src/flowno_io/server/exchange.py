@@ -289,7 +289,7 @@ class Exchanges:
         if sent < len(data) or body is not None:
             return self._send_rest(connection, request, memoryview(data)[sent:], body, keep_alive)
         if not keep_alive:
-            return False
+            return self._close_step(connection, request)
         if request._reading_done:
             return True
         return self._finish_body(connection, request)
@@ -307,7 +307,7 @@ class Exchanges:
         except (NetworkError, TimeoutError):
             return False
         if not keep_alive:
-            return False
+            return await self._close_after(connection, request)
         return await self._finish_body(connection, request)
 
     async def _respond(self, connection: Connection, request: Request, result: Any, extra: bytes) -> bool:
@@ -340,8 +340,29 @@ class Exchanges:
         except (NetworkError, TimeoutError):
             return False
         if not keep_alive:
-            return False
+            return await self._close_after(connection, request)
         return await self._finish_body(connection, request)
+
+    def _close_step(self, connection: Connection, request: Request) -> Step:
+        """How a connection ends after a response that closes it: False (close now) or, when
+        request bytes may still be on their way, a lingering close (a coroutine returning False).
+
+        Closing a socket with unread bytes makes the kernel send a reset, which can destroy the
+        answer in flight. As nginx's ``lingering_close on``: linger when the request's body was
+        not all received or bytes followed the request; else (the usual case) close at once.
+        """
+        if not connection.unfed and (request._reading_done or connection.parser.body_complete()):
+            return False
+        return self._linger_closing(connection)
+
+    async def _close_after(self, connection: Connection, request: Request) -> bool:
+        """:meth:`_close_step` from a coroutine; False."""
+        step = self._close_step(connection, request)
+        return step if type(step) is bool else await step
+
+    async def _linger_closing(self, connection: Connection) -> bool:
+        await self._linger(connection)
+        return False
 
     async def _finish_detached(
         self, connection: Connection, writer: ResponseWriter, rest: Coroutine[Any, Any, None]

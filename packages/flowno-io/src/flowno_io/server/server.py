@@ -49,7 +49,7 @@ from ..protocol.http11_server import (
 )
 from .connection import Connection, Exchange, ResponseWriter, Worker
 from .exchange import Exchanges, _to_response
-from .http2 import Http2Limits, detect_preface, serve_http2
+from .http2 import PREFACE, Http2Limits, detect_preface, serve_http2
 from .middleware import (
     ErrorHook,
     Middleware,
@@ -91,6 +91,10 @@ DEFAULT_WRITE_TIMEOUT = 30.0
 DEFAULT_SHUTDOWN_GRACE = 10.0
 #: Seconds ``close()`` waits, after the grace period, for shut-down connections to be released.
 FORCE_CLOSE_WAIT = 1.0
+
+
+#: The HTTP/2 preface's first byte (``P``): a first read starting otherwise is HTTP/1.
+_PREFACE_FIRST_BYTE = PREFACE[0]
 
 
 def _default_max_connections() -> int:
@@ -457,8 +461,10 @@ class HttpServer(Exchanges):
                 continue
             if self.http2:
                 connection.preface = b""  # its first bytes may be the HTTP/2 preface
-            # The request often arrives with the handshake: serve it now if it is there.
-            await self._on_readable(connection)
+            # The request often arrives with the handshake (TCP_DEFER_ACCEPT): serve it now.
+            pending = self._serve_readable(connection)
+            if pending is not None:
+                await pending
 
     async def _accept_failed(self, exc: OSError) -> None:
         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
@@ -530,8 +536,12 @@ class HttpServer(Exchanges):
 
     def _drop(self, connection: Connection) -> None:
         """Close a connection for good."""
-        self._unpark(connection)
+        if connection.parked or connection.timer is not None:
+            self._unpark(connection)
         connection.stream.close()
+        # llhttp holds the parser's bound methods (a reference cycle): without it, the parser
+        # is freed now rather than by the garbage collector (10 objects per connection).
+        connection.parser.release()
         self._connections.discard(connection)
         if not self._accepting and not self._closing:
             self._resume_accepting()
@@ -559,8 +569,11 @@ class HttpServer(Exchanges):
         if not data:
             self._drop(connection)
             return None
-        if connection.preface is not None:
-            data = connection.preface + data
+        preface = connection.preface
+        if preface is not None and not preface and data[0] != _PREFACE_FIRST_BYTE:
+            connection.preface = preface = None  # not HTTP/2 (no call for the usual first read)
+        if preface is not None:
+            data = preface + data
             http2 = detect_preface(data)
             if http2 is None:  # part of the preface: wait for the rest (the deadline stays)
                 connection.preface = data
