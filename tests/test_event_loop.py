@@ -103,3 +103,29 @@ def test_an_installed_instrument_sees_every_step(kind: str) -> None:
     with counting:
         assert LOOPS[kind]().run_until_complete(main(), join=True) == "done"
     assert counting.before >= 6 and counting.after >= 5
+
+
+def test_flownos_loop_leaves_its_wakeup_socket_in_the_selector_and_ours_does_not() -> None:
+    """flowno registers a loop's wake-up socket at each run and never removes it (a second run
+    raises ``KeyError``; once the loop is collected its closed peer makes the socket readable
+    forever, and every later loop spins). ``flowno_io.EventLoop`` removes its own at the end of
+    a run (``docs/flowno-upstream.md`` §14); this canary fails once flowno does too."""
+    registered = {}
+    for kind, make in LOOPS.items():
+        loop = make()
+        loop.run_until_complete(sleep(0))
+        registered[kind] = any(key.fileobj is loop._wakeup_reader for key in sel.get_map().values())
+        if registered[kind]:
+            sel.unregister(loop._wakeup_reader)  # (left there, it would make later loops spin)
+    assert registered == {"flowno": True, "flowno_io": False}
+
+
+def test_a_flowno_io_loop_runs_again() -> None:
+    loop = flowno_io.EventLoop()
+    assert loop.run_until_complete(_answer(), join=True) == 42
+    assert loop.run_until_complete(_answer(), join=True) == 42
+
+
+async def _answer() -> int:
+    await sleep(0)
+    return 42

@@ -16,6 +16,11 @@ own records when anything is thrown into it, so cancelling a task at any flowno-
 leaves the loop consistent. A wake-up that reached the ready queue before the cancel was handled
 is such a record too: the wait drops it, or the task would be resumed a second time.
 
+**Descriptors kept registered.** flowno registers a socket with its selector for every wait and
+unregisters it on wake-up (two ``epoll_ctl`` per wait). A :class:`KeptReadable` (what a
+:class:`~flowno_io.io.poller.Poller` waits on) stays registered across waits on
+:class:`EventLoop`, which wakes the tasks parked on it; on flowno's own loop it waits as any socket.
+
 **A loop that polls once per batch.** :class:`EventLoop` replaces flowno's run loop (same
 semantics, see the method) so that while tasks are ready the selector is polled once per batch of
 at most ``MAX_STEPS_BETWEEN_POLLS`` task steps, not before every step.
@@ -66,6 +71,7 @@ __all__ = [
     "FLOWNO_VERSION",
     "TESTED_FLOWNO_VERSIONS",
     "EventLoop",
+    "KeptReadable",
     "TaskCancelled",
     "TaskHandle",
     "cancel",
@@ -79,6 +85,7 @@ __all__ = [
     "running_loop",
     "sleep",
     "sleep_until",
+    "wait_kept",
     "wait_readable",
     "wait_writable",
     "wake",
@@ -225,6 +232,95 @@ def wait_readable(handle: SocketHandle) -> Any:
 def wait_writable(handle: SocketHandle) -> Any:
     """Park the current task until ``handle`` is writable (or has an error); cancel-safe."""
     return _wait_socket(SocketSendCommand(handle))
+
+
+# -- descriptors kept registered across waits ------------------------------------------------------
+
+#: Reports of a kept descriptor's readiness with no task parked on it (nor one woken and yet to
+#: run) tolerated before it leaves the selector: its level-triggered registration would otherwise
+#: end every later poll at once while nobody waits for it. One lets a task that is about to wait
+#: again (a reactor's next leader, a task between two waits) keep it.
+KEPT_MISSES = 1
+
+#: Bumped by :func:`reset_selector_after_fork`: registrations of an older epoch are gone.
+_selector_epoch = 0
+
+
+class KeptReadable:
+    """A descriptor that stays in the loop's selector, for reading, across the waits on it.
+
+    flowno registers a descriptor with its selector for every wait and unregisters it on wake-up
+    (``docs/flowno-upstream.md`` §3). That is two ``epoll_ctl`` per wait, and for an ``epoll``
+    descriptor (a :class:`~flowno_io.io.poller.Poller`) each ``EPOLL_CTL_ADD`` makes the kernel
+    check every descriptor inside it for loops: ~1 µs each, milliseconds for a poller holding
+    thousands of sockets. :func:`wait_kept` on :class:`EventLoop` registers it (level-triggered)
+    at the first wait and leaves it there: when it is ready the loop wakes the tasks parked on it
+    (as ``wake`` does for a flag). It leaves the selector when it is reported ready while nobody
+    waits for it (``KEPT_MISSES``), when :meth:`release` is called (before its descriptor is
+    closed), or when the loop's run ends. On another loop (flowno's own), :func:`wait_kept` waits
+    as :func:`wait_readable` does, registering and unregistering per wait.
+
+    The object is also what the selector's entry carries as its ``data``: flowno's loop skips an
+    entry whose ``_command`` is ``None`` (its own wake-up socket's), and a loop treats any object
+    with a ``_set`` as an event to park on (here never set: a wait always parks).
+    """
+
+    __slots__ = ("_command", "_set", "_task", "epoch", "fileobj", "handle", "loop", "misses", "park", "woken")
+
+    def __init__(self, fileobj: Any) -> None:
+        """Args:
+        fileobj: what to watch (anything with ``fileno()``; the selector holds it while
+            registered, so its descriptor cannot be closed and reused under the entry).
+        """
+        self.fileobj = fileobj
+        self.handle = SocketHandle(fileobj)  # (for the per-wait path on other loops)
+        self._command = None
+        self._task = None
+        self._set = False
+        self.park = EventWaitCommand(event=self)
+        #: The loop whose selector holds the registration (``None``: not registered).
+        self.loop: Any = None
+        self.epoch = -1
+        #: True from the wake-up of the parked tasks until one of them runs again.
+        self.woken = False
+        self.misses = 0
+
+    def release(self) -> None:
+        """Leave the selector (call before closing the descriptor); nothing if not registered."""
+        loop = self.loop
+        if loop is None:
+            return
+        self.loop = None
+        loop._kept.discard(self)
+        if self.epoch == _selector_epoch:
+            try:
+                key = sel.get_map()[self.fileobj]
+            except (KeyError, ValueError):  # (not there, or closed and not there)
+                return
+            if key.data is self:
+                sel.unregister(self.fileobj)
+
+
+@coroutine
+def wait_kept(kept: KeptReadable) -> Generator[Any, None, None]:
+    """Park the current task until ``kept`` may be readable; cancel-safe.
+
+    On :class:`EventLoop` the first wait registers ``kept`` with the selector and later waits cost
+    no system call; on another loop, the same as :func:`wait_readable` on ``kept.handle``.
+    Wake-ups may be spurious (a readiness seen just as the task stopped waiting).
+    """
+    loop = _flowno_loop._current_event_loop
+    if not isinstance(loop, EventLoop):
+        kept.release()  # (registered by a flowno_io loop this one runs inside: flowno would clash)
+        yield from _wait_socket(SocketRecvCommand(kept.handle))
+        return
+    if kept.loop is not loop or kept.epoch != _selector_epoch:
+        loop._keep(kept)
+    kept.misses = 0
+    try:
+        yield from park(kept, kept.park)  # (the loop wakes it: ``EventLoop._kept_ready``)
+    finally:
+        kept.woken = False
 
 
 def park_command(flag: Any) -> Any:
@@ -387,6 +483,34 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
 
     _sleep_seq = itertools.count()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: The :class:`KeptReadable` descriptors this loop registered with the selector.
+        self._kept: set[KeptReadable] = set()
+
+    def _keep(self, kept: KeptReadable) -> None:
+        """Register ``kept`` with the selector for this loop (moving it from another loop's)."""
+        kept.release()
+        sel.register(kept.fileobj, selectors.EVENT_READ, kept)
+        kept.loop = self
+        kept.epoch = _selector_epoch
+        kept.woken = False
+        self._kept.add(kept)
+
+    def _kept_ready(self, kept: KeptReadable) -> None:
+        """``kept`` is readable: wake its waiters, or drop it if nobody waits (``KEPT_MISSES``)."""
+        waiters = self.event_waiters.pop(kept, None)
+        if waiters:
+            kept.woken = True
+            kept.misses = 0
+            tasks = self.tasks
+            for task in waiters:
+                tasks.append((task, None, None))
+        elif not kept.woken:
+            kept.misses += 1
+            if kept.misses > KEPT_MISSES:
+                kept.release()
+
     def _handle_command(self, current_task_packet: Any, command: Any) -> bool:
         # The commands of every wait on the hot paths are handled here as flowno handles them, but
         # by exact type: flowno's chain tests its ABC-based command classes with ``isinstance`` one
@@ -447,14 +571,14 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
     ) -> Any:
         # flowno's ``current_event_loop()`` reads this module global; its loop sets it the same way.
         _flowno_loop._current_event_loop = self
+        wakeup_metadata = InstrumentationMetadata(_task=None, _command=None, socket_handle=None)
         try:
             self._debug_max_wait_time = _debug_max_wait_time
             self._loop_thread = threading.current_thread()
             self._exit_requested = (False, None, None)
             tasks = self.tasks
             tasks.append((root_task, None, None))
-            metadata = InstrumentationMetadata(_task=None, _command=None, socket_handle=None)
-            sel.register(self._wakeup_reader, selectors.EVENT_READ, metadata)
+            sel.register(self._wakeup_reader, selectors.EVENT_READ, wakeup_metadata)
             cls = type(self)
             # A subclass overriding the send hooks gets them called on every step, as on flowno.
             send_hooks = (
@@ -529,6 +653,17 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
                 raise RuntimeError("Event loop exited without completing the root task.")
             return None
         finally:
+            # Leave nothing in flowno's process-wide selector: another loop may run next, and one
+            # that polls a registration nobody handles spins (``docs/flowno-upstream.md`` §14).
+            for kept in list(self._kept):
+                kept.release()
+            try:
+                key = sel.get_map()[self._wakeup_reader]
+            except (KeyError, ValueError):
+                pass
+            else:
+                if key.data is wakeup_metadata:
+                    sel.unregister(self._wakeup_reader)
             _flowno_loop._current_event_loop = None
 
     def _poll_ready(self) -> None:
@@ -572,6 +707,8 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
             data = key.data
             command = data._command
             if command is None:
+                if type(data) is KeptReadable:
+                    self._kept_ready(data)
                 continue
             if instrumented or type(command) not in _SOCKET_COMMANDS:
                 instrument = get_current_instrument()
@@ -595,8 +732,10 @@ def reset_selector_after_fork() -> None:
     flowno keeps one module-global selector; after ``fork()`` parent and child would share the
     kernel object, each seeing the other's registrations (``docs/flowno-upstream.md`` §10).
     """
+    global _selector_epoch
     sel.close()  # closes only this process's descriptor of the shared epoll
     sel.__init__()  # a fresh epoll, same object (flowno's modules hold it)
+    _selector_epoch += 1  # (the kept registrations went with the old one)
 
 
 # -- interrupting ---------------------------------------------------------------------------------

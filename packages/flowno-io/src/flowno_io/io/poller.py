@@ -7,6 +7,11 @@ disconnects, a client pool's responses) instead registers them once here, parks 
 poller's own descriptor, and on wake-up reads every ready socket with a non-blocking poll: one loop
 wake-up serves them all. The server driver, the stream monitor and the client reactor all use it.
 
+On :class:`flowno_io.EventLoop` the poller's own descriptor also stays registered with the loop's
+selector from one wait to the next: registering an epoll inside another makes the kernel check
+every descriptor inside it for loops (~1 µs each), which flowno's per-wait registration paid on
+every wait. :meth:`close` takes it out first.
+
 :meth:`Poller.poke` wakes the parked task from plain code (a close hook, a timer callback), through
 a socket pair registered in the epoll.
 
@@ -33,7 +38,7 @@ from __future__ import annotations
 import select
 import socket as _socket
 
-from .flowno_compat import handle_of, wait_readable
+from .flowno_compat import KeptReadable, wait_kept
 
 __all__ = ["EDGE", "HANGUP", "READABLE", "WRITABLE", "Poller"]
 
@@ -49,14 +54,14 @@ MAX_EVENTS = 1024
 class Poller:
     """A private epoll plus the flowno handle a task parks on to wait for any of its sockets."""
 
-    __slots__ = ("_epoll", "_handle", "_wake_reader", "_wake_writer")
+    __slots__ = ("_epoll", "_kept", "_wake_reader", "_wake_writer")
 
     def __init__(self, *, wakeable: bool = False) -> None:
         """Args:
         wakeable: also make :meth:`poke` work (a socket pair registered in the epoll).
         """
         self._epoll = select.epoll()
-        self._handle = handle_of(self._epoll)
+        self._kept = KeptReadable(self._epoll)
         self._wake_reader: _socket.socket | None = None
         self._wake_writer: _socket.socket | None = None
         if wakeable:
@@ -110,8 +115,13 @@ class Poller:
                 pass
 
     async def wait(self) -> None:
-        """Park the current task until a watched socket may be ready (or :meth:`poke`)."""
-        await wait_readable(self._handle)
+        """Park the current task until a watched socket may be ready (or :meth:`poke`).
+
+        On :class:`flowno_io.EventLoop` the epoll stays registered with the loop's selector
+        between waits (:class:`~flowno_io.io.flowno_compat.KeptReadable`), so a wait costs no
+        ``epoll_ctl``; on flowno's own loop each wait registers and unregisters it. Cancel-safe.
+        """
+        await wait_kept(self._kept)
 
     def poke(self) -> None:
         """Wake the task parked in :meth:`wait`, from plain code (only with ``wakeable=True``)."""
@@ -133,6 +143,7 @@ class Poller:
 
     def close(self) -> None:
         """Close the epoll and the wake-up pair (never while a task is parked in :meth:`wait`)."""
+        self._kept.release()  # first: the loop's selector must not keep a closed (reusable) fd
         self._epoll.close()
         for sock in (self._wake_reader, self._wake_writer):
             if sock is not None:
