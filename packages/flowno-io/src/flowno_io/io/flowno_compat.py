@@ -463,8 +463,12 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
     ``SocketRecvCommand``: every :func:`wait_readable`) as flowno does, but first; and leaves every
     other command to flowno. Its run loop is flowno's with one change: while tasks are ready it
     polls the selector (and wakes due sleepers) after each batch of at most
-    ``MAX_STEPS_BETWEEN_POLLS`` steps, not before each step. Use it where code you do not control
-    calls ``flowno.sleep`` at high rates; :func:`flowno_io.run` uses it.
+    ``MAX_STEPS_BETWEEN_POLLS`` steps, not before each step. It wakes the tasks parked on a
+    :class:`KeptReadable` (a descriptor it keeps in the selector across waits: every ``Poller``),
+    and when its run ends it takes those and its own wake-up socket out of flowno's process-wide
+    selector (flowno leaves the latter there: ``docs/flowno-upstream.md`` §14), so it can run
+    again. Use it where code you do not control calls ``flowno.sleep`` at high rates;
+    :func:`flowno_io.run` uses it.
 
     Example:
         >>> from flowno_io import EventLoop
@@ -499,6 +503,8 @@ class EventLoop(flowno.EventLoop):  # type: ignore[misc]
 
     def _kept_ready(self, kept: KeptReadable) -> None:
         """``kept`` is readable: wake its waiters, or drop it if nobody waits (``KEPT_MISSES``)."""
+        if kept.loop is not self:
+            return  # another loop's, seen through the process-wide selector (§4): its own
         waiters = self.event_waiters.pop(kept, None)
         if waiters:
             kept.woken = True
