@@ -318,7 +318,10 @@ def wait_kept(kept: KeptReadable) -> Generator[Any, None, None]:
         loop._keep(kept)
     kept.misses = 0
     try:
-        yield from park(kept, kept.park)  # (the loop wakes it: ``EventLoop._kept_ready``)
+        yield kept.park  # (a park on ``kept``; the loop wakes it: ``EventLoop._kept_ready``)
+    except BaseException as exc:
+        _forget_event_wait(kept, exc)
+        raise
     finally:
         kept.woken = False
 
@@ -340,15 +343,20 @@ def park(flag: Any, command: Any = None) -> Generator[Any, None, None]:
     try:
         yield EventWaitCommand(event=flag) if command is None else command
     except BaseException as exc:
-        loop, task = flowno.current_event_loop(), current_task()
-        if loop is not None:
-            waiters = loop.event_waiters.get(flag)
-            if waiters is not None:
-                waiters.discard(task)
-                if not waiters:
-                    del loop.event_waiters[flag]
-        _forget_wakeups(loop, task, exc)
+        _forget_event_wait(flag, exc)
         raise
+
+
+def _forget_event_wait(flag: Any, thrown: BaseException) -> None:
+    """Remove the current task's place among ``flag``'s waiters, and its other wake-ups."""
+    loop, task = flowno.current_event_loop(), current_task()
+    if loop is not None:
+        waiters = loop.event_waiters.get(flag)
+        if waiters is not None:
+            waiters.discard(task)
+            if not waiters:
+                del loop.event_waiters[flag]
+    _forget_wakeups(loop, task, thrown)
 
 
 def wake(flag: Any) -> None:

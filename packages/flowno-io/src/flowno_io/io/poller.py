@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import select
 import socket as _socket
+from collections.abc import Awaitable
 
 from .flowno_compat import KeptReadable, wait_kept
 
@@ -114,14 +115,15 @@ class Poller:
             except OSError:
                 pass
 
-    async def wait(self) -> None:
-        """Park the current task until a watched socket may be ready (or :meth:`poke`).
+    def wait(self) -> Awaitable[None]:
+        """Park the current task until a watched socket may be ready (or :meth:`poke`): ``await``
+        it (the wait itself, returned without a coroutine of its own around it).
 
         On :class:`flowno_io.EventLoop` the epoll stays registered with the loop's selector
         between waits (:class:`~flowno_io.io.flowno_compat.KeptReadable`), so a wait costs no
         ``epoll_ctl``; on flowno's own loop each wait registers and unregisters it. Cancel-safe.
         """
-        await wait_kept(self._kept)
+        return wait_kept(self._kept)
 
     def poke(self) -> None:
         """Wake the task parked in :meth:`wait`, from plain code (only with ``wakeable=True``)."""
