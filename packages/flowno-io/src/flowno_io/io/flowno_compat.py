@@ -252,13 +252,14 @@ class KeptReadable:
     flowno registers a descriptor with its selector for every wait and unregisters it on wake-up
     (``docs/flowno-upstream.md`` §3). That is two ``epoll_ctl`` per wait, and for an ``epoll``
     descriptor (a :class:`~flowno_io.io.poller.Poller`) each ``EPOLL_CTL_ADD`` makes the kernel
-    check every descriptor inside it for loops: ~1 µs each, milliseconds for a poller holding
-    thousands of sockets. :func:`wait_kept` on :class:`EventLoop` registers it (level-triggered)
-    at the first wait and leaves it there: when it is ready the loop wakes the tasks parked on it
-    (as ``wake`` does for a flag). It leaves the selector when it is reported ready while nobody
-    waits for it (``KEPT_MISSES``), when :meth:`release` is called (before its descriptor is
-    closed), or when the loop's run ends. On another loop (flowno's own), :func:`wait_kept` waits
-    as :func:`wait_readable` does, registering and unregistering per wait.
+    check every descriptor inside it for loops: ~0.5 ms of CPU per wait for a poller holding
+    10,000 sockets (``bench/experiments/poller_wait_cost.py``). :func:`wait_kept` on
+    :class:`EventLoop` registers it (level-triggered) at the first wait and leaves it there: when
+    it is ready the loop wakes the tasks parked on it (as ``wake`` does for a flag). It leaves the
+    selector when it is reported ready while nobody waits for it (``KEPT_MISSES``), when
+    :meth:`release` is called (before its descriptor is closed), or when the loop's run ends. On
+    another loop (flowno's own), :func:`wait_kept` waits as :func:`wait_readable` does,
+    registering and unregistering per wait.
 
     The object is also what the selector's entry carries as its ``data``: flowno's loop skips an
     entry whose ``_command`` is ``None`` (its own wake-up socket's), and a loop treats any object
