@@ -6,12 +6,13 @@ Starts ``bench/apps/flowno_io_ceiling_app.py`` (one process, a tick to every str
 does), which reads their heads and then holds them without reading. It waits ``--settle`` seconds
 (every stream past its first heartbeat due time: the monitor's heap then has entries due at
 spread-out times, re-scheduled lazily since the ticks keep the streams from ever needing one),
-then reads the server's CPU time from ``/proc`` in windows between ticks (from 0.7 s after a tick
-to 0.3 s before the next), ``--windows`` of them. What that counts is the stream monitor's
-timer wake-ups and what each costs; ``--strace`` counts the server's syscalls over the same
-windows (``epoll_ctl`` per wake). ``--tick-interval 3600``: no ticks, so every stream sends a
-heartbeat each 15 s (at spread-out times, the streams having opened over 15 s), and the windows
-are consecutive 4 s periods; that counts the heartbeats' sends too.
+then reads the server's CPU time (``/proc/<pid>/task/*/schedstat``) in windows between ticks
+(from 0.7 s after a tick to 0.3 s before the next), ``--windows`` of them. What that counts is
+the stream monitor's timer wake-ups and what each costs; ``--strace`` counts the server's
+syscalls over the whole run (``epoll_ctl`` per wake; the ticks' sends too).
+``--tick-interval 3600``: no ticks, so every stream sends a heartbeat each 15 s (at spread-out
+times, the streams having opened over 15 s), and the windows are consecutive 4 s periods; that
+counts the heartbeats' sends too.
 
 ``--src`` lists library trees (``packages/flowno-io/src`` of worktrees or exports) to compare in
 one session, interleaved: each round measures every tree once, in order::
@@ -34,7 +35,16 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(BENCH)]
 
-from _procs import SERVER_CPU, cpu_seconds, free_port, raise_fd_limit  # noqa: E402
+from _procs import SERVER_CPU, free_port, raise_fd_limit  # noqa: E402
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds of every thread of ``pid``, to the nanosecond (``schedstat``: the tick-sampled
+    ``/proc/<pid>/stat`` is too coarse for a few ms per second)."""
+    return (
+        sum(int(stat.read_text().split()[0]) for stat in Path(f"/proc/{pid}/task").glob("*/schedstat")) / 1e9
+    )
+
 
 HOLDER = r"""
 import socket, sys, time
