@@ -24,7 +24,13 @@ from helpers import HANG_TIMEOUT, runnable, until, until_parked
 
 import flowno_io
 from flowno_io import cancel, sleep
-from flowno_io.io.flowno_compat import KEPT_MISSES, KeptReadable, TaskCancelled, wait_readable
+from flowno_io.io.flowno_compat import (
+    KEPT_MISSES,
+    KeptReadable,
+    TaskCancelled,
+    reset_selector_after_fork,
+    wait_readable,
+)
 from flowno_io.io.flowno_compat import handle_of as flowno_handle
 from flowno_io.io.poller import READABLE, Poller
 
@@ -322,3 +328,30 @@ def test_a_poller_registered_with_listened_sockets_wakes_on_data() -> None:
         left.close()
         right.close()
     assert got == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_a_poller_waits_again_after_the_selector_is_replaced_as_after_a_fork() -> None:
+    """A forked worker replaces flowno's selector (``reset_selector_after_fork``): registrations
+    made before are gone with the old epoll, and the next wait must register again."""
+    woken: list[str] = []
+
+    async def waiter(poller: Poller) -> None:
+        await poller.wait()
+        woken.append("again")
+
+    async def main() -> None:
+        poller = Poller(wakeable=True)
+        poller.poke()
+        await poller.wait()  # registered, and kept
+        poller.consume_pokes()
+        reset_selector_after_fork()  # (the loop's own wake-up socket goes too: not needed here)
+        task = await spawn(waiter(poller))
+        try:
+            await until_parked(task)
+            poller.poke()
+            await until(lambda: woken == ["again"], message="the poller was not registered again")
+        finally:
+            cancel(task)
+            poller.close()
+
+    flowno_io.EventLoop().run_until_complete(main(), join=True)
