@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import socket
 import threading
 from collections.abc import Callable, Coroutine
@@ -82,10 +83,17 @@ class ServerThread:
             RuntimeError: the loop did not stop in time, or ``serve()`` raised.
         """
         if self._thread.is_alive():
-            self.loop.create_task(self.server.close())
+            closing = None
+            if not self.server.closing:  # (a test may have closed it already)
+                closing = self.server.close()
+                self.loop.create_task(closing)
             self._thread.join(self.stop_timeout)
             if self._thread.is_alive():
                 raise RuntimeError("server thread did not stop in time")
+            if closing is not None and inspect.getcoroutinestate(closing) == inspect.CORO_CREATED:
+                # The loop ended just before it could run the close: nothing left to close, and
+                # closing the coroutine keeps "was never awaited" out of the output.
+                closing.close()
         if self.error is not None:
             raise RuntimeError(f"serve() failed: {self.error!r}") from self.error
 
