@@ -114,9 +114,10 @@ async def exchange(connection: Connection) -> bytes:
     """One request and its whole response on ``connection``; the body (the pool takes it back)."""
     await connection.send_request(REQUEST, None, write_timeout=HANG_TIMEOUT, deadline=None)
     parser = connection.start_response(head_request=False, max_header_bytes=65536)
+    exchange = connection.exchanges
     await connection.receive_head(read_timeout=HANG_TIMEOUT, deadline=None)
     body = b""
-    while chunk := await connection.receive_body(parser, read_timeout=HANG_TIMEOUT, deadline=None):
+    while chunk := await connection.receive_body(parser, exchange, read_timeout=HANG_TIMEOUT, deadline=None):
         body += chunk
     return body
 

@@ -134,6 +134,8 @@ class Connection:
         "_timed_out",
         "_timer",
         "_waiter",
+        "exchange",
+        "exchanges",
         "idle_since",
         "in_use",
         "origin",
@@ -164,7 +166,15 @@ class Connection:
             self._poll.register(waiter.fd, _POLL_READABLE)
         self._timer: Timer | None = None
         self._timed_out = False
+        # The connection's response parser, made on the first response and kept for the next
+        # ones (``ResponseParser.next_response``); dropped when the connection closes.
         self.parser: ResponseParser | None = None
+        #: Exchanges started on this connection (by :meth:`start_response`), and the number of
+        #: the one holding it now (0: none). The parser is the same object from one exchange to
+        #: the next, so the number, not the parser, says whose a response is: a response object
+        #: kept from an earlier exchange must not read or release a later one's.
+        self.exchanges = 0
+        self.exchange = 0
         #: Requests sent on this connection before the current one.
         self.requests = 0
         self.idle_since = 0.0
@@ -231,8 +241,21 @@ class Connection:
             raise translated from exc
 
     def start_response(self, *, head_request: bool, max_header_bytes: int) -> ResponseParser:
-        """A fresh parser for the response to the request just sent."""
-        parser = self.parser = ResponseParser(head_request=head_request, max_header_bytes=max_header_bytes)
+        """The parser, made ready for the response to the request just sent.
+
+        The exchange's number is then :attr:`exchanges`: the token :meth:`receive_body`,
+        :meth:`take_complete_body`, :meth:`finish_nowait` and :meth:`owns` take (read it before
+        any ``await``: the connection may serve the next exchange as soon as this one ends).
+        """
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = ResponseParser(
+                head_request=head_request, max_header_bytes=max_header_bytes, persistent=True
+            )
+        else:
+            parser.next_response(head_request=head_request, max_header_bytes=max_header_bytes)
+        number = self.exchanges = self.exchanges + 1
+        self.exchange = number
         return parser
 
     async def _receive(
@@ -354,44 +377,45 @@ class Connection:
         return parser
 
     async def receive_body(
-        self, parser: ResponseParser, *, read_timeout: float | None, deadline: float | None
+        self, parser: ResponseParser, exchange: int, *, read_timeout: float | None, deadline: float | None
     ) -> bytes:
-        """The next body bytes of ``parser``'s response (de-chunked, still content-encoded).
+        """The next body bytes of exchange number ``exchange`` (de-chunked, still content-encoded).
 
         Returns ``b""`` at the end; the connection then goes back to the pool (or closes if it
-        cannot be reused). A parser whose exchange already ended gets ``b""`` too.
+        cannot be reused). An exchange that already ended gets ``b""`` too.
         """
         while True:
-            owned = self.in_use and self.parser is parser
+            if self.exchange != exchange:  # (ended: the parser may be reading another response)
+                return b""
             if parser.has_body_data:
                 data = parser.take_body()
-                if parser.message_complete and owned:
+                if parser.message_complete:
                     self.release()
                 return data
-            if parser.message_complete or not owned:
-                if owned:
-                    self.release()
+            if parser.message_complete:
+                self.release()
                 return b""
             await self._receive(parser, read_timeout, deadline)
 
-    def take_complete_body(self, parser: ResponseParser) -> bytes:
-        """All the body of ``parser``'s complete response (still content-encoded); the
+    def take_complete_body(self, parser: ResponseParser, exchange: int) -> bytes:
+        """All the body of exchange ``exchange``'s complete response (still content-encoded); the
         connection goes back to the pool (or closes). What :meth:`receive_body` returns until
-        ``b""``, joined."""
+        ``b""``, joined (``b""`` if the exchange already ended)."""
+        if self.exchange != exchange:
+            return b""
         if not parser.message_complete:
             raise RuntimeError("the response is not complete")
         body = parser.take_body()
-        if self.in_use and self.parser is parser:
-            self.release()
+        self.release()
         return body
 
-    def finish_nowait(self, parser: ResponseParser) -> None:
-        """Stop reading ``parser``'s response: reuse the connection if the rest already arrived.
+    def finish_nowait(self, parser: ResponseParser, exchange: int) -> None:
+        """Stop reading exchange ``exchange``: reuse the connection if the rest already arrived.
 
         Parses what the kernel already holds (never waits); a response complete by then frees
         the connection for reuse, any other is abandoned (the connection closes).
         """
-        if not (self.in_use and self.parser is parser):
+        if self.exchange != exchange:
             return
         stream = self.stream
         if not parser.message_complete and isinstance(stream, SocketStream):
@@ -422,8 +446,8 @@ class Connection:
         """The exchange is over: back to the pool if the response allows reuse, else close."""
         if self.in_use:
             self.in_use = False
+            self.exchange = 0
             parser = self.parser
-            self.parser = None
             reusable = parser is not None and parser.reusable
             if reusable:
                 self.requests += 1
@@ -436,13 +460,22 @@ class Connection:
         """
         if self.in_use:
             self.in_use = False
-            self.parser = None
-            self.stream.close()
+            self.exchange = 0
+            self.close()
             self._pool._release(self, False)
 
-    def owns(self, parser: ResponseParser) -> bool:
-        """True while the exchange that ``parser`` belongs to still holds this connection."""
-        return self.in_use and self.parser is parser
+    def close(self) -> None:
+        """Close the socket and drop the parser (its httptools parser refers back to it: a
+        cycle that would wait for the cyclic GC)."""
+        self.stream.close()
+        parser = self.parser
+        if parser is not None:
+            self.parser = None
+            parser.close()
+
+    def owns(self, exchange: int) -> bool:
+        """True while exchange number ``exchange`` still holds this connection."""
+        return self.exchange == exchange
 
 
 class _Waiter:
@@ -575,7 +608,7 @@ class ConnectionPool:
         while idle:
             connection = idle.pop()
             if monotonic() - connection.idle_since > self.keepalive_expiry or connection.peer_gone():
-                connection.stream.close()
+                connection.close()
                 self._slot_freed()
                 continue
             connection.in_use = True
@@ -606,7 +639,7 @@ class ConnectionPool:
                     oldest = other
             if oldest is None:
                 return False
-            oldest.idle.pop(0).stream.close()
+            oldest.idle.pop(0).close()
             self._slots -= 1
         self._slots += 1
         return True
@@ -766,7 +799,7 @@ class ConnectionPool:
                 return
             host.active -= 1
             if self._slot_waiters:  # another origin waits for a connection to close: this one
-                connection.stream.close()
+                connection.close()
                 self._slot_freed()
                 return
             now = monotonic()
@@ -775,10 +808,10 @@ class ConnectionPool:
             idle.append(connection)
             # Expire from the old end (the list is in release order).
             while idle and now - idle[0].idle_since > self.keepalive_expiry:
-                idle.pop(0).stream.close()
+                idle.pop(0).close()
                 self._slot_freed()
             return
-        connection.stream.close()
+        connection.close()
         host.active -= 1
         self._grant_or_idle(host)
 
@@ -828,7 +861,7 @@ class ConnectionPool:
         self.closed = True
         for host in self._hosts.values():
             for connection in host.idle:
-                connection.stream.close()
+                connection.close()
             host.idle.clear()
             while host.waiters:
                 waiter = host.waiters.popleft()
