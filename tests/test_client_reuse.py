@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from client_servers import RawServer, read_request, response_bytes, wait_for_close
 
 from flowno_io.client.client import ClientResponse, HttpClient, Timeout
@@ -24,20 +23,6 @@ from flowno_io.testing import run
 StartRaw = Callable[..., RawServer]
 #: Only bounds a hang (a wrong parser state waits for bytes that never come).
 HANG_TIMEOUT = 10.0
-
-
-@pytest.fixture
-def raw_server() -> Iterator[StartRaw]:
-    servers: list[RawServer] = []
-
-    def start(script: Callable[[socket.socket, int], None], **options: Any) -> RawServer:
-        raw = RawServer(script, **options).start()
-        servers.append(raw)
-        return raw
-
-    yield start
-    for raw in servers:
-        raw.stop()
 
 
 def scripted(answers: list[bytes]) -> Callable[[socket.socket, int], None]:
