@@ -305,53 +305,61 @@ class Connection:
     ) -> bytes:
         """``SocketStream.receive_some`` with the wait done by the pool's reactor.
 
-        Reads at once when the socket's poll shows something; else waits (the reactor's epoll
-        is edge-triggered: the poll saw nothing, so any later arrival is an edge it reports).
+        Reads at once when the reactor saw the socket become ready since the last read (the
+        waiter's flag), else waits without looking: the last read left the socket empty (it
+        returned less than it asked for, else the flag is set again), and the reactor's epoll
+        is edge-triggered, so any arrival since is an edge a poll reported (the flag) or will
+        report (the wait).
         """
         stream = self.stream
         if stream.closed:
             raise ClosedResourceError("stream is closed")
         sock = stream.sock
-        poll = self._poll
-        if poll is None or poll.poll(0):
-            try:
-                return sock.recv(RECEIVE_SIZE)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise ReadError(f"receive failed: {exc}") from exc
+        if waiter.ready:
+            data = self._recv(waiter, sock)
+            if data is not None:
+                return data
         limit = deadline
         if read_timeout is not None:
             expiry = monotonic() + read_timeout
             limit = expiry if limit is None else min(limit, expiry)
         timer = None
         try:
-            look = False  # try a recv before the next wait
             if limit is not None:
                 timer = self._timer
                 if timer is None:
                     timer = self._timer = get_clock().timer(self._on_deadline)
                 if not timer.set_deadline(limit):
-                    await timer.arm_at(limit)  # starts the clock task (a cancel may land here)
-                    # That spawn let other tasks run: bytes that came meanwhile may have been
-                    # reported to (and dropped by) another waiter's poll, so look before waiting.
-                    look = True
+                    # Starts the clock task (a cancel may land here). That spawn lets other tasks
+                    # run: an edge a poll saw meanwhile is in the flag (the wait returns at once).
+                    await timer.arm_at(limit)
             reactor = self._pool._reactor
             while True:
-                if look:
-                    if self._timed_out:  # (its timer shut the socket down: a recv would say "closed")
-                        raise ReadTimeout("timed out waiting for data")
-                    try:
-                        return sock.recv(RECEIVE_SIZE)
-                    except BlockingIOError:
-                        pass
-                    except OSError as exc:
-                        raise ReadError(f"receive failed: {exc}") from exc
                 await reactor.wait_readable(waiter)
-                look = True
+                if self._timed_out:  # (its timer shut the socket down: a recv would say "closed")
+                    raise ReadTimeout("timed out waiting for data")
+                data = self._recv(waiter, sock)
+                if data is not None:
+                    return data
         finally:
             if timer is not None:
                 timer.disarm()
+
+    @staticmethod
+    def _recv(waiter: ReadWaiter, sock: _socket.socket) -> bytes | None:
+        """What the socket holds (``b""``: its end), ``None`` if nothing (the flag was stale)."""
+        # (Cleared before the recv: an edge after it sets the flag again. Not once the end was
+        # seen: the reads before it leave it unread, and no edge will announce it again.)
+        waiter.ready = waiter.ended
+        try:
+            data = sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise ReadError(f"receive failed: {exc}") from exc
+        if len(data) == RECEIVE_SIZE:
+            waiter.ready = True  # more may be there: no edge will say so
+        return data
 
     def _on_deadline(self) -> None:
         self._timed_out = True
@@ -468,6 +476,10 @@ class Connection:
         """Close the socket and drop the parser (its httptools parser refers back to it: a
         cycle that would wait for the cyclic GC)."""
         self.stream.close()
+        waiter = self._waiter
+        reactor = self._pool._reactor_instance
+        if waiter is not None and reactor is not None:
+            reactor.forget(waiter)
         parser = self.parser
         if parser is not None:
             self.parser = None
