@@ -218,6 +218,20 @@ def test_many_small_headers_count_against_the_limit() -> None:
         parse(response, max_header_bytes=2048)
 
 
+@pytest.mark.parametrize("limit, accepted", [(22, True), (21, False)])
+def test_the_head_limit_counts_the_reason_and_every_field_exactly(limit: int, accepted: bool) -> None:
+    # The reason (2) and each field's name, value, ": " and CRLF (3 + 3 + 4, twice): 22 bytes,
+    # counted when the bytes fed (the body too) exceed the limit.
+    response = b"HTTP/1.1 200 OK\r\nX-A: vvv\r\nx-a: www\r\nContent-Length: 40\r\n\r\n" + b"b" * 40
+    fields = len(b"content-length") + len(b"40") + 4
+    if accepted:
+        parser, body = parse(response, max_header_bytes=limit + fields)
+        assert parser.headers.get_all("x-a") == ["vvv", "www"] and len(body) == 40
+    else:
+        with pytest.raises(TooLargeError):
+            parse(response, max_header_bytes=limit + fields)
+
+
 def test_body_does_not_count_against_the_head_limit() -> None:
     response = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"b" * 5000
     parser, body = parse(response, max_header_bytes=100)

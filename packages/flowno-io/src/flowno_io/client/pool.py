@@ -456,7 +456,13 @@ class Connection:
             self.in_use = False
             self.exchange = 0
             parser = self.parser
-            reusable = parser is not None and parser.reusable
+            # (``parser.reusable``, without the property call)
+            reusable = (
+                parser is not None
+                and parser.message_complete
+                and parser.keep_alive
+                and not parser.trailing_data
+            )
             if reusable:
                 self.requests += 1
             self._pool._release(self, reusable)

@@ -238,10 +238,11 @@ class BodyReader:
 
     def __del__(self) -> None:
         # A response dropped before the end of its body frees its connection (closing it).
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
+        if not self.done:  # (every buffered response is done: no call for those)
+            try:
+                self.close()
+            except Exception:  # interpreter shutdown
+                pass
 
 
 class _BodyIterator:

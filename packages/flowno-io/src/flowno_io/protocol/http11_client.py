@@ -112,7 +112,6 @@ class ResponseParser:
         "_failure",
         "_fields",
         "_head_fed",
-        "_head_size",
         "_interim",
         "_parser",
         "_persistent",
@@ -144,7 +143,6 @@ class ResponseParser:
         self.head_request = head_request
         self.max_header_bytes = max_header_bytes
         self._fields: dict[str, list[str]] = {}
-        self._head_size = 0  # the header fields' bytes (the status line's: ``len(reason)``)
         self._body: list[bytes] = []
         self._head_fed = 0  # bytes fed while the head was unfinished
         self._interim = False
@@ -191,7 +189,6 @@ class ResponseParser:
         self.head_request = head_request
         self.max_header_bytes = max_header_bytes
         self._fields = {}
-        self._head_size = 0
         if self._body:
             self._body = []
         self._head_fed = 0
@@ -289,9 +286,8 @@ class ResponseParser:
         self.reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Counted against the limit once the head is complete; until then ``feed`` bounds what a
-        # head may buffer (each feed's bytes count against it).
-        self._head_size += len(name) + len(value) + 4
+        # Counted against the limit once the head is complete (``_head_size``); until then
+        # ``feed`` bounds what a head may buffer (each feed's bytes count against it).
         key = _FIELD_NAMES.get(name)
         if key is None:
             key = name.decode("latin-1").lower()
@@ -309,9 +305,20 @@ class ResponseParser:
         self._failure = error
         return error
 
+    def _head_size(self) -> int:
+        """The status line's reason and the header fields, in bytes as counted for the limit
+        (latin-1 decoding and lower-casing keep every length)."""
+        size = len(self.reason)
+        for name, values in self._fields.items():
+            size += (len(name) + 4) * len(values) + sum(map(len, values))
+        return size
+
     def on_headers_complete(self) -> None:
-        if self._head_size + len(self.reason) > self.max_header_bytes:
-            raise self._fail(TooLargeError(f"response head larger than {self.max_header_bytes} bytes", 431))
+        # (A head within every byte fed so far is within the limit if they are: counted only
+        # when they are not.)
+        limit = self.max_header_bytes
+        if self.bytes_received > limit and self._head_size() > limit:
+            raise self._fail(TooLargeError(f"response head larger than {limit} bytes", 431))
         parser = self._parser
         status = parser.get_status_code()
         if 100 <= status < 200:
@@ -321,7 +328,6 @@ class ResponseParser:
             self._interim = True
             self._fields = {}
             self.reason = ""
-            self._head_size = 0
             self._head_fed = 0
             return
         fields = self._fields
