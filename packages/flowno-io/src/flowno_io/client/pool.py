@@ -6,10 +6,13 @@ Idle connections are used newest first, dropped after ``keepalive_expiry`` secon
 without waiting before every reuse, so one the server closed, or sent bytes nobody asked for on
 (a 408, say), is not picked. (Skipping the check for a connection released moments ago was tried
 and dropped: nothing guarantees a poll has seen such bytes in that moment, and they would be read
-as the next response.) For plain TCP the check, and the look for response bytes before waiting,
-is a zero-timeout ``poll`` of the one socket, not a ``recv`` that fails with ``EAGAIN``: same
-answer, same syscall count, without the exception (~7,000 instructions each; the load generator
-raised two per request).
+as the next response.) For plain TCP the check is a zero-timeout ``poll`` of the one socket, not
+a ``recv`` that fails with ``EAGAIN``: same answer, same syscall count, without the exception
+(~7,000 instructions). After the send a plain connection does not look at its socket at all
+unless the reactor saw it become ready since its last read (see ``client/reactor.py``).
+
+A connection has one :class:`ResponseParser` for all its responses (llhttp goes on to the next
+message); an exchange is known by its number (:attr:`Connection.exchange`), not by the parser.
 
 At most ``max_connections_per_host`` connections exist per origin; further requests wait in FIFO
 order, and a released connection is handed straight to the first waiter. There is no background
