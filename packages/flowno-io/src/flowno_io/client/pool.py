@@ -8,11 +8,9 @@ without waiting before every reuse, so one the server closed, or sent bytes nobo
 and dropped: nothing guarantees a poll has seen such bytes in that moment, and they would be read
 as the next response.) For plain TCP the check is a zero-timeout ``poll`` of the one socket, not
 a ``recv`` that fails with ``EAGAIN``: same answer, same syscall count, without the exception
-(~7,000 instructions). After the send a plain connection does not look at its socket at all
-unless the reactor saw it become ready since its last read (see ``client/reactor.py``).
-
-A connection has one :class:`ResponseParser` for all its responses (llhttp goes on to the next
-message); an exchange is known by its number (:attr:`Connection.exchange`), not by the parser.
+(~7,000 instructions); after the send, a plain connection reads only if the reactor saw its
+socket ready since its last read (``client/reactor.py``). A connection has one
+:class:`ResponseParser` for all its responses: an exchange is known by its number.
 
 At most ``max_connections_per_host`` connections exist per origin; further requests wait in FIFO
 order, and a released connection is handed straight to the first waiter. There is no background
@@ -161,21 +159,18 @@ class Connection:
         self.stream = stream
         # Plain TCP connections wait for responses through the pool's reactor (see client/reactor.py).
         self._waiter = waiter
-        # ... and look at their socket without waiting through a poll of it alone (no exception
-        # when nothing is there, unlike a recv).
+        # ... and check an idle one before reuse through a poll of its socket alone (see peer_gone).
         self._poll: select.poll | None = None
         if waiter is not None:
             self._poll = select.poll()
             self._poll.register(waiter.fd, _POLL_READABLE)
         self._timer: Timer | None = None
         self._timed_out = False
-        # The connection's response parser, made on the first response and kept for the next
-        # ones (``ResponseParser.next_response``); dropped when the connection closes.
+        # Made on the first response, reused for the next ones, dropped when the connection closes.
         self.parser: ResponseParser | None = None
-        #: Exchanges started on this connection (by :meth:`start_response`), and the number of
-        #: the one holding it now (0: none). The parser is the same object from one exchange to
-        #: the next, so the number, not the parser, says whose a response is: a response object
-        #: kept from an earlier exchange must not read or release a later one's.
+        #: Exchanges started (by :meth:`start_response`), and the number of the one holding the
+        #: connection now (0: none): whose a response is (a response kept from an earlier
+        #: exchange must not read or release a later one's; the parser is the same object).
         self.exchanges = 0
         self.exchange = 0
         #: Requests sent on this connection before the current one.
@@ -251,14 +246,13 @@ class Connection:
         any ``await``: the connection may serve the next exchange as soon as this one ends).
         """
         parser = self.parser
-        if parser is None:
+        if parser is not None:
+            parser.next_response(head_request=head_request, max_header_bytes=max_header_bytes)
+        else:
             parser = self.parser = ResponseParser(
                 head_request=head_request, max_header_bytes=max_header_bytes, persistent=True
             )
-        else:
-            parser.next_response(head_request=head_request, max_header_bytes=max_header_bytes)
-        number = self.exchanges = self.exchanges + 1
-        self.exchange = number
+        self.exchange = self.exchanges = self.exchanges + 1
         return parser
 
     async def _receive(
@@ -308,11 +302,9 @@ class Connection:
     ) -> bytes:
         """``SocketStream.receive_some`` with the wait done by the pool's reactor.
 
-        Reads at once when the reactor saw the socket become ready since the last read (the
-        waiter's flag), else waits without looking: the last read left the socket empty (it
-        returned less than it asked for, else the flag is set again), and the reactor's epoll
-        is edge-triggered, so any arrival since is an edge a poll reported (the flag) or will
-        report (the wait).
+        Reads at once if a poll saw the socket ready since the last read (the waiter's flag), else
+        waits without looking: any arrival since is an edge the edge-triggered epoll reported (the
+        flag) or will report (the wait).
         """
         stream = self.stream
         if stream.closed:
@@ -351,9 +343,7 @@ class Connection:
     @staticmethod
     def _recv(waiter: ReadWaiter, sock: _socket.socket) -> bytes | None:
         """What the socket holds (``b""``: its end), ``None`` if nothing (the flag was stale)."""
-        # (Cleared before the recv: an edge after it sets the flag again. Not once the end was
-        # seen: the reads before it leave it unread, and no edge will announce it again.)
-        waiter.ready = waiter.ended
+        waiter.ready = waiter.ended  # (cleared before: an edge after it sets it; see ReadWaiter)
         try:
             data = sock.recv(RECEIVE_SIZE)
         except BlockingIOError:
@@ -459,13 +449,7 @@ class Connection:
             self.in_use = False
             self.exchange = 0
             parser = self.parser
-            # (``parser.reusable``, without the property call)
-            reusable = (
-                parser is not None
-                and parser.message_complete
-                and parser.keep_alive
-                and not parser.trailing_data
-            )
+            reusable = parser is not None and parser.reusable
             if reusable:
                 self.requests += 1
             self._pool._release(self, reusable)
