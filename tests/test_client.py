@@ -40,22 +40,6 @@ def server() -> Iterator[StdlibServer]:
     stdlib.stop()
 
 
-@pytest.fixture
-def raw_server() -> Iterator[StartRaw]:
-    servers: list[RawServer] = []
-
-    def start(script: Callable[[socket.socket, int], None], **options: Any) -> RawServer:
-        raw = RawServer(script, **options).start()
-        servers.append(raw)
-        return raw
-
-    yield start
-    for raw in servers:
-        raw.stop()
-    for raw in servers:
-        assert not raw.errors, raw.errors
-
-
 def echo_of(response: Any) -> dict[str, Any]:
     value: dict[str, Any] = response.decode_json()
     return value

@@ -30,20 +30,6 @@ StartRaw = Callable[..., RawServer]
 
 
 @pytest.fixture
-def raw_server() -> Iterator[StartRaw]:
-    servers: list[RawServer] = []
-
-    def start(script: Callable[[socket.socket, int], None], **options: Any) -> RawServer:
-        raw = RawServer(script, **options).start()
-        servers.append(raw)
-        return raw
-
-    yield start
-    for raw in servers:
-        raw.stop()
-
-
-@pytest.fixture
 def server() -> Iterator[StdlibServer]:
     stdlib = StdlibServer().start()
     yield stdlib

@@ -59,20 +59,6 @@ def server() -> Iterator[StdlibServer]:
     stdlib.stop()
 
 
-@pytest.fixture
-def raw_server() -> Iterator[StartRaw]:
-    servers: list[RawServer] = []
-
-    def start(script: Callable[[socket.socket, int], None], **options: Any) -> RawServer:
-        raw = RawServer(script, **options).start()
-        servers.append(raw)
-        return raw
-
-    yield start
-    for raw in servers:
-        raw.stop()
-
-
 async def collect(response: OkStreamingResponse[Any] | ErrStreamingResponse) -> list[Any]:
     assert streaming_response_is_ok(response), response.status
     return [item async for item in response.body]

@@ -218,6 +218,20 @@ def test_many_small_headers_count_against_the_limit() -> None:
         parse(response, max_header_bytes=2048)
 
 
+@pytest.mark.parametrize("limit, accepted", [(22, True), (21, False)])
+def test_the_head_limit_counts_the_reason_and_every_field_exactly(limit: int, accepted: bool) -> None:
+    # The reason (2) and each field's name, value, ": " and CRLF (3 + 3 + 4, twice): 22 bytes,
+    # counted when the bytes fed (the body too) exceed the limit.
+    response = b"HTTP/1.1 200 OK\r\nX-A: vvv\r\nx-a: www\r\nContent-Length: 40\r\n\r\n" + b"b" * 40
+    fields = len(b"content-length") + len(b"40") + 4
+    if accepted:
+        parser, body = parse(response, max_header_bytes=limit + fields)
+        assert parser.headers.get_all("x-a") == ["vvv", "www"] and len(body) == 40
+    else:
+        with pytest.raises(TooLargeError):
+            parse(response, max_header_bytes=limit + fields)
+
+
 def test_body_does_not_count_against_the_head_limit() -> None:
     response = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"b" * 5000
     parser, body = parse(response, max_header_bytes=100)
@@ -376,6 +390,67 @@ def test_a_complete_response_leaves_no_reference_cycle(answer: bytes) -> None:
         assert parser.message_complete and parser.take_body() == b"hello world"
         parser.feed(b"late")
         assert parser.trailing_data
+        del parser
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+# -- one parser per connection ------------------------------------------------------------------
+
+HEAD_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+#: (response bytes, the request was HEAD, status, reason, body) in the order a connection sees them
+SEQUENCE = [
+    (CONTENT_LENGTH, False, 200, "OK", b"hello world"),
+    (CHUNKED, False, 200, "OK", b"hello world"),
+    (NOT_MODIFIED, False, 304, "Not Modified", b""),
+    (INTERIM, False, 200, "OK", b"hello world"),
+    (NO_CONTENT, False, 204, "No Content", b""),
+    (HEAD_ANSWER, True, 200, "OK", b""),  # (llhttp still awaits 5 body bytes: a fresh parser next)
+    (b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Last: y\r\n\r\nok", False, 201, "Created", b"ok"),
+]
+
+
+@SPLITS
+def test_a_persistent_parser_reads_the_responses_of_a_connection_one_after_another(split: int) -> None:
+    parser = ResponseParser(persistent=True)
+    heads = []
+    for index, (answer, head_request, status, reason, body) in enumerate(SEQUENCE):
+        if index:
+            parser.next_response(head_request=head_request, max_header_bytes=65536)
+        else:
+            parser.head_request = head_request
+        received = b""
+        for start in range(0, len(answer), split or len(answer)):
+            parser.feed(answer[start : start + (split or len(answer))])
+            received += parser.take_body()
+        assert (parser.status_code, parser.reason, received) == (status, reason, body)
+        assert parser.reusable and parser.bytes_received == len(answer)
+        heads.append((parser.headers, parser.headers.items()))
+    for headers, items in heads:  # each response's headers stayed as they were
+        assert headers.items() == items
+    assert [items for _, items in heads][-1] == [("content-length", "2"), ("x-last", "y")]
+
+
+def test_bytes_after_the_end_are_not_parsed_into_the_response() -> None:
+    parser = ResponseParser()
+    parser.feed(CONTENT_LENGTH + b"HTTP/1.1 404 Extra\r\nX-Extra: 1\r\nContent-Length: 0\r\n\r\n")
+    assert (parser.status_code, parser.reason, parser.take_body()) == (200, "OK", b"hello world")
+    assert parser.headers.items() == [("content-type", "text/plain"), ("content-length", "11")]
+    assert parser.trailing_data and not parser.reusable
+
+
+def test_a_persistent_parser_once_closed_leaves_no_reference_cycle() -> None:
+    import gc
+
+    gc.collect()
+    gc.disable()
+    try:
+        parser = ResponseParser(persistent=True)
+        parser.feed(CONTENT_LENGTH)
+        parser.next_response(head_request=False, max_header_bytes=65536)
+        parser.feed(CONTENT_LENGTH)
+        parser.close()
         del parser
         assert gc.collect() == 0
     finally:

@@ -21,8 +21,8 @@ from flowno import spawn
 from helpers import HANG_TIMEOUT, connection_closed_by_peer, has_unread_data, until, until_parked, wait_for
 
 from flowno_io import cancel, sleep
-from flowno_io._errors import ClosedResourceError, PoolTimeout
-from flowno_io.client.pool import Connection, ConnectionPool, Origin
+from flowno_io._errors import ClosedResourceError, PoolTimeout, RemoteProtocolError
+from flowno_io.client.pool import RECEIVE_SIZE, Connection, ConnectionPool, Origin
 from flowno_io.io.flowno_compat import TaskCancelled
 from flowno_io.io.wakeup import Wakeup
 from flowno_io.testing import run
@@ -114,9 +114,10 @@ async def exchange(connection: Connection) -> bytes:
     """One request and its whole response on ``connection``; the body (the pool takes it back)."""
     await connection.send_request(REQUEST, None, write_timeout=HANG_TIMEOUT, deadline=None)
     parser = connection.start_response(head_request=False, max_header_bytes=65536)
+    exchange = connection.exchanges
     await connection.receive_head(read_timeout=HANG_TIMEOUT, deadline=None)
     body = b""
-    while chunk := await connection.receive_body(parser, read_timeout=HANG_TIMEOUT, deadline=None):
+    while chunk := await connection.receive_body(parser, exchange, read_timeout=HANG_TIMEOUT, deadline=None):
         body += chunk
     return body
 
@@ -511,3 +512,73 @@ def test_a_response_arriving_while_the_clock_task_starts_is_not_lost() -> None:
         listener.close()
         for peer in peers:
             peer.close()
+
+
+def test_bytes_left_by_a_read_that_filled_its_buffer_are_read_without_a_new_edge() -> None:
+    """The reactor's epoll reports an arrival once (edge-triggered), and a connection reads
+    without looking at its socket unless a poll reported it since its last read. A read that
+    filled its buffer may leave bytes behind that no later edge announces: the next read must
+    take them, not wait (which ended in a ReadTimeout)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    origin: Origin = ("http", "127.0.0.1", listener.getsockname()[1])
+    peers: list[socket.socket] = []
+    body = b"x" * (RECEIVE_SIZE + 40_000)
+
+    async def main() -> bytes:
+        pool = ConnectionPool()
+        connection = await pool.acquire(origin)
+        peers.append(listener.accept()[0])
+        await connection.send_request(REQUEST, None, write_timeout=None, deadline=None)
+        read_request(peers[0])
+        # All of it in the client's receive buffer (~128 KiB fit) before its first read.
+        peers[0].sendall(response_bytes(body))
+        parser = connection.start_response(head_request=False, max_header_bytes=65536)
+        exchange = connection.exchanges
+        await connection.receive_head(read_timeout=HANG_TIMEOUT / 4, deadline=None)
+        received = parser.take_body()
+        while chunk := await connection.receive_body(
+            parser, exchange, read_timeout=HANG_TIMEOUT / 4, deadline=None
+        ):
+            received += chunk
+        pool.close()
+        return received
+
+    try:
+        assert run(main()) == body
+    finally:
+        listener.close()
+        for peer in peers:
+            peer.close()
+
+
+def test_an_end_of_stream_that_came_with_the_last_bytes_is_read_without_a_new_edge() -> None:
+    """Bytes and then the end of the stream, both there before the reactor's poll: the poll
+    reports them once, the read takes the bytes, and the end stays unread with no edge to come.
+    The next read must find it (a ``RemoteProtocolError``), not wait (a ReadTimeout)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    origin: Origin = ("http", "127.0.0.1", listener.getsockname()[1])
+
+    async def main() -> None:
+        pool = ConnectionPool()
+        connection = await pool.acquire(origin)
+        peer = listener.accept()[0]
+        await connection.send_request(REQUEST, None, write_timeout=None, deadline=None)
+        read_request(peer)
+        peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort")
+        peer.close()  # (before the client reads anything)
+        parser = connection.start_response(head_request=False, max_header_bytes=65536)
+        exchange = connection.exchanges
+        try:
+            await connection.receive_head(read_timeout=HANG_TIMEOUT / 4, deadline=None)
+            while await connection.receive_body(
+                parser, exchange, read_timeout=HANG_TIMEOUT / 4, deadline=None
+            ):
+                pass
+        finally:
+            pool.close()
+
+    try:
+        with pytest.raises(RemoteProtocolError, match="before the end of the response body"):
+            run(main())
+    finally:
+        listener.close()

@@ -5,7 +5,8 @@
 
 Pieces: ``traceparent`` (the generator's ids and request headers), ``record`` (its stats of one
 response), ``head`` (the client's request head for a GET with one added header), ``parse`` (a
-``ResponseParser`` reading nginx's hello answer), ``response`` (``ClientResponse._of``),
+connection's ``ResponseParser`` reading nginx's hello answer, reused; ``parse-new``: a new parser
+for each), ``response`` (``ClientResponse._of``),
 ``wake`` (a task parked and woken through a ``Wakeup`` on ``flowno_io.EventLoop``, while the
 waking task yields: two loop steps and the park/wake bookkeeping), ``yield`` (one task yielding:
 one loop step), ``timer`` (a read deadline set and disarmed), ``sendrecv``
@@ -95,7 +96,13 @@ def main(piece: str, count: int) -> None:
             if client._appendable("GET", merged):
                 head = client._plain_head("GET", URL)[1]
                 head = head[:-2] + _field_lines(merged)
-    elif piece == "parse":
+    elif piece == "parse":  # (as a connection does: one parser, reused for each response)
+        parser = ResponseParser(persistent=True)
+        for _ in range(count):
+            parser.next_response(head_request=False, max_header_bytes=65536)
+            parser.feed(ANSWER)
+            parser.take_body()
+    elif piece == "parse-new":  # (a parser per response, as before round six)
         for _ in range(count):
             parser = ResponseParser()
             parser.feed(ANSWER)

@@ -6,10 +6,11 @@ Idle connections are used newest first, dropped after ``keepalive_expiry`` secon
 without waiting before every reuse, so one the server closed, or sent bytes nobody asked for on
 (a 408, say), is not picked. (Skipping the check for a connection released moments ago was tried
 and dropped: nothing guarantees a poll has seen such bytes in that moment, and they would be read
-as the next response.) For plain TCP the check, and the look for response bytes before waiting,
-is a zero-timeout ``poll`` of the one socket, not a ``recv`` that fails with ``EAGAIN``: same
-answer, same syscall count, without the exception (~7,000 instructions each; the load generator
-raised two per request).
+as the next response.) For plain TCP the check is a zero-timeout ``poll`` of the one socket, not
+a ``recv`` that fails with ``EAGAIN``: same answer, same syscall count, without the exception
+(~7,000 instructions); after the send, a plain connection reads only if the reactor saw its
+socket ready since its last read (``client/reactor.py``). A connection has one
+:class:`ResponseParser` for all its responses: an exchange is known by its number.
 
 At most ``max_connections_per_host`` connections exist per origin; further requests wait in FIFO
 order, and a released connection is handed straight to the first waiter. There is no background
@@ -134,6 +135,8 @@ class Connection:
         "_timed_out",
         "_timer",
         "_waiter",
+        "exchange",
+        "exchanges",
         "idle_since",
         "in_use",
         "origin",
@@ -156,15 +159,20 @@ class Connection:
         self.stream = stream
         # Plain TCP connections wait for responses through the pool's reactor (see client/reactor.py).
         self._waiter = waiter
-        # ... and look at their socket without waiting through a poll of it alone (no exception
-        # when nothing is there, unlike a recv).
+        # ... and check an idle one before reuse through a poll of its socket alone (see peer_gone).
         self._poll: select.poll | None = None
         if waiter is not None:
             self._poll = select.poll()
             self._poll.register(waiter.fd, _POLL_READABLE)
         self._timer: Timer | None = None
         self._timed_out = False
+        # Made on the first response, reused for the next ones, dropped when the connection closes.
         self.parser: ResponseParser | None = None
+        #: Exchanges started (by :meth:`start_response`), and the number of the one holding the
+        #: connection now (0: none): whose a response is (a response kept from an earlier
+        #: exchange must not read or release a later one's; the parser is the same object).
+        self.exchanges = 0
+        self.exchange = 0
         #: Requests sent on this connection before the current one.
         self.requests = 0
         self.idle_since = 0.0
@@ -231,8 +239,20 @@ class Connection:
             raise translated from exc
 
     def start_response(self, *, head_request: bool, max_header_bytes: int) -> ResponseParser:
-        """A fresh parser for the response to the request just sent."""
-        parser = self.parser = ResponseParser(head_request=head_request, max_header_bytes=max_header_bytes)
+        """The parser, made ready for the response to the request just sent.
+
+        The exchange's number is then :attr:`exchanges`: the token :meth:`receive_body`,
+        :meth:`take_complete_body`, :meth:`finish_nowait` and :meth:`owns` take (read it before
+        any ``await``: the connection may serve the next exchange as soon as this one ends).
+        """
+        parser = self.parser
+        if parser is not None:
+            parser.next_response(head_request=head_request, max_header_bytes=max_header_bytes)
+        else:
+            parser = self.parser = ResponseParser(
+                head_request=head_request, max_header_bytes=max_header_bytes, persistent=True
+            )
+        self.exchange = self.exchanges = self.exchanges + 1
         return parser
 
     async def _receive(
@@ -282,53 +302,57 @@ class Connection:
     ) -> bytes:
         """``SocketStream.receive_some`` with the wait done by the pool's reactor.
 
-        Reads at once when the socket's poll shows something; else waits (the reactor's epoll
-        is edge-triggered: the poll saw nothing, so any later arrival is an edge it reports).
+        Reads at once if a poll saw the socket ready since the last read (the waiter's flag), else
+        waits without looking: any arrival since is an edge the edge-triggered epoll reported (the
+        flag) or will report (the wait).
         """
         stream = self.stream
         if stream.closed:
             raise ClosedResourceError("stream is closed")
         sock = stream.sock
-        poll = self._poll
-        if poll is None or poll.poll(0):
-            try:
-                return sock.recv(RECEIVE_SIZE)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise ReadError(f"receive failed: {exc}") from exc
+        if waiter.ready:
+            data = self._recv(waiter, sock)
+            if data is not None:
+                return data
         limit = deadline
         if read_timeout is not None:
             expiry = monotonic() + read_timeout
             limit = expiry if limit is None else min(limit, expiry)
         timer = None
         try:
-            look = False  # try a recv before the next wait
             if limit is not None:
                 timer = self._timer
                 if timer is None:
                     timer = self._timer = get_clock().timer(self._on_deadline)
                 if not timer.set_deadline(limit):
-                    await timer.arm_at(limit)  # starts the clock task (a cancel may land here)
-                    # That spawn let other tasks run: bytes that came meanwhile may have been
-                    # reported to (and dropped by) another waiter's poll, so look before waiting.
-                    look = True
+                    # Starts the clock task (a cancel may land here). That spawn lets other tasks
+                    # run: an edge a poll saw meanwhile is in the flag (the wait returns at once).
+                    await timer.arm_at(limit)
             reactor = self._pool._reactor
             while True:
-                if look:
-                    if self._timed_out:  # (its timer shut the socket down: a recv would say "closed")
-                        raise ReadTimeout("timed out waiting for data")
-                    try:
-                        return sock.recv(RECEIVE_SIZE)
-                    except BlockingIOError:
-                        pass
-                    except OSError as exc:
-                        raise ReadError(f"receive failed: {exc}") from exc
                 await reactor.wait_readable(waiter)
-                look = True
+                if self._timed_out:  # (its timer shut the socket down: a recv would say "closed")
+                    raise ReadTimeout("timed out waiting for data")
+                data = self._recv(waiter, sock)
+                if data is not None:
+                    return data
         finally:
             if timer is not None:
                 timer.disarm()
+
+    @staticmethod
+    def _recv(waiter: ReadWaiter, sock: _socket.socket) -> bytes | None:
+        """What the socket holds (``b""``: its end), ``None`` if nothing (the flag was stale)."""
+        waiter.ready = waiter.ended  # (cleared before: an edge after it sets it; see ReadWaiter)
+        try:
+            data = sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise ReadError(f"receive failed: {exc}") from exc
+        if len(data) == RECEIVE_SIZE:
+            waiter.ready = True  # more may be there: no edge will say so
+        return data
 
     def _on_deadline(self) -> None:
         self._timed_out = True
@@ -354,44 +378,45 @@ class Connection:
         return parser
 
     async def receive_body(
-        self, parser: ResponseParser, *, read_timeout: float | None, deadline: float | None
+        self, parser: ResponseParser, exchange: int, *, read_timeout: float | None, deadline: float | None
     ) -> bytes:
-        """The next body bytes of ``parser``'s response (de-chunked, still content-encoded).
+        """The next body bytes of exchange number ``exchange`` (de-chunked, still content-encoded).
 
         Returns ``b""`` at the end; the connection then goes back to the pool (or closes if it
-        cannot be reused). A parser whose exchange already ended gets ``b""`` too.
+        cannot be reused). An exchange that already ended gets ``b""`` too.
         """
         while True:
-            owned = self.in_use and self.parser is parser
+            if self.exchange != exchange:  # (ended: the parser may be reading another response)
+                return b""
             if parser.has_body_data:
                 data = parser.take_body()
-                if parser.message_complete and owned:
+                if parser.message_complete:
                     self.release()
                 return data
-            if parser.message_complete or not owned:
-                if owned:
-                    self.release()
+            if parser.message_complete:
+                self.release()
                 return b""
             await self._receive(parser, read_timeout, deadline)
 
-    def take_complete_body(self, parser: ResponseParser) -> bytes:
-        """All the body of ``parser``'s complete response (still content-encoded); the
+    def take_complete_body(self, parser: ResponseParser, exchange: int) -> bytes:
+        """All the body of exchange ``exchange``'s complete response (still content-encoded); the
         connection goes back to the pool (or closes). What :meth:`receive_body` returns until
-        ``b""``, joined."""
+        ``b""``, joined (``b""`` if the exchange already ended)."""
+        if self.exchange != exchange:
+            return b""
         if not parser.message_complete:
             raise RuntimeError("the response is not complete")
         body = parser.take_body()
-        if self.in_use and self.parser is parser:
-            self.release()
+        self.release()
         return body
 
-    def finish_nowait(self, parser: ResponseParser) -> None:
-        """Stop reading ``parser``'s response: reuse the connection if the rest already arrived.
+    def finish_nowait(self, parser: ResponseParser, exchange: int) -> None:
+        """Stop reading exchange ``exchange``: reuse the connection if the rest already arrived.
 
         Parses what the kernel already holds (never waits); a response complete by then frees
         the connection for reuse, any other is abandoned (the connection closes).
         """
-        if not (self.in_use and self.parser is parser):
+        if self.exchange != exchange:
             return
         stream = self.stream
         if not parser.message_complete and isinstance(stream, SocketStream):
@@ -422,8 +447,8 @@ class Connection:
         """The exchange is over: back to the pool if the response allows reuse, else close."""
         if self.in_use:
             self.in_use = False
+            self.exchange = 0
             parser = self.parser
-            self.parser = None
             reusable = parser is not None and parser.reusable
             if reusable:
                 self.requests += 1
@@ -436,13 +461,26 @@ class Connection:
         """
         if self.in_use:
             self.in_use = False
-            self.parser = None
-            self.stream.close()
+            self.exchange = 0
+            self.close()
             self._pool._release(self, False)
 
-    def owns(self, parser: ResponseParser) -> bool:
-        """True while the exchange that ``parser`` belongs to still holds this connection."""
-        return self.in_use and self.parser is parser
+    def close(self) -> None:
+        """Close the socket and drop the parser (its httptools parser refers back to it: a
+        cycle that would wait for the cyclic GC)."""
+        self.stream.close()
+        waiter = self._waiter
+        reactor = self._pool._reactor_instance
+        if waiter is not None and reactor is not None:
+            reactor.forget(waiter)
+        parser = self.parser
+        if parser is not None:
+            self.parser = None
+            parser.close()
+
+    def owns(self, exchange: int) -> bool:
+        """True while exchange number ``exchange`` still holds this connection."""
+        return self.exchange == exchange
 
 
 class _Waiter:
@@ -575,7 +613,7 @@ class ConnectionPool:
         while idle:
             connection = idle.pop()
             if monotonic() - connection.idle_since > self.keepalive_expiry or connection.peer_gone():
-                connection.stream.close()
+                connection.close()
                 self._slot_freed()
                 continue
             connection.in_use = True
@@ -606,7 +644,7 @@ class ConnectionPool:
                     oldest = other
             if oldest is None:
                 return False
-            oldest.idle.pop(0).stream.close()
+            oldest.idle.pop(0).close()
             self._slots -= 1
         self._slots += 1
         return True
@@ -766,7 +804,7 @@ class ConnectionPool:
                 return
             host.active -= 1
             if self._slot_waiters:  # another origin waits for a connection to close: this one
-                connection.stream.close()
+                connection.close()
                 self._slot_freed()
                 return
             now = monotonic()
@@ -775,10 +813,10 @@ class ConnectionPool:
             idle.append(connection)
             # Expire from the old end (the list is in release order).
             while idle and now - idle[0].idle_since > self.keepalive_expiry:
-                idle.pop(0).stream.close()
+                idle.pop(0).close()
                 self._slot_freed()
             return
-        connection.stream.close()
+        connection.close()
         host.active -= 1
         self._grant_or_idle(host)
 
@@ -828,7 +866,7 @@ class ConnectionPool:
         self.closed = True
         for host in self._hosts.values():
             for connection in host.idle:
-                connection.stream.close()
+                connection.close()
             host.idle.clear()
             while host.waiters:
                 waiter = host.waiters.popleft()

@@ -12,10 +12,19 @@ No task is spawned: when the leader's own socket is ready and others still wait,
 them the leader before it returns. When nobody waits, nothing is parked, so
 ``EventLoop.run_until_complete`` can finish.
 
+A poll reports every registered socket, waited on or not: its waiter's ``ready`` flag records
+the edge until its connection clears it (before each ``recv``). A connection whose flag is not
+set has had nothing arrive that a poll saw since its last ``recv``, and anything that arrived
+unseen is an edge the next poll reports: it can wait without looking at its socket first (no
+``poll`` syscall after each send). Edges are never dropped, so a wait that starts late (a task
+that let others run between its look and its wait) misses nothing either.
+
 Timeouts work as for ``SocketStream``: a timer shuts the socket down, which makes it ready.
 """
 
 from __future__ import annotations
+
+import select
 
 from .._errors import ClosedResourceError
 from ..io.flowno_compat import park, park_command
@@ -25,19 +34,28 @@ from ..io.wakeup import Wakeup
 __all__ = ["Reactor", "ReadWaiter"]
 
 _EVENTS = READABLE | HANGUP | EDGE
+#: Events that report a state that stays (errors are reported whether asked for or not).
+_ENDS = HANGUP | select.EPOLLERR
 _MAX_EVENTS = 1024
 
 
 class ReadWaiter:
-    """The wait state of one socket: its wakeup and why it was woken."""
+    """The wait state of one socket: its wakeup and whether a poll saw it become ready."""
 
-    __slots__ = ("fd", "park_command", "ready", "wakeup")
+    __slots__ = ("ended", "fd", "park_command", "ready", "wakeup")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.wakeup = Wakeup()
         self.park_command = park_command(self.wakeup)  # (made once: a wait per response)
-        self.ready = False  # the socket is readable (or closed, or shut down)
+        #: A poll reported the socket (bytes, the end, an error or a shutdown) since its owner
+        #: last cleared this (which it does before each ``recv``). May be stale: a ``recv``
+        #: after the edge may have taken what it announced.
+        self.ready = False
+        #: A poll saw the end of the stream, an error or a shutdown. Unlike bytes, that state
+        #: stays and announces itself once: a ``recv`` returning the bytes that came before it
+        #: leaves it unread, with no edge to come. Its owner then reads without waiting.
+        self.ended = False
 
 
 class Reactor:
@@ -45,6 +63,7 @@ class Reactor:
 
     def __init__(self) -> None:
         self._poller = Poller()
+        self._registered: dict[int, ReadWaiter] = {}
         self._waiting: dict[int, ReadWaiter] = {}
         self._leader: ReadWaiter | None = None
         # The waiter woken to lead next, until it leads or leaves: the other waiters a dispatch
@@ -53,20 +72,25 @@ class Reactor:
         self._closing = False
 
     def register(self, fd: int) -> ReadWaiter:
-        """Watch ``fd`` (until it is closed: closing removes it from the epoll)."""
+        """Watch ``fd`` (until it is closed: closing removes it from the epoll; then :meth:`forget`)."""
         self._poller.register(fd, _EVENTS)
-        return ReadWaiter(fd)
+        waiter = self._registered[fd] = ReadWaiter(fd)
+        return waiter
+
+    def forget(self, waiter: ReadWaiter) -> None:
+        """The socket of ``waiter`` was closed (its descriptor may be reused)."""
+        if self._registered.get(waiter.fd) is waiter:
+            del self._registered[waiter.fd]
 
     async def wait_readable(self, waiter: ReadWaiter) -> None:
-        """Return once the socket of ``waiter`` may be readable (call after ``EAGAIN``).
-
-        Wake-ups may be spurious: the caller tries its ``recv`` again and waits again on ``EAGAIN``.
-        """
+        """Return once ``waiter.ready`` is set (at once if it is); the caller clears it, then
+        reads (and waits again on ``EAGAIN``: the flag may be stale)."""
+        if waiter.ready:
+            return
         if self._closing and self._poller.closed:
             raise ClosedResourceError("the client was closed")
         waiting = self._waiting
         waiting[waiter.fd] = waiter
-        waiter.ready = False
         try:
             while not waiter.ready:
                 if self._leader is None:
@@ -99,13 +123,20 @@ class Reactor:
                     self._poller.close()
 
     def _dispatch(self, leader: ReadWaiter) -> None:
+        registered = self._registered
         waiting = self._waiting
-        for fd, _ in self._poller.ready(_MAX_EVENTS):
+        for fd, events in self._poller.ready(_MAX_EVENTS):
             waiter = waiting.pop(fd, None)
             if waiter is not None:
-                waiter.ready = True
                 if waiter is not leader:
                     waiter.wakeup.set()
+            else:
+                waiter = registered.get(fd)  # (the flags are kept for its connection's next read)
+                if waiter is None:
+                    continue
+            waiter.ready = True
+            if events & _ENDS:
+                waiter.ended = True
 
     def close(self) -> None:
         """Close the epoll now, or when the leader leaves (sockets must be shut down first)."""

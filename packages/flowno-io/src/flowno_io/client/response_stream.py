@@ -56,6 +56,10 @@ _JSON_LINES_TYPES = frozenset(
 class BodyReader:
     """The body of one response: decoded bytes as they arrive, and the connection until the end.
 
+    Made right after the head arrived (before any ``await``): it takes the exchange's number
+    from the connection then, its token for the connection (the parser is the connection's,
+    reused by the next exchange: a reader kept longer reads nothing of that one).
+
     Args:
         connection: the connection the response arrives on.
         parser: the parser holding the response head.
@@ -69,6 +73,8 @@ class BodyReader:
         "_decoder",
         "deadline",
         "done",
+        "exchange",
+        "headers",
         "max_body_bytes",
         "owner",
         "parser",
@@ -85,6 +91,9 @@ class BodyReader:
     ) -> None:
         self._connection = connection
         self.parser = parser
+        self.exchange = connection.exchanges
+        #: The response's headers (the parser's hold the next response's once it started).
+        self.headers = parser.headers
         self.read_timeout = read_timeout
         self.deadline = deadline
         self.max_body_bytes = max_body_bytes
@@ -112,11 +121,11 @@ class BodyReader:
         try:
             decoder = self._decoder
             if decoder is None:
-                encoding = self.parser.headers.get("content-encoding")
+                encoding = self.headers.get("content-encoding")
                 decoder = self._decoder = make_decoder(encoding, max_output_bytes=self.max_body_bytes)
             while True:
                 data = await self._connection.receive_body(
-                    self.parser, read_timeout=self.read_timeout, deadline=self.deadline
+                    self.parser, self.exchange, read_timeout=self.read_timeout, deadline=self.deadline
                 )
                 if not data:
                     self.done = True
@@ -137,11 +146,14 @@ class BodyReader:
         Raises:
             TooLargeError: the body (raw or decoded) exceeds the limit.
         """
+        if self.done:
+            return None
         parser = self.parser
-        if self.done or not parser.message_complete:
+        # (Once its exchange ended the parser is another's: the body was all taken, b"".)
+        if not parser.message_complete and self._connection.exchange == self.exchange:
             return None
         try:
-            body = self._connection.take_complete_body(parser)
+            body = self._connection.take_complete_body(parser, self.exchange)
             return self._finish(body)
         except BaseException:
             self.close()
@@ -158,14 +170,15 @@ class BodyReader:
         limit = self.max_body_bytes
         chunks: list[bytes] = []
         try:
-            if limit is not None and not parser.message_complete:  # (HEAD, 204, 304: no body)
-                length = parser.headers.get("content-length")
+            # (HEAD, 204, 304: no body; an exchange already ended: the body was all taken.)
+            if limit is not None and not parser.message_complete and connection.exchange == self.exchange:
+                length = self.headers.get("content-length")
                 if length is not None and length.isdigit() and int(length) > limit:
                     raise TooLargeError(f"response body larger than {limit} bytes", 413)
             size = 0
             while True:
                 data = await connection.receive_body(
-                    parser, read_timeout=self.read_timeout, deadline=self.deadline
+                    parser, self.exchange, read_timeout=self.read_timeout, deadline=self.deadline
                 )
                 if not data:
                     break
@@ -183,7 +196,7 @@ class BodyReader:
         limit = self.max_body_bytes
         if limit is not None and len(body) > limit:
             raise TooLargeError(f"response body larger than {limit} bytes", 413)
-        encoding = self.parser.headers.get("content-encoding")
+        encoding = self.headers.get("content-encoding")
         if encoding:
             decoder = make_decoder(encoding, max_output_bytes=limit)
             body = decoder.decode(body) + decoder.flush()
@@ -196,7 +209,7 @@ class BodyReader:
         try:
             while not self.done:
                 data = await self._connection.receive_body(
-                    self.parser, read_timeout=self.read_timeout, deadline=self.deadline
+                    self.parser, self.exchange, read_timeout=self.read_timeout, deadline=self.deadline
                 )
                 if not data:
                     self.done = True
@@ -214,21 +227,22 @@ class BodyReader:
         """Stop reading: the connection is reused if the rest of the body already arrived."""
         if not self.done:
             self.done = True
-            self._connection.finish_nowait(self.parser)
+            self._connection.finish_nowait(self.parser, self.exchange)
 
     def close(self) -> None:
         """Abandon the rest of the body (the connection is closed, not reused)."""
         if not self.done:
             self.done = True
-            if self._connection.owns(self.parser):
+            if self._connection.owns(self.exchange):
                 self._connection.abort()
 
     def __del__(self) -> None:
         # A response dropped before the end of its body frees its connection (closing it).
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
+        if not self.done:  # (every buffered response is done: no call for those)
+            try:
+                self.close()
+            except Exception:  # interpreter shutdown
+                pass
 
 
 class _BodyIterator:
@@ -390,7 +404,7 @@ class _JSONLines(_BodyIterator):
 
 def body_iterator(reader: BodyReader) -> AsyncIterator[Any]:
     """The iterator for ``OkStreamingResponse.body``, chosen by the response's ``Content-Type``."""
-    headers = reader.parser.headers
+    headers = reader.headers
     content_type = headers.get("content-type") or ""
     mime = content_type.split(";", 1)[0].strip().lower()
     if mime == "text/event-stream":

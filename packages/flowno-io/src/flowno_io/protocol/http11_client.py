@@ -91,6 +91,8 @@ class ResponseParser:
         head_request: the request was ``HEAD``, so the response has no body whatever its headers
             say.
         max_header_bytes: status line + header fields limit (→ :class:`TooLargeError`, 431).
+        persistent: the parser of a connection, to read its next responses too
+            (:meth:`next_response`); it keeps its httptools parser until :meth:`close`.
 
     Raises (from ``feed`` / ``feed_eof``):
         RemoteProtocolError: malformed response, or the connection closed before its end.
@@ -109,11 +111,10 @@ class ResponseParser:
         "_body",
         "_failure",
         "_fields",
-        "_head_bytes",
         "_head_fed",
         "_interim",
         "_parser",
-        "_raw",
+        "_persistent",
         "bytes_received",
         "close_delimited",
         "head_request",
@@ -133,15 +134,16 @@ class ResponseParser:
         *,
         head_request: bool = False,
         max_header_bytes: int = DEFAULT_MAX_RESPONSE_HEADER_BYTES,
+        persistent: bool = False,
     ) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        # Kept at the end of a response, for :meth:`next_response` (else dropped: see
+        # ``on_message_complete``).
+        self._persistent = persistent
         self.head_request = head_request
         self.max_header_bytes = max_header_bytes
         self._fields: dict[str, list[str]] = {}
-        # The head's (name, value) pairs as the parser gives them; made into fields at its end.
-        self._raw: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
-        self._head_bytes = 0  # the status line's and the fields' bytes
         self._head_fed = 0  # bytes fed while the head was unfinished
         self._interim = False
         #: Every byte fed so far (0 means the server sent nothing at all).
@@ -160,6 +162,46 @@ class ResponseParser:
         self.trailing_data = False
         self._failure: RemoteProtocolError | None = None
 
+    def next_response(self, *, head_request: bool, max_header_bytes: int) -> None:
+        """Read the next response of the same connection (a ``persistent`` parser).
+
+        Every per-response value is replaced by a new one, never changed in place: what a
+        caller took from the last response (``headers``, ``reason``...) stays as it was.
+
+        llhttp goes on to the next message of a kept-alive connection by itself, so the
+        httptools parser is kept when the last response ended where llhttp ends it; after a
+        ``HEAD`` (llhttp still awaits the ``Content-Length`` bytes), or any response that does
+        not allow reuse, it is replaced by a new one.
+        """
+        if (
+            self.head_request
+            or not (self.message_complete and self.keep_alive)
+            or self.trailing_data
+            or self._parser is _ENDED
+        ):
+            self.__init__(  # type: ignore[misc]
+                head_request=head_request, max_header_bytes=max_header_bytes, persistent=self._persistent
+            )
+            return
+        # The last response ended reusable: ``_interim``, ``close_delimited``, ``trailing_data``
+        # and ``_failure`` are False/None already; ``keep_alive``, ``http_version`` and
+        # ``status_code`` are set again before anything reads them (with ``headers_complete``).
+        self.head_request = head_request
+        self.max_header_bytes = max_header_bytes
+        self._fields = {}
+        if self._body:
+            self._body = []
+        self._head_fed = 0
+        self.bytes_received = 0
+        self.reason = ""
+        self.headers = _NO_HEADERS
+        self.headers_complete = False
+        self.message_complete = False
+
+    def close(self) -> None:
+        """Drop the httptools parser: no more responses (frees a ``persistent`` parser's cycle)."""
+        self._parser = _ENDED
+
     # -- feeding ----------------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
@@ -172,6 +214,9 @@ class ResponseParser:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
+            if self.message_complete:  # the next message began (``on_message_begin`` stopped it)
+                self.trailing_data = True
+                return
             # The error a callback raised. (Not ``exc.__context__``: when ``feed`` runs while the
             # caller handles another exception, a BlockingIOError say, that one replaces it.)
             failure, self._failure = self._failure, None
@@ -231,47 +276,49 @@ class ResponseParser:
 
     def on_message_begin(self) -> None:
         if self.message_complete:
+            # Bytes after the end of the response, in the same feed: stop llhttp here (it would
+            # parse them as the next response, into this one's attributes).
             self.trailing_data = True
+            raise _TrailingData
 
     def on_status(self, status: bytes) -> None:
-        self._head_bytes += len(status)
+        # (Counted against the limit with the fields: a latin-1 ``str`` has the length of its bytes.)
         self.reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Only collected here (one call per field): counted and decoded once the head is complete.
-        # Until then ``feed`` bounds what a head may buffer (each feed's bytes count against it).
-        self._raw.append((name, value))
-
-    def _collect_fields(self) -> None:
-        """Count the collected fields against the limit and add them to ``_fields``."""
-        raw = self._raw
-        self._raw = []
-        size = self._head_bytes
+        # Counted against the limit once the head is complete (``_head_size``); until then
+        # ``feed`` bounds what a head may buffer (each feed's bytes count against it).
+        key = _FIELD_NAMES.get(name)
+        if key is None:
+            key = name.decode("latin-1").lower()
+            if len(_FIELD_NAMES) < _FIELD_NAMES_KEPT:
+                _FIELD_NAMES[name] = key
         fields = self._fields
-        names = _FIELD_NAMES
-        for name, value in raw:
-            size += len(name) + len(value) + 4
-            key = names.get(name)
-            if key is None:
-                key = name.decode("latin-1").lower()
-                if len(names) < _FIELD_NAMES_KEPT:
-                    names[name] = key
-            values = fields.get(key)
-            if values is None:
-                fields[key] = [value.decode("latin-1")]
-            else:
-                values.append(value.decode("latin-1"))
-        self._head_bytes = size
-        if size > self.max_header_bytes:
-            raise self._fail(TooLargeError(f"response head larger than {self.max_header_bytes} bytes", 431))
+        values = fields.get(key)
+        if values is None:
+            fields[key] = [value.decode("latin-1")]
+        else:
+            values.append(value.decode("latin-1"))
 
     def _fail(self, error: RemoteProtocolError) -> RemoteProtocolError:
         """Keep the error a callback raises, for ``feed`` to raise (``raise self._fail(...)``)."""
         self._failure = error
         return error
 
+    def _head_size(self) -> int:
+        """The status line's reason and the header fields, in bytes as counted for the limit
+        (latin-1 decoding and lower-casing keep every length)."""
+        size = len(self.reason)
+        for name, values in self._fields.items():
+            size += (len(name) + 4) * len(values) + sum(map(len, values))
+        return size
+
     def on_headers_complete(self) -> None:
-        self._collect_fields()
+        # (A head within every byte fed so far is within the limit if they are: counted only
+        # when they are not.)
+        limit = self.max_header_bytes
+        if self.bytes_received > limit and self._head_size() > limit:
+            raise self._fail(TooLargeError(f"response head larger than {limit} bytes", 431))
         parser = self._parser
         status = parser.get_status_code()
         if 100 <= status < 200:
@@ -281,13 +328,13 @@ class ResponseParser:
             self._interim = True
             self._fields = {}
             self.reason = ""
-            self._head_bytes = 0
             self._head_fed = 0
             return
         fields = self._fields
         self.status_code = status
         self.http_version = parser.get_http_version()
-        self.headers = Headers._from_trusted(fields)
+        headers = self.headers = _new_headers(Headers)  # (Headers._from_trusted, without the call)
+        headers._fields = fields
         self.headers_complete = True
         if self.head_request or status in (204, 304):
             self.keep_alive = _keep_alive(self.http_version, fields)
@@ -315,11 +362,20 @@ class ResponseParser:
         # The httptools parser holds bound methods of this object: a reference cycle that only the
         # cyclic GC could free. Nothing is parsed after the end (``feed`` only notes trailing
         # bytes), so break it here and let the response be freed when its last user drops it.
-        self._parser = _ENDED
+        # (A persistent parser keeps it for the next response, until ``close``.)
+        if not self._persistent:
+            self._parser = _ENDED
+
+
+class _TrailingData(Exception):
+    """Raised by ``on_message_begin`` to stop llhttp at bytes after the end of a response."""
 
 
 #: What a ``ResponseParser`` holds instead of its httptools parser once the response ended.
 _ENDED = httptools.HttpResponseParser(object())
+#: ``headers`` before a response's head is complete (never handed out: replaced at its end).
+_NO_HEADERS = Headers()
+_new_headers = Headers.__new__
 
 
 def _keep_alive(http_version: str, fields: dict[str, list[str]]) -> bool:
