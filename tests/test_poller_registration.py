@@ -236,11 +236,14 @@ def test_several_pollers_wake_only_their_own_waiters() -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(LOOPS))
-@pytest.mark.parametrize("style", ["handle", "flowno_io"])
-@pytest.mark.parametrize("woken", [False, True], ids=["parked", "wake-queued"])
+@pytest.mark.parametrize(
+    ("style", "woken"),
+    # (Not flowno's ``TaskHandle.cancel()`` of a task whose wake-up is already queued: flowno runs
+    # that step first, the race of flowno-upstream §12 that ``flowno_io.cancel`` exists for.)
+    [("handle", False), ("flowno_io", False), ("flowno_io", True)],
+    ids=["handle-parked", "flowno_io-parked", "flowno_io-wake-queued"],
+)
 def test_cancelling_a_task_parked_on_a_poller_leaves_it_usable(kind: str, style: str, woken: bool) -> None:
-    if woken and style == "handle":
-        pytest.skip("TaskHandle.cancel() of a task already queued runs its step first (flowno-upstream §12)")
     loop = LOOPS[kind]()
     outcome: list[str] = []
 
