@@ -85,7 +85,10 @@ def main(piece: str, count: int) -> None:
     elif piece == "record":
         stats = RequestStats(1.0)
         for i in range(count):
-            stats.record_response("GET /", 0.5 + i * 1e-6, 0.002, status=200, ok=True, size=13, service=0.002)
+            latency = 0.001 + (i * 7919 % 3000) * 1.01e-6  # (1-4 ms, spread as latencies are)
+            stats.record_response(
+                "GET /", 0.5 + i * 1e-6, latency, status=200, ok=True, size=13, service=latency
+            )
     elif piece == "head":
         client = HttpClient(user_agent="flowno-loadtest/0.1")
         headers = Headers._from_trusted({"traceparent": ["00-" + "1" * 32 + "-" + "2" * 16 + "-01"]})
