@@ -3,8 +3,9 @@
     python cg_loadgen_pieces.py PIECE N
     SCRIPT=bench/experiments/cg_loadgen_pieces.py bench/experiments/cg_pieces.sh "PIECE..."
 
-Pieces: ``traceparent`` (the generator's ids and request headers), ``record`` (its stats of one
-response), ``head`` (the client's request head for a GET with one added header), ``parse`` (a
+Pieces: ``traceparent`` (the ids of a trace the client starts for a request), ``record`` (the
+generator's stats of one response), ``head`` (the client's request head for a GET that starts a
+trace: the cached plain head and the ``traceparent`` line), ``parse`` (a
 ``ResponseParser`` reading nginx's hello answer), ``response`` (``ClientResponse._of``),
 ``wake`` (a task parked and woken through a ``Wakeup`` on ``flowno_io.EventLoop``, while the
 waking task yields: two loop steps and the park/wake bookkeeping), ``yield`` (one task yielding:
@@ -17,13 +18,12 @@ from __future__ import annotations
 import select
 import socket
 import sys
-from random import getrandbits
 from typing import Any
 
 from flowno import spawn
 
-from flowno_io import EventLoop, Headers, HttpClient
-from flowno_io.client.client import ClientResponse, _field_lines, _merge_headers
+from flowno_io import EventLoop, HttpClient
+from flowno_io.client.client import ClientResponse, _new_traceparent
 from flowno_io.io.clock import get_clock
 from flowno_io.io.flowno_compat import park
 from flowno_io.io.wakeup import Wakeup
@@ -76,12 +76,9 @@ def main(piece: str, count: int) -> None:
     """Run ``piece`` ``count`` times."""
     from loadtest.stats import RequestStats
 
-    fields: dict[str, list[str]] = {}
     if piece == "traceparent":
         for _ in range(count):
-            ids = f"{getrandbits(192) | ((1 << 64) | 1):048x}"
-            traceparent = f"00-{ids[:32]}-{ids[32:]}-01"
-            Headers._from_trusted({**fields, "traceparent": [traceparent]})
+            _new_traceparent()
     elif piece == "record":
         stats = RequestStats(1.0)
         for i in range(count):
@@ -89,15 +86,12 @@ def main(piece: str, count: int) -> None:
             stats.record_response(
                 "GET /", 0.5 + i * 1e-6, latency, status=200, ok=True, size=13, service=latency
             )
-    elif piece == "head":
-        client = HttpClient(user_agent="flowno-loadtest/0.1")
-        headers = Headers._from_trusted({"traceparent": ["00-" + "1" * 32 + "-" + "2" * 16 + "-01"]})
+    elif piece == "head":  # (as HttpClient._send with start_traces, less the traceparent itself)
+        client = HttpClient(user_agent="flowno-loadtest/0.1", start_traces=True)
+        started = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
         for _ in range(count):
-            merged = _merge_headers(None, headers)
-            assert merged is not None
-            if client._appendable("GET", merged):
-                head = client._plain_head("GET", URL)[1]
-                head = head[:-2] + _field_lines(merged)
+            head = client._plain_head("GET", URL)[1]
+            head = head[:-2] + f"traceparent: {started}\r\n\r\n".encode()
     elif piece == "parse":
         for _ in range(count):
             parser = ResponseParser()

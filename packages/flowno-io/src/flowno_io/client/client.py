@@ -24,6 +24,7 @@ import ssl
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from random import getrandbits
 from time import monotonic
 from types import TracebackType
 from typing import Any, Final, TypeAlias
@@ -235,6 +236,7 @@ def _check_options(**options: Any) -> None:
         ("follow_redirects", bool, "True or False"),
         ("verify", (bool, str, ssl.SSLContext), "True, False, a CA bundle path or an ssl.SSLContext"),
         ("user_agent", str, "a str"),
+        ("start_traces", bool, "True or False"),
     ):
         if not isinstance(options[name], kinds):
             raise TypeError(f"HttpClient {name} must be {wanted}, not {options[name]!r}")
@@ -265,6 +267,14 @@ def _encode_body(data: RequestData, json: Any, files: Files | None = None) -> tu
 
 #: Fields a request's headers cannot simply add to a cached plain head: the head sets or drops them.
 _NOT_APPENDABLE = frozenset({"host", "content-length", "transfer-encoding"})
+#: Sets the lowest bit of both ids drawn at once for a new trace (W3C: neither may be all zeros).
+_NONZERO_IDS = (1 << 64) | 1
+
+
+def _new_traceparent() -> str:
+    """A ``traceparent`` that starts a trace: random trace id and parent id (never all zero), sampled."""
+    ids = (getrandbits(192) | _NONZERO_IDS).to_bytes(24, "big").hex()  # (faster than formatting)
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def _field_lines(headers: Headers) -> bytes:
@@ -331,6 +341,10 @@ class HttpClient:
             ``flowno_io.testing.MockTransport(handler)`` answers every request in memory.
         local_address: source address to bind each connection to (e.g. ``"127.0.0.2"``), ``None``
             for the system's choice.
+        start_traces: each request made outside a traced handler, without a ``traceparent`` of
+            its own, starts a new W3C trace: it carries a fresh ``traceparent`` (random ids,
+            sampled), so the server's logs and spans of each request can be told apart (a load
+            generator's use). Inside a traced handler the trace is carried on either way.
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -364,6 +378,7 @@ class HttpClient:
         trust_env: bool = True,
         transport: Transport | None = None,
         local_address: str | None = None,
+        start_traces: bool = False,
     ) -> None:
         _check_options(
             base_url=base_url,
@@ -377,7 +392,10 @@ class HttpClient:
             max_body_bytes=max_body_bytes,
             verify=verify,
             user_agent=user_agent,
+            start_traces=start_traces,
         )
+        #: Each request outside a traced handler starts a new trace (see the class doc).
+        self.start_traces = start_traces
         #: Headers sent with every request; mutable.
         self.headers = Headers(headers) if not isinstance(headers, Headers) else headers
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -519,8 +537,8 @@ class HttpClient:
             The :class:`ClientResponse`, body decompressed (a 4xx/5xx is returned, not raised).
         """
         start = monotonic()
-        if extra_headers is not None or type(headers) is not Headers:
-            headers = _merge_headers(extra_headers, headers)  # (else: already one Headers)
+        if extra_headers is not None or (headers is not None and type(headers) is not Headers):
+            headers = _merge_headers(extra_headers, headers)  # (else: already one Headers, or none)
         reader, final_url, history = await self._send(
             method,
             url,
@@ -748,11 +766,18 @@ class HttpClient:
         auth = self.auth if isinstance(auth_option, _Unset) else coerce_auth(auth_option)
         body, content_type = _encode_body(data, json, files)
         trace = current_trace.get()  # inside a traced handler: carry the trace on (server/tracing.py)
+        started: str | None = None  # a new trace's traceparent, while not in ``headers``
         if trace is not None and (headers is None or "traceparent" not in headers):
             headers = Headers() if headers is None else headers.copy()
             headers.set("traceparent", trace.child_traceparent())
             if trace.tracestate:
                 headers.set("tracestate", trace.tracestate)
+        elif self.start_traces and (headers is None or "traceparent" not in headers):
+            started = _new_traceparent()
+            if headers is not None:
+                headers = headers.copy()
+                headers.set("traceparent", started)
+                started = None
         query = None
         if params is not None:
             query = _encode_params(params)
@@ -767,10 +792,14 @@ class HttpClient:
             )
             if plain and headers is None:
                 origin, head = self._plain_head(method, url)
+                if started is not None:  # (its line after the client's: as _encode_head orders it)
+                    head = head[:-2] + f"traceparent: {started}\r\n\r\n".encode()
             elif plain and headers is not None and self._appendable(method, headers):
                 origin, head = self._plain_head(method, url)
                 head = head[:-2] + _field_lines(headers)
             else:
+                if started is not None:  # (a head built from headers: then always with it)
+                    headers, started = Headers({"traceparent": started}), None
                 origin, target, host_header, authorization, proxy_authorization = self._resolve(url)
                 if query:
                     target = f"{target}{'&' if '?' in target else '?'}{query}"
