@@ -764,7 +764,10 @@ class HttpClient:
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         body_limit = self.max_body_bytes if isinstance(max_body_bytes, _Unset) else max_body_bytes
         auth = self.auth if isinstance(auth_option, _Unset) else coerce_auth(auth_option)
-        body, content_type = _encode_body(data, json, files)
+        body: RequestBody = None
+        content_type: str | None = None
+        if data is not None or json is not None or files is not None:  # (else no call: a GET)
+            body, content_type = _encode_body(data, json, files)
         trace = current_trace.get()  # inside a traced handler: carry the trace on (server/tracing.py)
         started: str | None = None  # a new trace's traceparent, while not in ``headers``
         if trace is not None and (headers is None or "traceparent" not in headers):
