@@ -195,11 +195,22 @@ class LogLinearHistogram:
         total = len(ordered)
         counts = self._counts
         last = len(counts) - 1
+        base, half, max_bits = self._shift_base, self._half, self.max_bits
         position = 0
         while position < total:
-            index = self.bucket_index(ordered[position])
+            # bucket_index() and bucket_bounds() inlined: this runs for each non-empty bucket.
+            value = ordered[position]
+            bits = value.bit_length()
+            if bits <= base:  # (a bucket per value)
+                index, highest_in_bucket = value, value
+            elif bits > max_bits:
+                index = last
+            else:
+                shift = bits - base
+                index = shift * half + (value >> shift)
+                highest_in_bucket = value | ((1 << shift) - 1)
             # (the last bucket also holds every clamped value: all the rest)
-            end = total if index == last else bisect_right(ordered, self.bucket_bounds(index)[1], position)
+            end = total if index == last else bisect_right(ordered, highest_in_bucket, position)
             counts[index] += end - position
             position = end
         if highest >> self.max_bits:
