@@ -45,7 +45,7 @@ from ..io.flowno_compat import running_loop
 from ..protocol.headers import Headers
 from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
 from ..protocol.models import Response
-from ..protocol.trace_context import current_trace
+from ..protocol.trace_context import current_trace, slot_or_none
 from .auth import Auth, DigestAuth, coerce_auth
 from .cookies import ClientCookies, CookieJar
 from .multipart import Files, SizedBody, encode_multipart
@@ -768,7 +768,9 @@ class HttpClient:
         content_type: str | None = None
         if data is not None or json is not None or files is not None:  # (else no call: a GET)
             body, content_type = _encode_body(data, json, files)
-        trace = current_trace.get()  # inside a traced handler: carry the trace on (server/tracing.py)
+        # Inside a traced handler: carry the trace on (server/tracing.py); a context without a
+        # trace slot has no trace (one C call).
+        trace = None if slot_or_none(None) is None else current_trace.get()
         started: str | None = None  # a new trace's traceparent, while not in ``headers``
         if trace is not None and (headers is None or "traceparent" not in headers):
             headers = Headers() if headers is None else headers.copy()
