@@ -105,6 +105,15 @@ def test_a_requests_own_traceparent_is_sent_as_given(recorder: Recorder) -> None
     assert request.count(b"traceparent") == 1 and f"traceparent: {given}\r\n".encode() in request
 
 
+def test_the_clients_own_traceparent_is_sent_as_given(recorder: Recorder) -> None:
+    given = "00-" + "e" * 32 + "-" + "f" * 16 + "-01"
+    calls: list[tuple[str, dict[str, Any]]] = [("GET", {}), ("POST", {"data": b"x"})]
+    _send(recorder.server.url + "/", calls, start_traces=True, headers={"traceparent": given})
+    assert len(recorder.requests) == 2
+    for request in recorder.requests:
+        assert request.count(b"traceparent") == 1 and f"traceparent: {given}\r\n".encode() in request
+
+
 def test_no_trace_is_started_by_default(recorder: Recorder) -> None:
     _send(recorder.server.url + "/", [("GET", {}), ("GET", {"headers": {"x-run": "1"}})])
     assert len(recorder.requests) == 2

@@ -341,10 +341,11 @@ class HttpClient:
             ``flowno_io.testing.MockTransport(handler)`` answers every request in memory.
         local_address: source address to bind each connection to (e.g. ``"127.0.0.2"``), ``None``
             for the system's choice.
-        start_traces: each request made outside a traced handler, without a ``traceparent`` of
-            its own, starts a new W3C trace: it carries a fresh ``traceparent`` (random ids,
-            sampled), so the server's logs and spans of each request can be told apart (a load
-            generator's use). Inside a traced handler the trace is carried on either way.
+        start_traces: each request made outside a traced handler, without a ``traceparent`` in
+            its headers or the client's, starts a new W3C trace: it carries a fresh
+            ``traceparent`` (random ids, sampled), so the server's logs and spans of each request
+            can be told apart (a load generator's use). Inside a traced handler the trace is
+            carried on either way.
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -777,7 +778,11 @@ class HttpClient:
             headers.set("traceparent", trace.child_traceparent())
             if trace.tracestate:
                 headers.set("tracestate", trace.tracestate)
-        elif self.start_traces and (headers is None or "traceparent" not in headers):
+        elif (
+            self.start_traces
+            and (headers is None or "traceparent" not in headers)
+            and "traceparent" not in self.headers._fields
+        ):
             started = _new_traceparent()
             if headers is not None:
                 headers = headers.copy()
