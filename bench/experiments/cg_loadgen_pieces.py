@@ -23,11 +23,12 @@ from typing import Any
 from flowno import spawn
 
 from flowno_io import EventLoop, HttpClient
-from flowno_io.client.client import ClientResponse, _new_traceparent
+from flowno_io.client.client import ClientResponse
 from flowno_io.io.clock import get_clock
 from flowno_io.io.flowno_compat import park
 from flowno_io.io.wakeup import Wakeup
 from flowno_io.protocol.http11_client import ResponseParser
+from flowno_io.protocol.trace_context import new_traceparent
 
 ANSWER = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 06:00:00 GMT\r\n"
@@ -78,7 +79,7 @@ def main(piece: str, count: int) -> None:
 
     if piece == "traceparent":
         for _ in range(count):
-            _new_traceparent()
+            new_traceparent()
     elif piece == "record":
         stats = RequestStats(1.0)
         for i in range(count):

@@ -24,7 +24,6 @@ import ssl
 from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from random import getrandbits
 from time import monotonic
 from types import TracebackType
 from typing import Any, Final, TypeAlias
@@ -45,7 +44,7 @@ from ..io.flowno_compat import running_loop
 from ..protocol.headers import Headers
 from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
 from ..protocol.models import Response
-from ..protocol.trace_context import current_trace, slot_or_none
+from ..protocol.trace_context import current_trace, new_traceparent, slot_or_none
 from .auth import Auth, DigestAuth, coerce_auth
 from .cookies import ClientCookies, CookieJar
 from .multipart import Files, SizedBody, encode_multipart
@@ -267,14 +266,6 @@ def _encode_body(data: RequestData, json: Any, files: Files | None = None) -> tu
 
 #: Fields a request's headers cannot simply add to a cached plain head: the head sets or drops them.
 _NOT_APPENDABLE = frozenset({"host", "content-length", "transfer-encoding"})
-#: Sets the lowest bit of both ids drawn at once for a new trace (W3C: neither may be all zeros).
-_NONZERO_IDS = (1 << 64) | 1
-
-
-def _new_traceparent() -> str:
-    """A ``traceparent`` that starts a trace: random trace id and parent id (never all zero), sampled."""
-    ids = (getrandbits(192) | _NONZERO_IDS).to_bytes(24, "big").hex()  # (faster than formatting)
-    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 def _field_lines(headers: Headers) -> bytes:
@@ -289,13 +280,10 @@ def _merge_headers(*sources: HeadersLike | None) -> Headers | None:
     for source in sources:
         if source is None:
             continue
-        if isinstance(source, Headers):
-            headers = source
-        else:
-            try:
-                headers = Headers(source)
-            except ValueError as exc:  # CR/LF or a control character: never sent
-                raise LocalProtocolError(str(exc)) from None
+        try:
+            headers = source if isinstance(source, Headers) else Headers(source)
+        except ValueError as exc:  # CR/LF or a control character: never sent
+            raise LocalProtocolError(str(exc)) from None
         if result is None:
             result = headers
         else:
@@ -341,11 +329,9 @@ class HttpClient:
             ``flowno_io.testing.MockTransport(handler)`` answers every request in memory.
         local_address: source address to bind each connection to (e.g. ``"127.0.0.2"``), ``None``
             for the system's choice.
-        start_traces: each request made outside a traced handler, without a ``traceparent`` in
-            its headers or the client's, starts a new W3C trace: it carries a fresh
-            ``traceparent`` (random ids, sampled), so the server's logs and spans of each request
-            can be told apart (a load generator's use). Inside a traced handler the trace is
-            carried on either way.
+        start_traces: a request outside a traced handler (which carries its trace on) and without
+            a ``traceparent`` (its own or the client's) starts a new W3C trace, so the server's
+            logs and spans of each request can be told apart (a load generator's use).
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -395,7 +381,6 @@ class HttpClient:
             user_agent=user_agent,
             start_traces=start_traces,
         )
-        #: Each request outside a traced handler starts a new trace (see the class doc).
         self.start_traces = start_traces
         #: Headers sent with every request; mutable.
         self.headers = Headers(headers) if not isinstance(headers, Headers) else headers
@@ -541,17 +526,7 @@ class HttpClient:
         if extra_headers is not None or (headers is not None and type(headers) is not Headers):
             headers = _merge_headers(extra_headers, headers)  # (else: already one Headers, or none)
         reader, final_url, history = await self._send(
-            method,
-            url,
-            data,
-            json,
-            params,
-            headers,
-            timeout,
-            follow_redirects,
-            max_body_bytes,
-            auth,
-            files,
+            method, url, data, json, params, headers, timeout, follow_redirects, max_body_bytes, auth, files
         )
         body = reader.read_all_nowait()  # (the whole body usually came with the head)
         if body is None:
@@ -765,29 +740,20 @@ class HttpClient:
         follow = self.follow_redirects if follow_redirects is None else follow_redirects
         body_limit = self.max_body_bytes if isinstance(max_body_bytes, _Unset) else max_body_bytes
         auth = self.auth if isinstance(auth_option, _Unset) else coerce_auth(auth_option)
-        body: RequestBody = None
-        content_type: str | None = None
-        if data is not None or json is not None or files is not None:  # (else no call: a GET)
-            body, content_type = _encode_body(data, json, files)
-        # Inside a traced handler: carry the trace on (server/tracing.py); a context without a
-        # trace slot has no trace (one C call).
-        trace = None if slot_or_none(None) is None else current_trace.get()
+        body, content_type = _encode_body(data, json, files)
+        trace = None if slot_or_none(None) is None else current_trace.get()  # (server/tracing.py)
         started: str | None = None  # a new trace's traceparent, while not in ``headers``
         if trace is not None and (headers is None or "traceparent" not in headers):
             headers = Headers() if headers is None else headers.copy()
             headers.set("traceparent", trace.child_traceparent())
             if trace.tracestate:
                 headers.set("tracestate", trace.tracestate)
-        elif (
-            self.start_traces
-            and (headers is None or "traceparent" not in headers)
-            and "traceparent" not in self.headers._fields
-        ):
-            started = _new_traceparent()
-            if headers is not None:
+        elif self.start_traces and "traceparent" not in self.headers._fields:
+            if headers is None:
+                started = new_traceparent()
+            elif "traceparent" not in headers:
                 headers = headers.copy()
-                headers.set("traceparent", started)
-                started = None
+                headers.set("traceparent", new_traceparent())
         query = None
         if params is not None:
             query = _encode_params(params)
