@@ -216,28 +216,3 @@ def test_no_correction_without_an_interval_or_a_slow_value() -> None:
     histogram.record(100, 10)
     assert list(histogram.corrected(0).buckets()) == list(histogram.buckets())
     assert list(histogram.corrected(60).buckets()) == list(histogram.buckets())  # nothing >= 2 x 60
-
-
-@given(st.lists(st.integers(min_value=0, max_value=2**45), max_size=50))
-def test_record_in_equals_recording_in_each_histogram(values: list[int]) -> None:
-    """``record_in`` finds the bucket once for histograms of its shape; another shape (an
-    endpoint histogram loaded from elsewhere) is recorded its own way. Values past ``max_bits``
-    are clamped in both."""
-    together = (
-        LogLinearHistogram(),
-        LogLinearHistogram(),
-        LogLinearHistogram(significant_bits=5, max_bits=30),
-    )
-    apart = (LogLinearHistogram(), LogLinearHistogram(), LogLinearHistogram(significant_bits=5, max_bits=30))
-    for value in values:
-        together[0].record_in(together[1:], value)
-        for histogram in apart:
-            histogram.record(value)
-    for mine, theirs in zip(together, apart, strict=True):
-        assert mine.to_dict() == theirs.to_dict()
-        assert (mine.min, mine.max, mine.count, mine.clamped) == (
-            theirs.min,
-            theirs.max,
-            theirs.count,
-            theirs.clamped,
-        )

@@ -3,10 +3,11 @@
     python cg_loadgen_pieces.py PIECE N
     SCRIPT=bench/experiments/cg_loadgen_pieces.py bench/experiments/cg_pieces.sh "PIECE..."
 
-Pieces: ``traceparent`` (the generator's ids and request headers), ``record`` (its stats of one
-response), ``head`` (the client's request head for a GET with one added header), ``parse`` (a
-connection's ``ResponseParser`` reading nginx's hello answer, reused; ``parse-new``: a new parser
-for each), ``response`` (``ClientResponse._of``),
+Pieces: ``traceparent`` (the ids of a trace the client starts for a request), ``record`` (the
+generator's stats of one response), ``head`` (the client's request head for a GET that starts a
+trace: the cached plain head and the ``traceparent`` line), ``parse`` (a connection's
+``ResponseParser`` reading nginx's hello answer, reused; ``parse-new``: a new parser for each),
+``response`` (``ClientResponse._of``),
 ``wake`` (a task parked and woken through a ``Wakeup`` on ``flowno_io.EventLoop``, while the
 waking task yields: two loop steps and the park/wake bookkeeping), ``yield`` (one task yielding:
 one loop step), ``timer`` (a read deadline set and disarmed), ``sendrecv``
@@ -18,17 +19,17 @@ from __future__ import annotations
 import select
 import socket
 import sys
-from random import getrandbits
 from typing import Any
 
 from flowno import spawn
 
-from flowno_io import EventLoop, Headers, HttpClient
-from flowno_io.client.client import ClientResponse, _field_lines, _merge_headers
+from flowno_io import EventLoop, HttpClient
+from flowno_io.client.client import ClientResponse
 from flowno_io.io.clock import get_clock
 from flowno_io.io.flowno_compat import park
 from flowno_io.io.wakeup import Wakeup
 from flowno_io.protocol.http11_client import ResponseParser
+from flowno_io.protocol.trace_context import new_traceparent
 
 ANSWER = (
     b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 30 Nov 2026 06:00:00 GMT\r\n"
@@ -77,25 +78,22 @@ def main(piece: str, count: int) -> None:
     """Run ``piece`` ``count`` times."""
     from loadtest.stats import RequestStats
 
-    fields: dict[str, list[str]] = {}
     if piece == "traceparent":
         for _ in range(count):
-            ids = f"{getrandbits(192) | ((1 << 64) | 1):048x}"
-            traceparent = f"00-{ids[:32]}-{ids[32:]}-01"
-            Headers._from_trusted({**fields, "traceparent": [traceparent]})
+            new_traceparent()
     elif piece == "record":
         stats = RequestStats(1.0)
         for i in range(count):
-            stats.record_response("GET /", 0.5 + i * 1e-6, 0.002, status=200, ok=True, size=13, service=0.002)
-    elif piece == "head":
-        client = HttpClient(user_agent="flowno-loadtest/0.1")
-        headers = Headers._from_trusted({"traceparent": ["00-" + "1" * 32 + "-" + "2" * 16 + "-01"]})
+            latency = 0.001 + (i * 7919 % 3000) * 1.01e-6  # (1-4 ms, spread as latencies are)
+            stats.record_response(
+                "GET /", 0.5 + i * 1e-6, latency, status=200, ok=True, size=13, service=latency
+            )
+    elif piece == "head":  # (as HttpClient._send with start_traces, less the traceparent itself)
+        client = HttpClient(user_agent="flowno-loadtest/0.1", start_traces=True)
+        started = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
         for _ in range(count):
-            merged = _merge_headers(None, headers)
-            assert merged is not None
-            if client._appendable("GET", merged):
-                head = client._plain_head("GET", URL)[1]
-                head = head[:-2] + _field_lines(merged)
+            head = client._plain_head("GET", URL)[1]
+            head = head[:-2] + f"traceparent: {started}\r\n\r\n".encode()
     elif piece == "parse":  # (as a connection does: one parser, reused for each response)
         parser = ResponseParser(persistent=True)
         for _ in range(count):

@@ -19,13 +19,12 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from random import getrandbits
 from time import perf_counter, thread_time
 from typing import Any
 
 from flowno import Event, spawn
 
-from flowno_io import EventLoop, Headers, HttpClient, Timeout, sleep, streaming_response_is_ok
+from flowno_io import EventLoop, Headers, HttpClient, Response, Timeout, sleep, streaming_response_is_ok
 
 from .result import (
     GENERATOR_CPU_LIMIT,
@@ -64,10 +63,6 @@ GENERATOR_SAMPLE_INTERVAL = 0.05
 RUN_GC_THRESHOLD = 10_000
 
 
-#: Sets the lowest bit of both ids drawn at once for a traceparent (W3C: neither may be all zeros).
-_NONZERO_IDS = (1 << 64) | 1
-
-
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -87,6 +82,8 @@ class _Phase:
     def __init__(self, scenario: Scenario, result: PhaseResult, client: HttpClient) -> None:
         self.scenario = scenario
         self.result = result
+        #: The statistics of a request/response phase (``None`` for an SSE one).
+        self.request_stats = result.stats if isinstance(result.stats, RequestStats) else None
         self.client = client
         self.gate = Event()
         self.start = math.inf
@@ -98,14 +95,14 @@ class _Phase:
         self.schedule: ArrivalSchedule | None = None
         self.active_users = 0
         self.headers = {spec.name: (dict(spec.headers) or None) for spec in scenario.requests}
-        # The same, checked once here, so each request only adds its traceparent (None: invalid,
-        # sent as given so that each request fails with the client's error, as it would alone).
-        self.fields: dict[str, dict[str, list[str]] | None] = {}
-        for spec in scenario.requests:
+        # The same, checked once here (the client copies them to add a request's traceparent);
+        # invalid ones are sent as given, so that each request fails with the client's error.
+        self.request_headers: dict[str, Headers | dict[str, str] | None] = {}
+        for name, headers in self.headers.items():
             try:
-                self.fields[spec.name] = Headers(spec.headers)._fields
+                self.request_headers[name] = None if headers is None else Headers(headers)
             except (ValueError, TypeError):
-                self.fields[spec.name] = None
+                self.request_headers[name] = headers
 
     async def begin(self) -> None:
         """Start the clock (and the arrival schedule) and release the waiting users."""
@@ -192,6 +189,8 @@ class LoadRunner:
             "max_connections_per_host": concurrency,
             "keepalive_expiry": KEEPALIVE_EXPIRY,
             "user_agent": "flowno-loadtest/0.1",
+            # Each request its own W3C trace, so the server's logs and traces can be matched to it.
+            "start_traces": not streaming,
         }
         if streaming:
             options["max_body_bytes"] = None
@@ -272,38 +271,13 @@ class LoadRunner:
 
     async def _exchange(self, phase: _Phase, spec: RequestSpec, due: float, sent: float) -> None:
         """Send one request and record it (latency from ``due``, service time from ``sent``)."""
-        stats = phase.result.stats
-        assert isinstance(stats, RequestStats)
-        # Each request its own W3C trace, so the server's logs and traces can be matched to it.
-        # trace id (128 bits), parent id (64 bits), lower-case hex (bytes.hex: 0.4 µs less than a format)
-        ids = (getrandbits(192) | _NONZERO_IDS).to_bytes(24, "big").hex()
-        traceparent = f"00-{ids[:32]}-{ids[32:]}-01"
-        fields = phase.fields[spec.name]
-        headers: Headers | dict[str, str]
-        if fields is not None:  # checked when the phase began; the traceparent is ours (hex)
-            headers = Headers._from_trusted({**fields, "traceparent": [traceparent]})
-        else:
-            headers = {**(phase.headers[spec.name] or {}), "traceparent": traceparent}
+        headers = phase.request_headers[spec.name]  # (the client adds a new traceparent to each)
         try:
             response = await phase.client.request(spec.method, spec.url, spec.body, headers=headers)
         except Exception as exc:  # every failure is a result, never the end of a user
-            end = perf_counter()
-            stats.record_error(
-                spec.name, end - phase.start, end - due, _error_kind(exc), str(exc), service=end - sent
-            )
-            return
-        end = perf_counter()
-        status = response.status_code
-        stats.record_response(
-            spec.name,
-            end - phase.start,
-            end - due,
-            status=status,
-            ok=spec.is_expected(status),
-            size=len(response.body),
-            service=end - sent,
-            server=server_time_of(response.headers.get("server-timing")),
-        )
+            _record_failure(phase, spec, due, sent, exc)
+        else:
+            _record_response(phase, spec, due, sent, response)
 
     async def _think(self, phase: _Phase) -> None:
         think = self.scenario.think_time
@@ -313,14 +287,25 @@ class LoadRunner:
                 await sleep(min(think, remaining))
 
     async def _closed_user(self, phase: _Phase, number: int) -> None:
-        """A virtual user: request, wait for the response, (think,) repeat until a limit."""
-        picker = self._picker(number)
+        """A virtual user: request, wait for the response, (think,) repeat until a limit.
+
+        What :meth:`_exchange` does, written out: one coroutine less per request, and one level
+        less for each resumption of the user's task.
+        """
+        pick = self._picker(number).pick
         await phase.user_started()
+        request, headers = phase.client.request, phase.request_headers
         try:
             thinks = self.scenario.think_time > 0  # (else no coroutine per request for it)
             while phase.may_start():
+                spec = pick()
                 sent = perf_counter()
-                await self._exchange(phase, picker.pick(), sent, sent)
+                try:  # (the client adds a new traceparent to each request)
+                    response = await request(spec.method, spec.url, spec.body, headers=headers[spec.name])
+                except Exception as exc:  # every failure is a result, never the end of a user
+                    _record_failure(phase, spec, sent, sent, exc)
+                else:
+                    _record_response(phase, spec, sent, sent, response)
                 if thinks:
                     await self._think(phase)
         finally:
@@ -450,6 +435,35 @@ class LoadRunner:
             phase = self._current
             if phase is not None and self._running and phase.start != math.inf:
                 report(progress_text(phase.result, perf_counter() - phase.start, len(self.scenario.phases())))
+
+
+def _record_response(phase: _Phase, spec: RequestSpec, due: float, sent: float, response: Response) -> None:
+    """Record a response to ``spec`` (latency from ``due``, service time from ``sent``)."""
+    end = perf_counter()
+    stats = phase.request_stats
+    assert stats is not None
+    status = response.status_code
+    timing = response.headers._fields.get("server-timing")  # (no Headers.get: only one is read)
+    stats.record_response(
+        spec.name,
+        end - phase.start,
+        end - due,
+        status=status,
+        ok=spec.is_expected(status),
+        size=len(response.body),
+        service=end - sent,
+        server=None if timing is None else server_time_of(", ".join(timing)),
+    )
+
+
+def _record_failure(phase: _Phase, spec: RequestSpec, due: float, sent: float, exc: Exception) -> None:
+    """Record a request to ``spec`` that failed without a response."""
+    end = perf_counter()
+    stats = phase.request_stats
+    assert stats is not None
+    stats.record_error(
+        spec.name, end - phase.start, end - due, _error_kind(exc), str(exc), service=end - sent
+    )
 
 
 def server_time_of(header: str | None) -> float | None:

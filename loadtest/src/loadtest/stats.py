@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,10 @@ DEFAULT_MAX_INTERVALS = 240
 TIMELINE_SIGNIFICANT_BITS = 5
 #: Error messages kept per error kind, as samples for the report.
 MAX_ERROR_SAMPLES = 3
+#: Latencies of one endpoint kept unrecorded at most (see :class:`RequestStats`): 128 KiB of floats.
+BATCH_LIMIT = 4096
+#: ``round`` of a float without the special-method lookup of the builtin (same result).
+_round_float = float.__round__
 
 
 def _ms(microseconds: float) -> float:
@@ -331,7 +336,7 @@ class RequestStats(_PhaseStats):
     _COUNTERS = ("ok", "failed", "bytes_received")
 
     def __init__(self, timeline_interval: float = 1.0) -> None:
-        self.latency = LogLinearHistogram()
+        self._latency = LogLinearHistogram()
         # While every service time equals its latency (closed loop: always), the service times
         # are not recorded twice: ``service_time`` is made from ``latency`` when first read or
         # when a different value comes (one histogram record less per request).
@@ -343,15 +348,71 @@ class RequestStats(_PhaseStats):
         self.ok = 0
         self.failed = 0
         self.bytes_received = 0
-        self.statuses: Counter[int] = Counter()
+        self._statuses: Counter[int] = Counter()
+        self._new_statuses: dict[int, int] = {}  # counted since ``statuses`` was last read
         self._errors = _Errors()
-        self.by_name: dict[str, EndpointStats] = {}
-        self.timeline = Timeline(timeline_interval)
+        self._by_name: dict[str, EndpointStats] = {}
+        self._timeline = Timeline(timeline_interval)
+        # A response's latency is only appended to its endpoint's batch of the current timeline
+        # interval; the batches are recorded in the phase's, the endpoints' and the interval's
+        # histograms (and counts) together, in bulk, when the interval ends, when a batch is full,
+        # and before any of those is read (``_flush``). Every view is as if recorded one by one.
+        self._batches: dict[str, list[float]] = {}  # latencies (microseconds) by request name
+        self._batch_failed: dict[str, int] = {}  # failures among them, by request name
+        self._batch_interval = -1  # the timeline interval index of the batches
+        self._batch_offset = 0.0  # an offset in it (its slot is found when they are recorded)
+        self._width = self._timeline.interval  # (the timeline's, when the batches began)
 
     @property
     def completed(self) -> int:
         """Requests finished, successfully or not."""
         return self.ok + self.failed
+
+    @property
+    def latency(self) -> LogLinearHistogram:
+        """Microseconds from the intended send to the end of each response (see the class doc)."""
+        if self._batches:
+            self._flush()
+        return self._latency
+
+    @latency.setter
+    def latency(self, histogram: LogLinearHistogram) -> None:
+        self._flush()
+        self._latency = histogram
+
+    @property
+    def statuses(self) -> Counter[int]:
+        """Responses by status code."""
+        if self._new_statuses:
+            self._statuses.update(self._new_statuses)
+            self._new_statuses = {}
+        return self._statuses
+
+    @statuses.setter
+    def statuses(self, statuses: Counter[int]) -> None:
+        self._new_statuses = {}
+        self._statuses = statuses
+
+    @property
+    def by_name(self) -> dict[str, EndpointStats]:
+        """Outcomes and latencies by request name (in the order they first completed)."""
+        if self._batches:
+            self._flush()
+        return self._by_name
+
+    @property
+    def timeline(self) -> Timeline:
+        """Completions, errors and latencies per interval of the phase."""
+        if self._batches:
+            self._flush()
+        return self._timeline
+
+    @timeline.setter
+    def timeline(self, timeline: Timeline) -> None:
+        self._flush()
+        self._timeline = timeline
+        self._width = timeline.interval
+        self._batch_interval = -1
 
     @property
     def service_time(self) -> LogLinearHistogram:
@@ -408,30 +469,62 @@ class RequestStats(_PhaseStats):
             mine.failed += theirs.failed
 
     def _endpoint(self, name: str) -> EndpointStats:
-        endpoint = self.by_name.get(name)
+        endpoint = self._by_name.get(name)
         if endpoint is None:
-            endpoint = self.by_name[name] = EndpointStats()
+            endpoint = self._by_name[name] = EndpointStats()
         return endpoint
 
+    def _flush(self) -> None:
+        """Record the batches in the phase's, their endpoints' and their interval's histograms."""
+        batches, failures = self._batches, self._batch_failed
+        if not batches:
+            return
+        self._batches, self._batch_failed = {}, {}
+        slot = self._timeline._slot(self._batch_offset)
+        for name, microseconds in batches.items():
+            microseconds.sort()  # (as floats: faster than as ints, and rounding keeps the order)
+            latencies = list(map(_round_float, microseconds))
+            negative = bisect_left(latencies, 0)
+            if negative:  # (a clock step back: recorded as 0)
+                latencies[:negative] = [0] * negative
+            endpoint = self._endpoint(name)
+            self._latency.record_many(latencies)  # (each sorts them again: one pass when sorted)
+            endpoint.latency.record_many(latencies)
+            slot.histogram.record_many(latencies)
+            failed = failures.get(name, 0)
+            endpoint.ok += len(latencies) - failed
+            endpoint.failed += failed
+            slot.completed += len(latencies)
+            slot.errors += failed
+        # (finding the slot may have coarsened the timeline: later batches use its new width)
+        self._width = self._timeline.interval
+        self._batch_interval = int(self._batch_offset / self._width)
+
     def _record(self, name: str, offset: float, latency: float, service: float | None, ok: bool) -> None:
-        latency_us = round(latency * 1e6)
-        if latency_us < 0:
-            latency_us = 0
-        service_us = latency_us if service is None or service == latency else max(0, round(service * 1e6))
-        if not self._service_is_latency or service_us != latency_us:
-            self.service_time.record(service_us)  # (made from the latencies first, if need be)
-        endpoint = self.by_name.get(name) or self._endpoint(name)
-        # What Timeline.record does, with the latency recorded in all three histograms at once.
-        slot = self.timeline._slot(offset)
-        slot.completed += 1
-        self.latency.record_in((endpoint.latency, slot.histogram), latency_us)
+        if not (service is None or service == latency) or not self._service_is_latency:
+            self._record_service(latency, service)
+        if int(offset / self._width) != self._batch_interval:
+            self._flush()  # (the batches of the interval before)
+            self._batch_offset = offset
+            self._batch_interval = int(offset / self._width)
+        microseconds = self._batches.get(name)
+        if microseconds is None:
+            microseconds = self._batches[name] = []
+        microseconds.append(latency * 1e6)  # (rounded when recorded)
         if ok:
             self.ok += 1
-            endpoint.ok += 1
         else:
             self.failed += 1
-            endpoint.failed += 1
-            slot.errors += 1
+            self._batch_failed[name] = self._batch_failed.get(name, 0) + 1
+        if len(microseconds) >= BATCH_LIMIT:
+            self._flush()
+
+    def _record_service(self, latency: float, service: float | None) -> None:
+        """Record a service time (once one differs from its latency, they are all recorded)."""
+        latency_us = max(0, round(latency * 1e6))
+        service_us = latency_us if service is None else max(0, round(service * 1e6))
+        if not self._service_is_latency or service_us != latency_us:
+            self.service_time.record(service_us)  # (made from the latencies first, if need be)
 
     def record_response(
         self,
@@ -462,7 +555,11 @@ class RequestStats(_PhaseStats):
             self.server_time.record(server_us)
             outside = latency if service is None else service
             self.outside_server.record(max(0, round(outside * 1e6) - server_us))
-        self.statuses[status] += 1
+        statuses = self._new_statuses  # (a Counter's item assignment is a Python-level call)
+        if status in statuses:
+            statuses[status] += 1
+        else:
+            statuses[status] = 1
         self.bytes_received += size
         if not ok:
             self._errors.add(f"HTTP {status}", "")

@@ -44,7 +44,7 @@ from ..io.flowno_compat import running_loop
 from ..protocol.headers import Headers
 from ..protocol.http11_client import DEFAULT_MAX_RESPONSE_HEADER_BYTES, ResponseParser, encode_request_head
 from ..protocol.models import Response
-from ..protocol.trace_context import current_trace
+from ..protocol.trace_context import current_trace, new_traceparent, slot_or_none
 from .auth import Auth, DigestAuth, coerce_auth
 from .cookies import ClientCookies, CookieJar
 from .multipart import Files, SizedBody, encode_multipart
@@ -235,6 +235,7 @@ def _check_options(**options: Any) -> None:
         ("follow_redirects", bool, "True or False"),
         ("verify", (bool, str, ssl.SSLContext), "True, False, a CA bundle path or an ssl.SSLContext"),
         ("user_agent", str, "a str"),
+        ("start_traces", bool, "True or False"),
     ):
         if not isinstance(options[name], kinds):
             raise TypeError(f"HttpClient {name} must be {wanted}, not {options[name]!r}")
@@ -279,13 +280,10 @@ def _merge_headers(*sources: HeadersLike | None) -> Headers | None:
     for source in sources:
         if source is None:
             continue
-        if isinstance(source, Headers):
-            headers = source
-        else:
-            try:
-                headers = Headers(source)
-            except ValueError as exc:  # CR/LF or a control character: never sent
-                raise LocalProtocolError(str(exc)) from None
+        try:
+            headers = source if isinstance(source, Headers) else Headers(source)
+        except ValueError as exc:  # CR/LF or a control character: never sent
+            raise LocalProtocolError(str(exc)) from None
         if result is None:
             result = headers
         else:
@@ -331,6 +329,9 @@ class HttpClient:
             ``flowno_io.testing.MockTransport(handler)`` answers every request in memory.
         local_address: source address to bind each connection to (e.g. ``"127.0.0.2"``), ``None``
             for the system's choice.
+        start_traces: a request outside a traced handler (which carries its trace on) and without
+            a ``traceparent`` (its own or the client's) starts a new W3C trace, so the server's
+            logs and spans of each request can be told apart (a load generator's use).
 
     Errors are the ``HttpError`` tree: ``ConnectError``, ``ReadError``, ``WriteError``, the
     ``TimeoutError`` family, ``RemoteProtocolError`` (a malformed response, or one cut short),
@@ -364,6 +365,7 @@ class HttpClient:
         trust_env: bool = True,
         transport: Transport | None = None,
         local_address: str | None = None,
+        start_traces: bool = False,
     ) -> None:
         _check_options(
             base_url=base_url,
@@ -377,7 +379,9 @@ class HttpClient:
             max_body_bytes=max_body_bytes,
             verify=verify,
             user_agent=user_agent,
+            start_traces=start_traces,
         )
+        self.start_traces = start_traces
         #: Headers sent with every request; mutable.
         self.headers = Headers(headers) if not isinstance(headers, Headers) else headers
         self.base_url = base_url.rstrip("/") if base_url else None
@@ -519,20 +523,10 @@ class HttpClient:
             The :class:`ClientResponse`, body decompressed (a 4xx/5xx is returned, not raised).
         """
         start = monotonic()
-        if extra_headers is not None or type(headers) is not Headers:
-            headers = _merge_headers(extra_headers, headers)  # (else: already one Headers)
+        if extra_headers is not None or (headers is not None and type(headers) is not Headers):
+            headers = _merge_headers(extra_headers, headers)  # (else: already one Headers, or none)
         reader, final_url, history = await self._send(
-            method,
-            url,
-            data,
-            json,
-            params,
-            headers,
-            timeout,
-            follow_redirects,
-            max_body_bytes,
-            auth,
-            files,
+            method, url, data, json, params, headers, timeout, follow_redirects, max_body_bytes, auth, files
         )
         body = reader.read_all_nowait()  # (the whole body usually came with the head)
         if body is None:
@@ -747,12 +741,19 @@ class HttpClient:
         body_limit = self.max_body_bytes if isinstance(max_body_bytes, _Unset) else max_body_bytes
         auth = self.auth if isinstance(auth_option, _Unset) else coerce_auth(auth_option)
         body, content_type = _encode_body(data, json, files)
-        trace = current_trace.get()  # inside a traced handler: carry the trace on (server/tracing.py)
+        trace = None if slot_or_none(None) is None else current_trace.get()  # (server/tracing.py)
+        started: str | None = None  # a new trace's traceparent, while not in ``headers``
         if trace is not None and (headers is None or "traceparent" not in headers):
             headers = Headers() if headers is None else headers.copy()
             headers.set("traceparent", trace.child_traceparent())
             if trace.tracestate:
                 headers.set("tracestate", trace.tracestate)
+        elif self.start_traces and "traceparent" not in self.headers._fields:
+            if headers is None:
+                started = new_traceparent()
+            elif "traceparent" not in headers:
+                headers = headers.copy()
+                headers.set("traceparent", new_traceparent())
         query = None
         if params is not None:
             query = _encode_params(params)
@@ -767,10 +768,14 @@ class HttpClient:
             )
             if plain and headers is None:
                 origin, head = self._plain_head(method, url)
+                if started is not None:  # (its line after the client's: as _encode_head orders it)
+                    head = head[:-2] + f"traceparent: {started}\r\n\r\n".encode()
             elif plain and headers is not None and self._appendable(method, headers):
                 origin, head = self._plain_head(method, url)
                 head = head[:-2] + _field_lines(headers)
             else:
+                if started is not None:  # (a head built from headers: then always with it)
+                    headers, started = Headers({"traceparent": started}), None
                 origin, target, host_header, authorization, proxy_authorization = self._resolve(url)
                 if query:
                     target = f"{target}{'&' if '?' in target else '?'}{query}"

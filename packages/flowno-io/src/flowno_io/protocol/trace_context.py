@@ -36,6 +36,7 @@ __all__ = [
     "current_trace",
     "new_span_id",
     "new_trace_id",
+    "new_traceparent",
     "trace_slot",
 ]
 
@@ -54,6 +55,21 @@ def new_trace_id() -> str:
 def new_span_id() -> str:
     """16 random lowercase hex digits (never all zero)."""
     return "%016x" % (getrandbits(64) or 1)
+
+
+#: Sets the lowest bit of both ids drawn at once by :func:`new_traceparent` (neither all zeros).
+_NONZERO_IDS = (1 << 64) | 1
+
+
+def new_traceparent() -> str:
+    """A ``traceparent`` that starts a trace: new trace id and parent id, sampled.
+
+    >>> value = new_traceparent()
+    >>> TraceContext.from_headers(value).parent_id == value[36:52], value[:3], value[-3:]
+    (True, '00-', '-01')
+    """
+    ids = (getrandbits(192) | _NONZERO_IDS).to_bytes(24, "big").hex()  # (faster than two formats)
+    return f"00-{ids[:32]}-{ids[32:]}-01"
 
 
 class TraceContext:
