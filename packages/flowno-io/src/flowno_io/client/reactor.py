@@ -19,12 +19,19 @@ unseen is an edge the next poll reports: it can wait without looking at its sock
 ``poll`` syscall after each send). Edges are never dropped, so a wait that starts late (a task
 that let others run between its look and its wait) misses nothing either.
 
+A lone waiter whose last wait was short (``SHORT_WAIT``: a server on this host) first polls
+without waiting for up to ``SPIN_SECONDS`` while the loop has nothing else to run
+(``Poller.spin``): on this 2-core machine a process woken from sleep takes ~60 µs to run again,
+more than such an answer takes (one task's GETs went from ~6,000 to ~8,300-9,300 per second).
+A slower answer turns spinning off until waits are short again.
+
 Timeouts work as for ``SocketStream``: a timer shuts the socket down, which makes it ready.
 """
 
 from __future__ import annotations
 
 import select
+from time import perf_counter
 
 from .._errors import ClosedResourceError
 from ..io.flowno_compat import park, park_command
@@ -37,6 +44,13 @@ _EVENTS = READABLE | HANGUP | EDGE
 #: Events that report a state that stays (errors are reported whether asked for or not).
 _ENDS = HANGUP | select.EPOLLERR
 _MAX_EVENTS = 1024
+#: A lone waiter whose last wait in the loop lasted less than this (an answer from this host or
+#: next to it, plus the wake-up) first polls without waiting for up to ``SPIN_SECONDS`` while the
+#: loop has nothing else to run (``Poller.spin``): waking a process costs more than such an
+#: answer takes. An answer slower than that turns it off again, so a distant server costs at
+#: most one spin.
+SHORT_WAIT = 150e-6
+SPIN_SECONDS = 50e-6
 
 
 class ReadWaiter:
@@ -70,6 +84,7 @@ class Reactor:
         # woke then do not wake it again as they leave (one wake-up per dispatch, not one each).
         self._successor: ReadWaiter | None = None
         self._closing = False
+        self._spin = False  # the last wait was short: spin before the next
 
     def register(self, fd: int) -> ReadWaiter:
         """Watch ``fd`` (until it is closed: closing removes it from the epoll; then :meth:`forget`)."""
@@ -96,11 +111,18 @@ class Reactor:
                 if self._leader is None:
                     self._leader = waiter
                     self._successor = None
+                    events = None
                     try:
-                        await self._poller.wait()
+                        if self._spin and len(waiting) == 1:
+                            events = self._poller.spin(SPIN_SECONDS, _MAX_EVENTS)
+                        if not events:
+                            started = perf_counter()
+                            await self._poller.wait()
+                            self._spin = perf_counter() - started < SHORT_WAIT
+                            events = None
                     finally:
                         self._leader = None
-                    self._dispatch(waiter)
+                    self._dispatch(waiter, events)
                 else:
                     # Our socket is ready, or we are to lead. (Wakeup.wait inlined: a coroutine
                     # less on the path where most requests wait.)
@@ -122,10 +144,10 @@ class Reactor:
                 elif self._closing:
                     self._poller.close()
 
-    def _dispatch(self, leader: ReadWaiter) -> None:
+    def _dispatch(self, leader: ReadWaiter, ready: list[tuple[int, int]] | None = None) -> None:
         registered = self._registered
         waiting = self._waiting
-        for fd, events in self._poller.ready(_MAX_EVENTS):
+        for fd, events in self._poller.ready(_MAX_EVENTS) if ready is None else ready:
             waiter = waiting.pop(fd, None)
             if waiter is not None:
                 if waiter is not leader:

@@ -79,6 +79,7 @@ __all__ = [
     "current_task",
     "handle_of",
     "interrupt",
+    "loop_is_idle",
     "park",
     "park_command",
     "reset_selector_after_fork",
@@ -161,6 +162,16 @@ _check_structure()
 def current_loop() -> Any:
     """The running flowno ``EventLoop``, or ``None`` outside one."""
     return flowno.current_event_loop()
+
+
+def loop_is_idle() -> bool:
+    """True when the running loop has no task ready to run and no sleeper due: what it would do
+    next is wait in its selector (``False`` outside a loop)."""
+    loop = flowno.current_event_loop()
+    if loop is None or loop.tasks:
+        return False
+    sleeping = loop.sleeping
+    return not (sleeping and sleeping[0][0] <= _flowno_clock())
 
 
 def running_loop(what: str) -> Any:

@@ -38,8 +38,9 @@ from __future__ import annotations
 import select
 import socket as _socket
 from collections.abc import Awaitable
+from time import perf_counter
 
-from .flowno_compat import KeptReadable, wait_kept
+from .flowno_compat import KeptReadable, loop_is_idle, wait_kept
 
 __all__ = ["EDGE", "HANGUP", "READABLE", "WRITABLE", "Poller"]
 
@@ -99,6 +100,26 @@ class Poller:
             return self._epoll.poll(0, max_events)
         except InterruptedError:
             return []
+
+    def spin(self, seconds: float, max_events: int = MAX_EVENTS) -> list[tuple[int, int]]:
+        """:meth:`ready`, again and again for up to ``seconds`` while the loop has nothing else
+        to run: the first events found, or ``[]``.
+
+        For a task that expects an answer within microseconds (a server on this host): on a
+        machine whose idle cores sleep, waking the process costs more than the answer takes
+        (~60 µs per wake-up here; ``bench/experiments/NOTES.md``, round six). Returns at once
+        when another task is ready or a sleeper is due, so it only burns time the loop would
+        have spent waiting.
+        """
+        deadline = perf_counter() + seconds
+        poll = self._epoll.poll
+        while True:
+            try:
+                events = poll(0, max_events)
+            except InterruptedError:
+                events = []
+            if events or perf_counter() >= deadline or not loop_is_idle():
+                return events
 
     @property
     def wake_fd(self) -> int:
