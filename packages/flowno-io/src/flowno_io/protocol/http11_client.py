@@ -194,7 +194,7 @@ class ResponseParser:
         self._head_fed = 0
         self.bytes_received = 0
         self.reason = ""
-        self.headers = _NO_HEADERS
+        self.headers = Headers()  # (its own: a caller may change the ones it was given)
         self.headers_complete = False
         self.message_complete = False
 
@@ -333,8 +333,7 @@ class ResponseParser:
         fields = self._fields
         self.status_code = status
         self.http_version = parser.get_http_version()
-        headers = self.headers = _new_headers(Headers)  # (Headers._from_trusted, without the call)
-        headers._fields = fields
+        self.headers = Headers._from_trusted(fields)
         self.headers_complete = True
         if self.head_request or status in (204, 304):
             self.keep_alive = _keep_alive(self.http_version, fields)
@@ -373,9 +372,6 @@ class _TrailingData(Exception):
 
 #: What a ``ResponseParser`` holds instead of its httptools parser once the response ended.
 _ENDED = httptools.HttpResponseParser(object())
-#: ``headers`` before a response's head is complete (never handed out: replaced at its end).
-_NO_HEADERS = Headers()
-_new_headers = Headers.__new__
 
 
 def _keep_alive(http_version: str, fields: dict[str, list[str]]) -> bool:
